@@ -1,0 +1,197 @@
+"""Loading base models, adapters and exported variants, the same way in every job and the server.
+
+Model sources: a local directory, an ``s3://`` prefix holding a published artifact (downloaded once per
+node through :func:`sqltune.storage.fetch_cached` and verified against its manifest), or a hub id (only
+when the machine has network; never in tests).
+
+Every sqltune artifact directory carries ``sqltune_artifact.json`` (kind, base model, precision, the
+resolved config) and ``prompt_template.json``; :func:`load_for_inference` reads both so that evaluation
+and serving build exactly the prompt training used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sqltune.errors import ModelError, ResourceError, missing
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_FILE = "sqltune_artifact.json"
+Precision = Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4"]
+ArtifactKind = Literal["base", "adapter", "merged", "int8", "nf4"]
+
+
+def resolve_source(uri: str) -> str:
+    """A local directory for ``uri``: s3 artifacts are fetched and verified; hub ids pass through."""
+    if uri.startswith("s3://"):
+        from sqltune.storage import fetch_cached
+
+        return str(fetch_cached(uri))
+    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelError(f"model path {uri!r} is a file; pass the directory that holds config.json")
+        return str(path)
+    if uri.startswith((".", "/", "~")) or uri.count("/") != 1:
+        raise ModelError(
+            f"model {uri!r} not found: not a local directory, not s3://, and not a hub id of the form org/name"
+        )
+    return uri  # hub id: transformers downloads it when the machine has network
+
+
+def read_artifact_info(path: str | Path) -> dict[str, Any]:
+    """The ``sqltune_artifact.json`` of a directory, or ``{}`` for a plain Hugging Face checkpoint."""
+    p = Path(path) / ARTIFACT_FILE
+    if not p.is_file():
+        return {}
+    return json.loads(p.read_text())
+
+
+def write_artifact_info(path: str | Path, *, kind: ArtifactKind, **info: Any) -> Path:
+    p = Path(path) / ARTIFACT_FILE
+    p.write_text(json.dumps({"kind": kind, **info}, indent=2, sort_keys=True, default=str) + "\n")
+    return p
+
+
+def best_device(device: str = "auto") -> str:
+    import torch
+
+    if device != "auto":
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ResourceError(f"device={device!r} but no CUDA GPU is visible; set device=cpu or run on a GPU node")
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def compute_dtype(device: str):
+    """bf16 where the hardware has it, fp16 on older GPUs, fp32 on CPU for 16-bit requests."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+def quantization_config(precision: Precision, device: str, *, double_quant: bool = True):
+    """bitsandbytes config for int8 / nf4, or None for unquantized precisions."""
+    if precision not in ("int8", "nf4"):
+        return None
+    try:
+        import bitsandbytes  # noqa: F401
+        from transformers import BitsAndBytesConfig
+    except ImportError as exc:
+        raise missing("bitsandbytes", "model") from exc
+    if precision == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute_dtype(device),
+    )
+
+
+def torch_dtype(precision: Precision, device: str):
+    import torch
+
+    return {
+        "fp32": torch.float32,
+        "bf16": torch.bfloat16,
+        "fp16": torch.float16,
+    }.get(precision, compute_dtype(device) if device.startswith("cuda") else torch.float32)
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(source)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(
+    source: str,
+    *,
+    precision: Precision = "auto",
+    device: str = "auto",
+    double_quant: bool = True,
+    attn_implementation: str | None = None,
+):
+    """``AutoModelForCausalLM.from_pretrained`` with sqltune's precision/quantization conventions."""
+    try:
+        from transformers import AutoModelForCausalLM
+    except ImportError as exc:  # pragma: no cover
+        raise missing("transformers", "model") from exc
+    dev = best_device(device)
+    qconfig = quantization_config(precision, dev, double_quant=double_quant)
+    kwargs: dict[str, Any] = {"dtype": torch_dtype(precision, dev)}
+    if qconfig is not None:
+        kwargs["quantization_config"] = qconfig
+        kwargs["device_map"] = {"": dev if dev != "cuda" else 0} if dev.startswith("cuda") else {"": "cpu"}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"cannot load model from {source!r}: {exc}") from None
+    if qconfig is None:
+        model.to(dev)
+    return model
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    template: Any
+    info: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    name: str = ""
+
+
+def load_for_inference(
+    uri: str,
+    *,
+    base_uri: str | None = None,
+    precision: Precision = "auto",
+    device: str = "auto",
+    name: str | None = None,
+) -> LoadedModel:
+    """Load a base model, a merged/quantized export, or an adapter (onto ``base_uri`` or its recorded base).
+
+    The prompt template comes from the artifact when it has one (adapters and exports always do).
+    """
+    from sqltune.prompts import TEMPLATE_FILE, PromptTemplate
+
+    local = resolve_source(uri)
+    info = read_artifact_info(local) if Path(local).is_dir() else {}
+    kind = info.get("kind", "base")
+    dev = best_device(device)
+    if kind == "adapter" or (Path(local) / "adapter_config.json").is_file():
+        try:
+            from peft import PeftModel
+        except ImportError as exc:
+            raise missing("peft", "model") from exc
+        base = base_uri or info.get("base_model")
+        if not base:
+            raise ModelError(f"adapter {uri!r} records no base model; pass base_uri=<base model dir or s3 uri>")
+        base_local = resolve_source(base)
+        model = load_causal_lm(base_local, precision=precision, device=dev)
+        model = PeftModel.from_pretrained(model, local)
+        tok_src = local if (Path(local) / "tokenizer_config.json").is_file() else base_local
+    else:
+        if precision == "auto" and kind in ("int8", "nf4"):
+            precision = kind  # the export's own quantization is in its config.json
+        model = load_causal_lm(local, precision=precision, device=dev)
+        tok_src = local
+    model.eval()
+    tokenizer = load_tokenizer(tok_src)
+    template = PromptTemplate.load(local) if (Path(local) / TEMPLATE_FILE).is_file() else PromptTemplate()
+    log.info("loaded %s (%s) on %s", uri, kind, dev)
+    return LoadedModel(model=model, tokenizer=tokenizer, template=template, info=info, device=dev, name=name or uri)
