@@ -52,3 +52,24 @@ def postgres_db(postgres_admin_dsn: str):
     yield f"{base}/{name}"
     with psycopg.connect(postgres_admin_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+TINY_CORPUS = [
+    "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, signup_date TEXT)",
+    "CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER, total REAL, status TEXT)",
+    "SELECT name FROM customers WHERE country = 'Germany'",
+    "SELECT COUNT(*) FROM orders WHERE status = 'shipped'",
+    "SELECT c.name, SUM(o.total) FROM customers c JOIN orders o ON o.customer_id = c.customer_id GROUP BY c.name",
+    "How many orders were shipped? Which customers live in Germany? What is the revenue per customer?",
+    "You are a text-to-SQL assistant. Given a database schema and a question, reply with exactly one SQLite SQL query.",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny Qwen2 model + tokenizer built locally (random weights), loaded via from_pretrained by tests."""
+    from sqltune.models.tiny import TinyModelConfig, build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    return build_tiny_model(out, TinyModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2,
+                                                 num_kv_heads=1, intermediate_size=128), corpus=TINY_CORPUS)
