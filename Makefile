@@ -1,0 +1,37 @@
+# sqltune: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-fast demo demo-clean bench-train bench-serve lint clean
+
+setup: $(STAMP)
+
+# torch is installed first and pinned to the CPU wheel; everything else comes from pyproject.toml extras.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	bash scripts/tools.sh
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
+demo: setup
+	$(PY) scripts/demo.py
+
+bench-train:
+	$(PYTHON) benchmarks/bench_train.py
+
+bench-serve:
+	$(PYTHON) benchmarks/bench_serve.py
+
+clean:
+	rm -rf .demo .state build dist *.egg-info
