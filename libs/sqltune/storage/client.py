@@ -113,21 +113,26 @@ _lock = threading.Lock()
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_client(settings: S3Settings, creds: tuple[str | None, ...]):
+def _cached_client(settings: S3Settings, creds: tuple[str | None, ...], explicit: tuple[str, str] | None):
     import boto3
 
     session = boto3.session.Session()
+    keys = {"aws_access_key_id": explicit[0], "aws_secret_access_key": explicit[1]} if explicit else {}
     return session.client(
         "s3",
         endpoint_url=settings.endpoint_url,
         region_name=settings.region,
         config=_botocore_config(settings),
+        **keys,
     )
 
 
-def s3_client(endpoint_url: str | None = None, region: str | None = None):
+def s3_client(
+    endpoint_url: str | None = None, region: str | None = None, credentials: tuple[str, str] | None = None
+):
     """A boto3 S3 client configured from the environment (see the module docstring).
 
+    ``endpoint_url``, ``region`` and ``credentials`` (access key, secret key) override the environment.
     Clients are cached per (settings, credential env vars) and are thread-safe.
     """
     try:
@@ -140,7 +145,7 @@ def s3_client(endpoint_url: str | None = None, region: str | None = None):
         for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE")
     )
     with _lock:
-        return _cached_client(settings, creds)
+        return _cached_client(settings, creds, credentials)
 
 
 def clear_client_cache() -> None:

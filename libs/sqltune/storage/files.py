@@ -112,7 +112,8 @@ def read_bytes(uri: PathOrUri) -> bytes:
             with s3_errors(source, "read"):
                 return client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except StorageError as exc:
-            if error_code(exc.__cause__) in ("404", "NoSuchKey", "NotFound"):
+            # Only S3's own NoSuchKey: a bare 404 may come from something that is not S3 at all.
+            if error_code(exc.__cause__) == "NoSuchKey":
                 raise FileNotFoundError(f"no object at {source}") from None
             raise
     path = local_path(source)

@@ -1,0 +1,48 @@
+"""pyarrow's S3FileSystem (what Ray Train uses for storage_path) against the embedded server."""
+
+from __future__ import annotations
+
+import pytest
+
+from sqltune.storage import join, list_files, publish, pyarrow_filesystem, read_bytes, verify, write_bytes
+
+pafs = pytest.importorskip("pyarrow.fs")
+
+
+def test_pyarrow_filesystem_reads_and_writes(s3_prefix, tmp_path):
+    write_bytes(join(s3_prefix, "from-boto.txt"), b"boto")
+    fs, path = pyarrow_filesystem(s3_prefix)
+    assert isinstance(fs, pafs.S3FileSystem)
+    assert path == s3_prefix.removeprefix("s3://")
+    with fs.open_output_stream(f"{path}/from-arrow.txt") as out:
+        out.write(b"arrow")
+    with fs.open_input_stream(f"{path}/from-boto.txt") as inp:
+        assert inp.read() == b"boto"
+    assert read_bytes(join(s3_prefix, "from-arrow.txt")) == b"arrow"
+
+    # What Ray Train does with a checkpoint directory: pyarrow.fs.copy_files to storage_path.
+    ckpt = tmp_path / "checkpoint_000001"
+    (ckpt / "sub").mkdir(parents=True)
+    (ckpt / "model.bin").write_bytes(b"m" * 10_000_000)  # crosses arrow's multipart part size
+    (ckpt / "sub" / "state.json").write_text("{}")
+    pafs.copy_files(str(ckpt), f"{path}/ckpt", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    assert list_files(join(s3_prefix, "ckpt")) == ["model.bin", "sub/state.json"]
+    # ... and an artifact published by Arrow-written files round-trips through sqltune.
+    publish(ckpt, join(s3_prefix, "artifact"), kind="checkpoint")
+    fs_files = fs.get_file_info(pafs.FileSelector(f"{path}/artifact", recursive=True))
+    assert sorted(i.base_name for i in fs_files if i.is_file) == ["manifest.json", "model.bin", "state.json"]
+    verify(join(s3_prefix, "artifact"))
+
+
+def test_from_uri_honours_endpoint_env(s3_prefix):
+    """pyarrow.fs.FileSystem.from_uri (Ray's default when storage_filesystem is not given) reads the env."""
+    write_bytes(join(s3_prefix, "x.txt"), b"x")
+    fs, path = pafs.FileSystem.from_uri(s3_prefix)
+    assert fs.get_file_info(f"{path}/x.txt").size == 1
+
+
+def test_local_pyarrow_filesystem(tmp_path):
+    fs, path = pyarrow_filesystem(str(tmp_path / "d"))
+    assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path / "d")
+    fs2, path2 = pyarrow_filesystem(f"file://{tmp_path}")
+    assert path2 == str(tmp_path)
