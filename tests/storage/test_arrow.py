@@ -46,3 +46,36 @@ def test_local_pyarrow_filesystem(tmp_path):
     assert isinstance(fs, pafs.LocalFileSystem) and path == str(tmp_path / "d")
     fs2, path2 = pyarrow_filesystem(f"file://{tmp_path}")
     assert path2 == str(tmp_path)
+
+
+@pytest.mark.ray
+def test_ray_train_checkpoints_to_embedded_s3(s3_server, s3_prefix):
+    """Ray Train (RunConfig(storage_filesystem=...)) stores a checkpoint through pyarrow_filesystem."""
+    ray = pytest.importorskip("ray")
+    from ray.train import Checkpoint, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    def loop(_cfg):
+        import os
+        import tempfile
+
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "w.bin"), "wb") as fh:
+                fh.write(b"x" * 1000)
+            ray.train.report({"loss": 1.0}, checkpoint=Checkpoint.from_directory(d))
+
+    fs, path = pyarrow_filesystem(join(s3_prefix, "ray-results"))
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": s3_server.env()})
+    try:
+        result = TorchTrainer(
+            loop,
+            scaling_config=ScalingConfig(num_workers=1),
+            run_config=RunConfig(name="r1", storage_path=path, storage_filesystem=fs),
+        ).fit()
+    finally:
+        ray.shutdown()
+    assert result.checkpoint is not None
+    files = list_files(join(s3_prefix, "ray-results", "r1"))
+    assert any(f.startswith("checkpoint_") and f.endswith("/w.bin") for f in files), files

@@ -167,7 +167,9 @@ class EmbeddedS3:
     def create_bucket(self, name: str) -> str:
         """Create bucket ``name`` (no error if it exists); returns ``s3://name``."""
         from sqltune.storage.client import error_code, s3_client, s3_errors
+        from sqltune.storage.uri import parse_s3_uri
 
+        parse_s3_uri(f"s3://{name}")  # a clear message for an invalid bucket name
         client = s3_client(endpoint_url=self.endpoint, region=REGION, credentials=(ACCESS_KEY, SECRET_KEY))
         try:
             with s3_errors(f"s3://{name}", "create bucket"):
