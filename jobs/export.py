@@ -1,0 +1,32 @@
+"""Export entry point: merge an adapter and publish merged, int8, NF4 and adapter artifacts.
+
+    ray job submit --working-dir . -- python -m jobs.export --config jobs/configs/export-tiny.yaml [key=value ...]
+    python -m jobs.export --config jobs/configs/export-tiny.yaml adapter=s3://sqltune/runs/tiny/adapter
+
+Thin on purpose: the typed config is parsed here, the work is in :mod:`sqltune.export`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sqltune.config import parse_cli
+    from sqltune.errors import SqltuneError
+    from sqltune.export import ExportConfig, run_export
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = parse_cli(ExportConfig, argv, prog="python -m jobs.export")
+        result = run_export(cfg)
+    except SqltuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(result.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
