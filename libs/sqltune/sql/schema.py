@@ -61,7 +61,7 @@ class Schema:
                 for col in target.expressions:
                     if isinstance(col, exp.ColumnDef) and col.name:
                         kind = col.args.get("kind")
-                        cols[col.name] = kind.sql(dialect=dialect) if kind is not None else ""
+                        cols[col.name] = kind.sql() if kind is not None else ""
             elif isinstance(stmt.expression, exp.Query):  # CREATE TABLE ... AS SELECT
                 cols = {name: "" for name in stmt.expression.named_selects if name != "*"}
             tables[table.name] = cols

@@ -1,0 +1,288 @@
+"""``sqltune k8s ...``: run sqltune on Kubernetes through KubeRay.
+
+  submit               create a ConfigMap with a job config and a RayJob running it; follow it
+  list                 list sqltune RayJobs and their status
+  serve                create or update the serving RayService (serveConfigV2 from serve/config.yaml)
+  render-serve-config  print the serveConfigV2 text
+  generate             (re)write the generated manifests under k8s/ (--check: fail if stale)
+  validate             validate YAML manifests offline (KubeRay CRDs + Kubernetes schemas)
+
+``--dry-run`` prints the objects as YAML and contacts no cluster. Exit codes of ``submit --follow``:
+0 SUCCEEDED, 1 FAILED, 2 bad input (or rejected by the operator), 3 STOPPED / other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sqltune.errors import ConfigError
+from sqltune.k8s import builders as b
+from sqltune.k8s.versions import CPU_IMAGE, GPU_IMAGE
+
+
+def _default_serve_config() -> Path:
+    for cand in (Path("serve/config.yaml"), Path(__file__).resolve().parents[3] / "serve" / "config.yaml"):
+        if cand.is_file():
+            return cand
+    return Path("serve/config.yaml")
+
+
+def _nonneg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _nonneg(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def register(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="k8s_command", metavar="SUBCOMMAND", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--namespace", "-n", default=b.NAMESPACE, help="namespace (default: %(default)s)")
+        p.add_argument("--context", default=None, help="kubeconfig context (default: current)")
+
+    s = sub.add_parser("submit", help="Run a training/eval/export config as a RayJob.")
+    s.add_argument("--config", required=True, type=Path, help="job config YAML (e.g. jobs/configs/tiny.yaml)")
+    s.add_argument("--kind", choices=sorted(b.ENTRYPOINT_MODULES), default=None,
+                   help="entry point; default from the file name (eval-*: eval, export-*: export, else train)")
+    s.add_argument("--name", default=None, help="RayJob name (default: sqltune-<kind>-<run_name>-<random>)")
+    s.add_argument("--image", default=None, help=f"image (default: {GPU_IMAGE}, or {CPU_IMAGE} with --gpus 0)")
+    s.add_argument("--gpus", type=_nonneg, default=None, help="GPUs per worker (default: from ray.use_gpu)")
+    s.add_argument("--workers", type=_positive, default=None, help="worker pods (default: ray.num_workers)")
+    s.add_argument("--ttl", type=_nonneg, default=3600, help="seconds to keep the finished cluster's CR")
+    s.add_argument("--retries", type=_nonneg, default=0, help="RayJob backoffLimit (default: 0)")
+    s.add_argument("--deadline", type=_nonneg, default=0, help="activeDeadlineSeconds (0: none)")
+    s.add_argument("--timeout", type=_nonneg, default=0, help="stop following after N seconds (0: never)")
+    s.add_argument("--dry-run", action="store_true", help="print the objects as YAML; contact no cluster")
+    s.add_argument("--follow", action=argparse.BooleanOptionalAction, default=True,
+                   help="wait for the job and stream its logs (default: follow)")
+    s.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for the entry point")
+    common(s)
+    s.set_defaults(func=cmd_submit)
+
+    ls = sub.add_parser("list", help="List sqltune RayJobs.")
+    common(ls)
+    ls.add_argument("--all-namespaces", "-A", action="store_true")
+    ls.set_defaults(func=cmd_list)
+
+    sv = sub.add_parser("serve", help="Create or update the serving RayService.")
+    sv.add_argument("--model-uri", required=True, help="model to serve, e.g. s3://sqltune/runs/tiny/merged")
+    sv.add_argument("--name", default="sqltune", help="RayService name (default: %(default)s)")
+    sv.add_argument("--image", default=None)
+    sv.add_argument("--gpus", type=_nonneg, default=1, help="GPUs per serving worker and model replica")
+    sv.add_argument("--workers", type=_positive, default=1, help="serving worker pods")
+    sv.add_argument("--serve-config", type=Path, default=None, help="Ray Serve config (serve/config.yaml)")
+    sv.add_argument("--dry-run", action="store_true", help="print the RayService as YAML; contact no cluster")
+    common(sv)
+    sv.set_defaults(func=cmd_serve)
+
+    r = sub.add_parser("render-serve-config", help="Print serveConfigV2 generated from serve/config.yaml.")
+    r.add_argument("--model-uri", default=None)
+    r.add_argument("--gpus", type=float, default=None, help="num_gpus of the model deployment")
+    r.add_argument("--serve-config", type=Path, default=None)
+    r.set_defaults(func=cmd_render)
+
+    g = sub.add_parser("generate", help="Rewrite the generated manifests under k8s/.")
+    g.add_argument("--root", type=Path, default=Path("."), help="repository root (default: .)")
+    g.add_argument("--check", action="store_true", help="write nothing; exit 1 if anything is stale")
+    g.set_defaults(func=cmd_generate)
+
+    v = sub.add_parser("validate", help="Validate manifests offline (KubeRay CRDs, Kubernetes schemas).")
+    v.add_argument("files", nargs="+", help="YAML files ('-' for stdin)")
+    v.add_argument("--crds", default=None, help="folder of the KubeRay CRDs (default: $SQLTUNE_CRD_DIR)")
+    v.set_defaults(func=cmd_validate)
+
+
+# ----------------------------------------------------------------------------------------------- submit
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of config fields at the top level")
+    return data
+
+
+def infer_kind(path: Path) -> str:
+    stem = path.stem.lower()
+    if stem.startswith("eval"):
+        return "eval"
+    if stem.startswith("export"):
+        return "export"
+    return "train"
+
+
+def plan_submit(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ConfigMap and RayJob ``submit`` creates (pure: used by --dry-run and the real run)."""
+    cfg = _read_config(args.config)
+    kind = args.kind or infer_kind(args.config)
+    for o in args.overrides:
+        if "=" not in o or o.startswith("="):
+            raise ConfigError(f"override {o!r} is not key=value")
+    ray_cfg = cfg.get("ray") if isinstance(cfg.get("ray"), dict) else {}
+    workers = args.workers or int(ray_cfg.get("num_workers") or 1)
+    if args.gpus is not None:
+        gpus = args.gpus
+    elif kind == "export":
+        gpus = 0
+    else:
+        gpus = 1 if ray_cfg.get("use_gpu", True) else 0
+    overrides = list(args.overrides)
+    if kind == "train":
+        if args.workers is not None:
+            overrides.insert(0, f"ray.num_workers={workers}")
+        if args.gpus is not None:
+            overrides.insert(0, f"ray.use_gpu={'true' if gpus else 'false'}")
+    run = str(cfg.get("run_name") or args.config.stem)
+    if args.name:
+        name = b.check_name(args.name, "--name", b.MAX_RAYJOB_NAME)
+    else:
+        name = f"{b.slug(f'sqltune-{kind}-{run}', b.MAX_RAYJOB_NAME - 7)}-{secrets.token_hex(3)}"
+    b.check_name(args.namespace, "--namespace")
+    worker = b.GPU_WORKER if gpus else b.CPU_WORKER
+    if gpus and gpus != worker.gpus:
+        worker = b.Resources(**{**worker.__dict__, "gpus": gpus})
+    image = args.image or (GPU_IMAGE if gpus else CPU_IMAGE)
+    configmap = b.build_configmap(
+        f"{name}-config", {args.config.name: args.config.read_text()}, namespace=args.namespace,
+        labels={"sqltune.io/run": name},
+    )
+    rayjob = b.build_rayjob(
+        b.JobSpec(
+            name=name, kind=kind, config_file=args.config.name, configmap=configmap["metadata"]["name"],
+            namespace=args.namespace, image=image, workers=workers, worker=worker,
+            overrides=tuple(overrides), ttl_seconds_after_finished=args.ttl, backoff_limit=args.retries,
+            active_deadline_seconds=args.deadline or None,
+        )
+    )
+    return configmap, rayjob
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    configmap, rayjob = plan_submit(args)
+    if args.dry_run:
+        sys.stdout.write(b.dump_yaml(configmap, rayjob))
+        return 0
+    from sqltune.k8s.cluster import Cluster
+
+    cluster = Cluster(args.context)
+    cluster.create(configmap)
+    created = cluster.create(rayjob)
+    cluster.own(configmap, created)
+    name, ns = rayjob["metadata"]["name"], rayjob["metadata"]["namespace"]
+    print(f"[sqltune] created RayJob {ns}/{name}", file=sys.stderr)
+    if not args.follow:
+        print(name)
+        return 0
+    return cluster.follow_rayjob(name, ns, timeout_s=args.timeout)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from sqltune.k8s.cluster import Cluster
+
+    items = Cluster(args.context).list_rayjobs(
+        None if args.all_namespaces else args.namespace, f"app.kubernetes.io/part-of={b.PART_OF}"
+    )
+    rows = [("NAMESPACE", "NAME", "KIND", "JOB STATUS", "DEPLOYMENT", "START", "END")]
+    for it in sorted(items, key=lambda i: i["metadata"].get("creationTimestamp", "")):
+        st, md = it.get("status") or {}, it["metadata"]
+        rows.append((
+            md.get("namespace", ""), md["name"], (md.get("labels") or {}).get("app.kubernetes.io/component", ""),
+            st.get("jobStatus", "-") or "-", st.get("jobDeploymentStatus", "-") or "-",
+            st.get("startTime", "-"), st.get("endTime", "-"),
+        ))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- serve
+
+
+def plan_serve(args: argparse.Namespace) -> dict[str, Any]:
+    text = b.render_serve_config(
+        args.serve_config or _default_serve_config(), model_uri=args.model_uri, gpus_per_replica=args.gpus
+    )
+    worker = b.GPU_WORKER if args.gpus else b.CPU_WORKER
+    if args.gpus and args.gpus != worker.gpus:
+        worker = b.Resources(**{**worker.__dict__, "gpus": args.gpus})
+    return b.build_rayservice(
+        b.ServeSpec(
+            serve_config=text, name=args.name, namespace=args.namespace,
+            image=args.image or (GPU_IMAGE if args.gpus else CPU_IMAGE), workers=args.workers, worker=worker,
+        )
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    obj = plan_serve(args)
+    if args.dry_run:
+        sys.stdout.write(b.dump_yaml(obj))
+        return 0
+    from sqltune.k8s.cluster import Cluster
+
+    action, _ = Cluster(args.context).apply(obj)
+    md = obj["metadata"]
+    print(f"[sqltune] {action} RayService {md['namespace']}/{md['name']}; "
+          f"Service {md['name']}-serve-svc port {b.SERVE_PORT} once ready", file=sys.stderr)
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    sys.stdout.write(
+        b.render_serve_config(
+            args.serve_config or _default_serve_config(), model_uri=args.model_uri, gpus_per_replica=args.gpus
+        )
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- files
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from sqltune.k8s.generate import generate
+
+    stale = generate(args.root, check=args.check)
+    for path in stale:
+        print(f"{'stale' if args.check else 'wrote'}: {path}", file=sys.stderr)
+    if args.check and stale:
+        print("run: sqltune k8s generate", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from sqltune.k8s.validate import validate_objects
+
+    objs: list[dict[str, Any]] = []
+    for f in args.files:
+        text = sys.stdin.read() if f == "-" else Path(f).read_text()
+        objs += [o for o in yaml.safe_load_all(text) if o]
+    errors = validate_objects(objs, args.crds)
+    for e in errors:
+        print(e, file=sys.stderr)
+    print(f"{len(objs)} objects, {len(errors)} errors", file=sys.stderr)
+    return 1 if errors else 0

@@ -1,0 +1,302 @@
+"""Sandboxed execution of untrusted, model-generated SQL on SQLite, DuckDB and PostgreSQL.
+
+Two layers protect the database:
+
+1. :func:`execute` first runs :func:`~sqltune.sql.analyze.analyze`; anything that is not one
+   read-only query is refused (category ``not_read_only``) without touching the database.
+2. Each engine is opened so that it cannot write or reach outside on its own (see the ``_run_*``
+   functions): SQLite read-only URI + authorizer + progress-handler deadline; DuckDB ``read_only`` with
+   external access disabled and configuration locked + interrupt timer; PostgreSQL ``READ ONLY``
+   transaction with ``statement_timeout``/``lock_timeout``, always rolled back (use the role made by
+   :func:`sqltune.sql.postgres.ensure_readonly_role` for the DSN).
+
+Failures come back as :class:`ExecResult` with ``error`` and ``category``; execute never raises for
+problems of the query. It raises :class:`~sqltune.errors.SQLError` only for caller mistakes (unknown
+dialect, a database file that does not exist).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqltune.errors import SQLError
+from sqltune.sql._dialects import canonical_dialect, engine_of
+
+CATEGORIES = ("syntax", "unknown_identifier", "not_read_only", "runtime", "timeout", "too_many_rows")
+
+
+@dataclass
+class ExecResult:
+    """The outcome of one execution. ``category`` is None on success."""
+
+    rows: list[tuple] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    error: str | None = None
+    category: str | None = None
+    elapsed_s: float = 0.0
+    engine: str = ""
+    truncated: bool = False  # more than max_rows rows existed; ``rows`` holds the first max_rows
+
+    @property
+    def ok(self) -> bool:
+        return self.category is None
+
+
+def execute(
+    sql: str,
+    *,
+    db: str | os.PathLike[str],
+    dialect: str | None = None,
+    timeout_s: float = 5.0,
+    max_rows: int = 1000,
+    precheck: bool = True,
+) -> ExecResult:
+    """Run one read-only query against ``db`` under the sandbox; see the module docstring.
+
+    ``db``: a SQLite file (.sqlite/.db), a DuckDB file (.duckdb) or a ``postgresql://`` DSN.
+    ``dialect``: the dialect ``sql`` is written in; defaults to the engine's. When it differs from the
+    engine's, the query is transpiled with sqlglot before it runs.
+    ``max_rows``: at most this many rows are returned; if there were more, ``category`` is
+    ``too_many_rows`` and ``truncated`` is True (the rows are still there).
+    ``precheck=False`` skips the static analysis (tests use it to prove the engine sandbox alone holds).
+    """
+    engine = engine_of(db)
+    dialect = canonical_dialect(dialect) if dialect is not None else engine
+    start = time.monotonic()
+    if not isinstance(sql, str) or not sql.strip():
+        return ExecResult(error="empty SQL", category="syntax", engine=engine)
+    run_sql = sql
+    if precheck:
+        from sqltune.sql.analyze import analyze, parse
+
+        analysis = analyze(sql, dialect=dialect)
+        if not analysis.parseable:
+            return _done(ExecResult(error=analysis.error, category="syntax", engine=engine), start)
+        if not analysis.read_only:
+            return _done(
+                ExecResult(error="not a read-only query: " + "; ".join(analysis.reasons),
+                           category="not_read_only", engine=engine),
+                start,
+            )
+        if dialect != engine:
+            try:
+                run_sql = parse(sql, dialect)[0].sql(dialect=engine)
+            except Exception as exc:  # noqa: BLE001
+                return _done(ExecResult(error=f"cannot transpile {dialect} to {engine}: {exc}",
+                                        category="syntax", engine=engine), start)
+    return _run_unchecked(run_sql, db=db, engine=engine, timeout_s=timeout_s, max_rows=max_rows)
+
+
+def _run_unchecked(sql: str, *, db: Any, engine: str | None = None, timeout_s: float = 5.0,
+                   max_rows: int = 1000) -> ExecResult:
+    """Run ``sql`` on the engine sandbox only, with no static pre-check."""
+    engine = engine or engine_of(db)
+    if max_rows < 0:
+        raise SQLError(f"max_rows must be >= 0, got {max_rows}")
+    if timeout_s <= 0:
+        raise SQLError(f"timeout_s must be > 0, got {timeout_s}")
+    runner = {"sqlite": _run_sqlite, "duckdb": _run_duckdb, "postgres": _run_postgres}[engine]
+    start = time.monotonic()
+    try:
+        result = runner(sql, db, timeout_s, max_rows)
+    except SQLError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any driver error is a result, not an exception
+        result = ExecResult(error=_message(exc), category=_classify(engine, exc))
+    result.engine = engine
+    return _done(result, start)
+
+
+def _done(result: ExecResult, start: float) -> ExecResult:
+    result.elapsed_s = time.monotonic() - start
+    return result
+
+
+def _finish(rows: list[tuple], columns: list[str], max_rows: int) -> ExecResult:
+    if len(rows) > max_rows:
+        return ExecResult(rows=rows[:max_rows], columns=columns, truncated=True, category="too_many_rows",
+                          error=f"the query returned more than max_rows={max_rows} rows")
+    return ExecResult(rows=rows, columns=columns)
+
+
+def _existing_file(db: Any) -> Path:
+    path = Path(db)
+    if not path.is_file():
+        raise SQLError(f"database file not found: {path}")
+    return path.resolve()
+
+
+# -- SQLite ------------------------------------------------------------------------------------------
+_SQLITE_ALLOWED_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
+}
+_SQLITE_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
+_SQLITE_MAX_LENGTH = 50_000_000  # bytes in one string/blob value (zeroblob(1e9) and friends)
+
+
+def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, dbname: str | None,
+                       source: str | None) -> int:
+    if action not in _SQLITE_ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _SQLITE_DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_READ and dbname not in (None, "main", "temp"):
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def _run_sqlite(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResult:
+    path = _existing_file(db)
+    # mode=ro: the file is opened read-only and never created; no journal is written.
+    uri = f"file:{quote(str(path))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, timeout=min(timeout_s, 5.0), isolation_level=None,
+                           check_same_thread=False)
+    try:
+        if hasattr(conn, "enable_load_extension"):
+            conn.enable_load_extension(False)
+        if hasattr(conn, "setlimit"):
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _SQLITE_MAX_LENGTH)
+            conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+        conn.execute("PRAGMA temp_store = MEMORY")  # sorts/temp b-trees never touch the disk
+        conn.execute("PRAGMA query_only = ON")
+        conn.set_authorizer(_sqlite_authorizer)
+        deadline = time.monotonic() + timeout_s
+        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
+        cur = conn.execute(sql)
+        columns = [d[0] for d in cur.description or []]
+        rows = cur.fetchmany(max_rows + 1) if cur.description else []
+        return _finish([tuple(r) for r in rows], columns, max_rows)
+    finally:
+        conn.close()
+
+
+# -- DuckDB ------------------------------------------------------------------------------------------
+DUCKDB_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,  # no files, COPY, ATTACH, INSTALL/LOAD, replacement scans
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "allow_persistent_secrets": False,
+    "temp_directory": "",  # never spill to <db>.tmp next to the database
+    "memory_limit": "2GB",
+    "threads": 2,
+    "lock_configuration": True,  # SET/RESET/PRAGMA cannot undo any of the above
+}
+
+
+def _run_duckdb(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResult:
+    import duckdb
+
+    path = _existing_file(db)
+    conn = duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG))
+    timed_out = threading.Event()
+
+    def _interrupt() -> None:
+        timed_out.set()
+        conn.interrupt()
+
+    timer = threading.Timer(timeout_s, _interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        try:
+            cur = conn.execute(sql)
+            columns = [d[0] for d in cur.description or []]
+            rows = cur.fetchmany(max_rows + 1) if cur.description else []
+        except Exception as exc:
+            if timed_out.is_set():
+                return ExecResult(error=f"timed out after {timeout_s:g}s ({_message(exc)})", category="timeout")
+            raise
+        return _finish([tuple(r) for r in rows], columns, max_rows)
+    finally:
+        # Stop whatever is still running (a streaming result can keep worker threads busy, e.g. an
+        # unbounded recursive CTE after the first max_rows+1 rows) before closing; the timer stays
+        # armed until the connection is closed.
+        try:
+            conn.interrupt()
+        except Exception:  # noqa: BLE001
+            pass
+        conn.close()
+        timer.cancel()
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------------
+def _run_postgres(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResult:
+    from sqltune.sql import postgres as pg
+
+    return pg.run_readonly(sql, str(db), timeout_s=timeout_s, max_rows=max_rows)
+
+
+# -- error classification ----------------------------------------------------------------------------
+def _message(exc: BaseException) -> str:
+    """One-line error text: the exception type plus its message without DuckDB's caret excerpt."""
+    text = str(exc).strip() or type(exc).__name__
+    text = text.split("\nLINE ")[0]
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}"
+
+
+def _classify(engine: str, exc: BaseException) -> str:
+    if engine == "sqlite":
+        return classify_sqlite(exc)
+    if engine == "duckdb":
+        return classify_duckdb(exc)
+    from sqltune.sql.postgres import classify_postgres
+
+    return classify_postgres(exc)
+
+
+def classify_sqlite(exc: BaseException) -> str:
+    msg = str(exc).lower()
+    if "interrupted" in msg:
+        return "timeout"
+    if "no such table" in msg or "no such column" in msg:
+        return "unknown_identifier"
+    if "syntax error" in msg or "incomplete input" in msg or "unrecognized token" in msg:
+        return "syntax"
+    if (
+        "not authorized" in msg
+        or "authorization denied" in msg
+        or "readonly database" in msg
+        or "read-only" in msg
+        or "prohibited" in msg
+        or "one statement at a time" in msg
+        or "query_only" in msg
+    ):
+        return "not_read_only"
+    if isinstance(exc, sqlite3.Warning):  # e.g. "You can only execute one statement at a time."
+        return "not_read_only"
+    return "runtime"
+
+
+def classify_duckdb(exc: BaseException) -> str:
+    import duckdb
+
+    msg = str(exc)
+    low = msg.lower()
+    if isinstance(exc, duckdb.InterruptException) or "interrupted" in low:
+        return "timeout"
+    if isinstance(exc, duckdb.ParserException):
+        return "syntax"
+    if isinstance(exc, duckdb.PermissionException) or "read-only mode" in low or "configuration has been locked" in low:
+        return "not_read_only"
+    if isinstance(exc, duckdb.CatalogException):
+        if "function with name" in low or "macro function" in low:
+            return "runtime"
+        return "unknown_identifier"
+    if isinstance(exc, duckdb.BinderException):
+        if "referenced column" in low or "does not have a column named" in low or "referenced table" in low:
+            return "unknown_identifier"
+        return "runtime"
+    return "runtime"
