@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,10 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from sqltune.data.record import Example
-from sqltune.errors import SqltuneError
+from sqltune.errors import ConfigError, DataError, SqltuneError
 
 from . import warehouse as W
 from .questions import CATEGORIES, TEMPLATES, generate_examples
+
+log = logging.getLogger(__name__)
 
 VERSION = "1.0"
 DEFAULT_N = 1600
@@ -38,7 +41,21 @@ class EmbeddedDataset:
 
 def embedded_examples(seed: int = 0, n: int = DEFAULT_N) -> list[Example]:
     """The examples of the embedded dataset, in memory (the warehouse is generated in memory too)."""
-    return generate_examples(W.generate(seed), n, seed=seed)
+    _check_n(n, "n")
+    return _generate(W.generate(seed), n, seed)
+
+
+def _check_n(n: int, name: str) -> None:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"{name} must be a positive integer (e.g. {DEFAULT_N}), got {n!r}")
+
+
+def _generate(wh: W.Warehouse, n: int, seed: int) -> list[Example]:
+    examples = generate_examples(wh, n, seed=seed)
+    if len(examples) < n:
+        # the templates' slot spaces are finite; say so instead of silently returning fewer
+        log.warning("embedded: asked for %d examples, the templates yield %d distinct ones", n, len(examples))
+    return examples
 
 
 def full_schema_ddl(dialect: str = "sqlite") -> str:
@@ -68,12 +85,15 @@ def build_embedded(out_dir: str | Path, *, seed: int = 0, n_questions: int = DEF
     """Write the embedded dataset to ``out_dir``; with ``postgres_dsn`` (an admin DSN) also load the
     warehouse into database ``postgres_db`` on that server. Same seed -> byte-identical
     ``warehouse.sqlite``, ``examples.jsonl``, ``schema.sql`` and ``dataset.json``."""
+    _check_n(n_questions, "n_questions")
     root = Path(out_dir).resolve()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"out_dir {root} exists and is not a directory; pass a folder path")
     root.mkdir(parents=True, exist_ok=True)
     wh = W.generate(seed)
     sqlite_path = W.write_sqlite(root / "warehouse.sqlite", wh)
     duckdb_path = W.write_duckdb(root / "warehouse.duckdb", wh)
-    examples = generate_examples(wh, n_questions, seed=seed)
+    examples = _generate(wh, n_questions, seed)
     examples_path = root / "examples.jsonl"
     with examples_path.open("w", encoding="utf-8", newline="\n") as fh:
         for ex in examples:
@@ -88,6 +108,7 @@ def build_embedded(out_dir: str | Path, *, seed: int = 0, n_questions: int = DEF
     metadata = _metadata(seed, wh, examples, postgres_db if postgres_dsn else None)
     metadata_path = root / "dataset.json"
     metadata_path.write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    log.info("embedded dataset: %d examples, %d templates -> %s", len(examples), len(TEMPLATES), root)
     return EmbeddedDataset(
         root=root, sqlite_path=sqlite_path, duckdb_path=duckdb_path, examples_path=examples_path,
         schema_path=schema_path, metadata_path=metadata_path, examples=examples, metadata=metadata,
@@ -97,11 +118,18 @@ def build_embedded(out_dir: str | Path, *, seed: int = 0, n_questions: int = DEF
 
 def load_examples(path: str | Path) -> list[Example]:
     """Read an examples.jsonl written by :func:`build_embedded`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file; build it with: python -m sqltune.data.embedded build --out {path.parent}")
     out = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
                 out.append(Example.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as exc:
+                raise DataError(f"{path}:{lineno}: not an Example JSON object ({exc}); rebuild the dataset") from exc
     return out
 
 
@@ -116,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--postgres", default=None, metavar="DSN", help="admin DSN; also load the warehouse there")
     b.add_argument("--postgres-db", default="sqltune_warehouse", help="database name to create/load")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         ds = build_embedded(args.out, seed=args.seed, n_questions=args.n, postgres_dsn=args.postgres,
                             postgres_db=args.postgres_db)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.errors import MissingDependencyError, SQLError
+from sqltune.errors import ConfigError, SQLError, missing
 
 DIALECTS = ("sqlite", "duckdb", "postgres")
 
@@ -242,6 +243,10 @@ def _day(rng: random.Random, lo: dt.date, hi: dt.date) -> dt.date:
 
 def generate(seed: int = 0, *, n_customers: int = 400, n_orders: int = 2500) -> Warehouse:
     """Generate the warehouse rows deterministically from ``seed``."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if n_customers < 50 or n_orders < 100:
+        raise ConfigError(f"n_customers (got {n_customers}) must be >= 50 and n_orders (got {n_orders}) >= 100")
     rng = random.Random(seed)
     iso = dt.date.isoformat
 
@@ -525,7 +530,9 @@ def load_postgres(admin_dsn: str, dbname: str = "sqltune_warehouse", wh: Warehou
     try:
         import psycopg
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingDependencyError("psycopg is not installed; install it with: pip install 'sqltune[postgres]'") from exc
+        raise missing("psycopg", "postgres") from exc
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", dbname):
+        raise ConfigError(f"postgres database name {dbname!r} is invalid; use letters, digits and _ (max 63)")
     wh = wh or generate(seed)
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
