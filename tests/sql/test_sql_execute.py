@@ -102,3 +102,43 @@ def test_bad_arguments_raise(sqlite_db, tmp_path):
 def test_empty_sql(sqlite_db):
     assert execute("", db=str(sqlite_db)).category == "syntax"
     assert execute("  ;  ", db=str(sqlite_db)).category == "syntax"
+
+
+def test_sqlite_wal_database_gets_no_side_files(tmp_path):
+    import sqlite3
+
+    d = tmp_path / "wal"
+    d.mkdir()
+    path = d / "w.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (a INTEGER)")
+    conn.execute("INSERT INTO t VALUES (1)")
+    conn.commit()
+    conn.close()
+    assert sorted(p.name for p in d.iterdir()) == ["w.sqlite"]
+    assert execute("SELECT a FROM t", db=str(path)).rows == [(1,)]
+    assert execute("DELETE FROM t", db=str(path), precheck=False).category == "not_read_only"
+    assert sorted(p.name for p in d.iterdir()) == ["w.sqlite"]
+
+
+def test_duckdb_file_open_elsewhere_in_process_is_a_clear_error(duckdb_db):
+    import duckdb
+
+    other = duckdb.connect(str(duckdb_db))
+    try:
+        with pytest.raises(SQLError, match="already open in this process"):
+            execute("SELECT 1", db=str(duckdb_db))
+    finally:
+        other.close()
+    assert execute("SELECT count(*) FROM t", db=str(duckdb_db)).rows == [(3,)]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "duckdb"])
+def test_concurrent_threads(request, engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = _db(request, engine)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: execute(f"SELECT count(*) + {i} FROM t", db=db), range(32)))
+    assert [r.rows for r in results] == [[(3 + i,)] for i in range(32)]

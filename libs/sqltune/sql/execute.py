@@ -159,6 +159,10 @@ def _run_sqlite(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResul
     path = _existing_file(db)
     # mode=ro: the file is opened read-only and never created; no journal is written.
     uri = f"file:{quote(str(path))}?mode=ro"
+    if _sqlite_is_wal(path) and not Path(f"{path}-wal").exists():
+        # A WAL database opened read-only would create -wal/-shm files next to it. With no -wal file
+        # there is no writer and no pending change, so immutable=1 reads it without any locking files.
+        uri += "&immutable=1"
     conn = sqlite3.connect(uri, uri=True, timeout=min(timeout_s, 5.0), isolation_level=None,
                            check_same_thread=False)
     try:
@@ -180,6 +184,15 @@ def _run_sqlite(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResul
         conn.close()
 
 
+def _sqlite_is_wal(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        return False
+    return len(head) == 20 and head[18] == 2 and head[19] == 2
+
+
 # -- DuckDB ------------------------------------------------------------------------------------------
 DUCKDB_CONFIG: dict[str, Any] = {
     "enable_external_access": False,  # no files, COPY, ATTACH, INSTALL/LOAD, replacement scans
@@ -199,7 +212,15 @@ def _run_duckdb(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResul
     import duckdb
 
     path = _existing_file(db)
-    conn = duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG))
+    try:
+        conn = duckdb.connect(str(path), read_only=True, config=dict(DUCKDB_CONFIG))
+    except duckdb.ConnectionException as exc:
+        if "different configuration" in str(exc):
+            raise SQLError(
+                f"{path} is already open in this process with another DuckDB configuration; close that "
+                "connection before executing SQL on it (DuckDB allows one configuration per file per process)"
+            ) from exc
+        raise
     timed_out = threading.Event()
 
     def _interrupt() -> None:

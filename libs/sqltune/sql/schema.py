@@ -94,7 +94,10 @@ class Schema:
         if engine == "duckdb":
             import duckdb
 
-            conn = duckdb.connect(str(db), read_only=True, config={"enable_external_access": False})
+            from sqltune.sql.execute import DUCKDB_CONFIG
+
+            # the same configuration as execute(): DuckDB allows one configuration per file per process
+            conn = duckdb.connect(str(db), read_only=True, config=dict(DUCKDB_CONFIG))
             try:
                 rows = conn.execute(
                     "SELECT table_name, column_name, data_type FROM information_schema.columns "
