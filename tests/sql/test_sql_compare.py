@@ -57,3 +57,19 @@ def test_transpile():
         transpile("SELECT (", "sqlite", "duckdb")
     with pytest.raises(SQLError, match="valid choices"):
         transpile("SELECT 1", "sqlite", "oracle")
+
+
+def test_transpile_sqlite_double_quoted_strings():
+    sql = 'SELECT name FROM singer WHERE country = "France" AND name IN ("A", "B") AND "age" > 3'
+    out = transpile(sql, "sqlite", "postgres")
+    assert "country = 'France'" in out and "IN ('A', 'B')" in out and '"age" > 3' in out
+    ddl = "CREATE TABLE singer (name TEXT, country TEXT, age INT)"
+    out = transpile('SELECT "name" FROM singer WHERE "Bob" = name', "sqlite", "duckdb", schema=ddl)
+    assert out == "SELECT \"name\" FROM singer WHERE 'Bob' = name"
+
+
+def test_execute_transpiles_sqlite_strings_on_duckdb(duckdb_db):
+    from sqltune.sql import execute
+
+    res = execute('SELECT a FROM t WHERE b = "y"', db=str(duckdb_db), dialect="sqlite")
+    assert res.ok and res.rows == [(2,)]

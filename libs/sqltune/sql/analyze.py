@@ -296,7 +296,7 @@ def _check_unqualified(col: exp.Column, scope: Scope, schema: Schema) -> bool | 
     s: Scope | None = scope
     unknowable = False
     while s is not None:
-        if isinstance(s.expression, exp.SetOperation):
+        if s is scope and isinstance(s.expression, exp.SetOperation):
             outputs = _scope_columns(s)
             if outputs is None:
                 unknowable = True

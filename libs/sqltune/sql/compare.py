@@ -57,17 +57,55 @@ def exact_match(pred: str, gold: str, dialect: str) -> bool:
     return normalize(pred, dialect) == normalize(gold, dialect)
 
 
-def transpile(sql: str, src: str, dst: str) -> str:
+def transpile(sql: str, src: str, dst: str, *, schema=None) -> str:
     """Translate ``sql`` from dialect ``src`` to ``dst`` (statements joined with ``;\\n``).
 
-    Raises SQLError when sqlglot cannot parse the input.
+    From SQLite, ``"double-quoted"`` names that SQLite would read as string literals (it does so when
+    no column has that name) become string literals: with ``schema`` (DDL, Schema or mapping) every
+    unqualified quoted name that is no column of the schema; without it, quoted names on the right
+    of a comparison/LIKE with a column on the left, or in an ``IN (...)`` list (Spider's
+    ``WHERE name = "Bob"``). Raises SQLError when sqlglot cannot parse the input.
     """
     src, dst = canonical_dialect(src), canonical_dialect(dst)
     try:
         statements = parse(sql, src)
     except Exception as exc:  # noqa: BLE001
         raise SQLError(f"cannot parse SQL as {src}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
+    if src == "sqlite" and dst != "sqlite":
+        from sqltune.sql.schema import as_schema
+
+        schema_obj = as_schema(schema, src)
+        statements = [sqlite_quoted_strings(s, schema_obj) for s in statements]
     return ";\n".join(s.sql(dialect=dst) for s in statements)
+
+
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Like, exp.ILike)
+
+
+def sqlite_quoted_strings(tree: exp.Expression, schema=None) -> exp.Expression:
+    """Turn SQLite ``"x"`` names that act as string literals into real string literals (see transpile)."""
+    known: set[str] | None = None
+    if schema is not None:
+        known = {c.lower() for cols in schema.tables.values() for c in cols}
+        for sel in tree.find_all(exp.Select):
+            known.update(p.alias.lower() for p in sel.expressions if isinstance(p, exp.Alias))
+    for col in list(tree.find_all(exp.Column)):
+        ident = col.this
+        if col.table or not isinstance(ident, exp.Identifier) or not ident.args.get("quoted"):
+            continue
+        if known is not None:
+            is_string = ident.name.lower() not in known
+        else:
+            parent = col.parent
+            is_string = (
+                isinstance(parent, _COMPARISONS) and parent.expression is col
+                and isinstance(parent.this, (exp.Column, exp.Func, exp.Cast))
+                and not (isinstance(parent.this, exp.Column) and parent.this.this.args.get("quoted")
+                         and not parent.this.table)
+            ) or (isinstance(parent, exp.In) and col in (parent.expressions or []))
+        if is_string:
+            col.replace(exp.Literal.string(ident.name))
+    return tree
 
 
 # -- AST equivalence ---------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ def execute(
         return ExecResult(error="empty SQL", category="syntax", engine=engine)
     run_sql = sql
     if precheck:
-        from sqltune.sql.analyze import analyze, parse
+        from sqltune.sql.analyze import analyze
 
         analysis = analyze(sql, dialect=dialect)
         if not analysis.parseable:
@@ -87,7 +87,9 @@ def execute(
             )
         if dialect != engine:
             try:
-                run_sql = parse(sql, dialect)[0].sql(dialect=engine)
+                from sqltune.sql.compare import transpile
+
+                run_sql = transpile(sql, dialect, engine)
             except Exception as exc:  # noqa: BLE001
                 return _done(ExecResult(error=f"cannot transpile {dialect} to {engine}: {exc}",
                                         category="syntax", engine=engine), start)
