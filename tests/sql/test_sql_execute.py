@@ -142,3 +142,8 @@ def test_concurrent_threads(request, engine):
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: execute(f"SELECT count(*) + {i} FROM t", db=db), range(32)))
     assert [r.rows for r in results] == [[(3 + i,)] for i in range(32)]
+
+
+def test_unreachable_postgres_raises():
+    with pytest.raises(SQLError, match="cannot connect to PostgreSQL"):
+        execute("SELECT 1", db="postgresql://nobody:secret@127.0.0.1:1/none", timeout_s=1.0)

@@ -89,3 +89,10 @@ def test_results_equal_unit():
     assert results_equal(pred, gold, ordered=False, float_tol=1e-6)[0]
     ok, why = results_equal([(1,)], [(1,), (2,)], ordered=False)
     assert not ok and "row count" in why
+
+
+def test_big_integers_keep_precision():
+    big = 2**60
+    assert not results_equal([(big,)], [(big + 1,)], ordered=False)[0]
+    assert results_equal([(big,)], [(Decimal(big),)], ordered=False)[0]
+    assert results_equal([(2,), (3.5,)], [(3.5000000001,), (2.0,)], ordered=False)[0]

@@ -136,8 +136,12 @@ def _norm(value: Any) -> Any:
     if value is None:
         return None
     if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float, Decimal)):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, Decimal):
+        if value.is_finite() and value == value.to_integral_value():
+            return int(value)
         return float(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
@@ -153,7 +157,11 @@ def _norm(value: Any) -> Any:
 def _value_key(value: Any, tol: float) -> tuple:
     if value is None:
         return (0, 0)
+    if isinstance(value, int):
+        return (2, value)
     if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return (2, int(value))
         if math.isnan(value):
             return (1, 0)
         if math.isinf(value):
@@ -178,10 +186,15 @@ def _row_key(row: tuple, tol: float) -> tuple:
 def _value_equal(a: Any, b: Any, tol: float) -> bool:
     if a is None or b is None:
         return a is None and b is None
-    if isinstance(a, float) and isinstance(b, float):
-        if math.isnan(a) or math.isnan(b):
-            return math.isnan(a) and math.isnan(b)
-        return a == b or math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        if a == b:
+            return True
+        if isinstance(a, int) and isinstance(b, int):
+            return False
+        fa, fb = float(a), float(b)
+        if math.isnan(fa) or math.isnan(fb):
+            return math.isnan(fa) and math.isnan(fb)
+        return math.isclose(fa, fb, rel_tol=tol, abs_tol=tol)
     if isinstance(a, tuple) and isinstance(b, tuple):
         return len(a) == len(b) and all(_value_equal(x, y, tol) for x, y in zip(a, b))
     return a == b

@@ -152,9 +152,13 @@ def run_readonly(sql: str, dsn: str, *, timeout_s: float = 5.0, max_rows: int = 
 
     psycopg = _psycopg()
     ms = max(1, int(timeout_s * 1000))
-    conn = psycopg.connect(dsn, autocommit=False, connect_timeout=max(2, int(timeout_s) + 1),
-                           options=f"-c statement_timeout={ms} -c lock_timeout={ms} "
-                                   f"-c idle_in_transaction_session_timeout={ms + 5000}")
+    try:
+        conn = psycopg.connect(dsn, autocommit=False, connect_timeout=max(2, int(timeout_s) + 1),
+                               options=f"-c statement_timeout={ms} -c lock_timeout={ms} "
+                                       f"-c idle_in_transaction_session_timeout={ms + 5000}")
+    except psycopg.OperationalError as exc:  # server down, bad DSN, auth: not a problem of the query
+        safe = dsn_with(dsn, password="") if dsn.startswith(("postgresql://", "postgres://")) else "<conninfo>"
+        raise SQLError(f"cannot connect to PostgreSQL at {safe}: {_first_line(exc)}") from exc
     timed_out = threading.Event()
 
     def _cancel() -> None:  # backstop if the server-side timeout does not fire (e.g. slow fetch)
@@ -171,7 +175,6 @@ def run_readonly(sql: str, dsn: str, *, timeout_s: float = 5.0, max_rows: int = 
         conn.execute("SET TRANSACTION READ ONLY")  # first statement of the implicit transaction
         conn.execute(f"SET LOCAL statement_timeout = {ms}")
         conn.execute(f"SET LOCAL lock_timeout = {ms}")
-        conn.execute("SET LOCAL search_path = public")
         timer.start()
         deadline = time.monotonic() + timeout_s
         with conn.cursor(name="sqltune_q", scrollable=False, withhold=False) as cur:
