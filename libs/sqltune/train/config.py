@@ -1,0 +1,247 @@
+"""The training job's typed configuration (``python -m jobs.train --config ... key=value``).
+
+Every field has a one-line doc (``python -m jobs.train --help`` prints them all) and is validated when
+the config is built, before Ray starts. Nested sections: ``data``, ``model``, ``lora``, ``optim``,
+``train``, ``eval``, ``checkpoint``, ``scaling``, ``tracking``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from sqltune.config import Config, param
+from sqltune.errors import ConfigError
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+@dataclass
+class DataConfig(Config):
+    """Which examples to train on and how they are split and tokenized."""
+
+    source: str = param(
+        "embedded",
+        "Dataset: a local path, an s3:// URI, a hub dataset id, or 'embedded' (the built-in warehouse set).",
+    )
+    format: str = param(
+        "auto",
+        "Loader format for sqltune.data.load_dataset (auto, jsonl, json, csv, sql-create-context, gretel, "
+        "spider, bird).",
+    )
+    split_ratios: list[float] = param([0.8, 0.1, 0.1], "Train/validation/test fractions (sum to 1).")
+    split_seed: int = param(0, "Seed of the deterministic split.")
+    stratify: str | None = param("category", "Example field to stratify the split by (category, difficulty), or null.")
+    max_length: int = param(1024, "Longest example (prompt + SQL tokens); longer ones are dropped and counted.", min=16)
+    max_train_examples: int | None = param(None, "Use at most this many training examples (quick runs).", min=1)
+    max_validation_examples: int | None = param(
+        256, "Use at most this many validation examples for eval loss.", min=1
+    )
+    embedded_seed: int = param(0, "Seed of the embedded dataset when source=embedded.")
+    embedded_dir: str | None = param(
+        None, "Where the embedded dataset is built/cached (default ~/.cache/sqltune/embedded-<seed>)."
+    )
+
+    def validate(self) -> None:
+        if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios):
+            raise ConfigError(f"split_ratios: {self.split_ratios!r} must be three non-negative fractions")
+        if abs(sum(self.split_ratios) - 1.0) > 1e-6:
+            raise ConfigError(f"split_ratios: {self.split_ratios!r} must sum to 1")
+        if self.split_ratios[0] <= 0:
+            raise ConfigError("split_ratios: the training fraction must be positive")
+
+
+@dataclass
+class ModelConfig(Config):
+    """The base model and what part of it is trained."""
+
+    base: str = param(
+        "",
+        "Base model: a local directory, an s3:// artifact prefix (fetched once per node, verified), or a hub id.",
+    )
+    mode: Literal["qlora", "lora", "full"] = param(
+        "qlora",
+        "qlora: NF4 4-bit frozen base + LoRA; lora: 16-bit frozen base + LoRA; full: train every weight.",
+    )
+    double_quant: bool = param(True, "QLoRA: quantize the NF4 quantization constants too (double quantization).")
+    compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = param(
+        "auto", "Compute dtype: auto = bf16 on GPUs that have it, fp16 on older GPUs, bf16 NF4 compute on CPU."
+    )
+    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass to save memory.")
+    attn_implementation: str | None = param(
+        None, "transformers attention implementation (sdpa, eager, flash_attention_2); null = library default."
+    )
+
+    def validate(self) -> None:
+        if not self.base.strip():
+            raise ConfigError("base: required; give a local model directory, an s3:// prefix or a hub id")
+
+
+@dataclass
+class LoraSettings(Config):
+    """LoRA adapter shape (ignored when model.mode=full)."""
+
+    r: int = param(16, "LoRA rank.", min=1)
+    alpha: float = param(32.0, "LoRA alpha (scaling = alpha / r).", min=0.0)
+    dropout: float = param(0.05, "Dropout on the LoRA input.", min=0.0, max=1.0)
+    target_modules: list[str] = param(list(ALL_LINEAR), "Modules that get adapters; default all linear projections.")
+    modules_to_save: list[str] = param(
+        [], "Modules trained in full and saved with the adapter (e.g. embed_tokens, lm_head for the tiny model)."
+    )
+
+    def validate(self) -> None:
+        if not self.target_modules:
+            raise ConfigError("target_modules: give at least one module name, e.g. q_proj,v_proj")
+
+
+@dataclass
+class OptimConfig(Config):
+    """Optimizer and learning-rate schedule."""
+
+    optimizer: Literal["paged_adamw_8bit", "adamw_8bit", "adamw"] = param(
+        "paged_adamw_8bit", "paged_adamw_8bit / adamw_8bit (bitsandbytes) or adamw (torch)."
+    )
+    lr: float = param(2e-4, "Peak learning rate.", min=0.0)
+    embedding_lr: float | None = param(
+        None, "Learning rate for modules_to_save (embeddings); null = lr.", min=0.0
+    )
+    weight_decay: float = param(0.0, "Decoupled weight decay.", min=0.0)
+    beta1: float = param(0.9, "Adam beta1.", min=0.0, max=1.0)
+    beta2: float = param(0.999, "Adam beta2.", min=0.0, max=1.0)
+    eps: float = param(1e-8, "Adam epsilon.", min=0.0)
+    max_grad_norm: float = param(1.0, "Gradient clipping norm (0 disables).", min=0.0)
+    schedule: Literal["cosine", "linear", "constant"] = param("cosine", "Learning-rate decay after warmup.")
+    warmup_ratio: float = param(0.03, "Warmup as a fraction of all optimizer steps.", min=0.0, max=1.0)
+    warmup_steps: int | None = param(None, "Warmup steps; overrides warmup_ratio when set.", min=0)
+    min_lr_ratio: float = param(0.0, "Final learning rate as a fraction of lr (cosine/linear).", min=0.0, max=1.0)
+
+
+@dataclass
+class LoopConfig(Config):
+    """How long and in what batches to train."""
+
+    epochs: float = param(1.0, "Passes over the training split (fractions allowed).", min=0.0)
+    max_steps: int | None = param(None, "Stop after this many optimizer steps (overrides epochs).", min=1)
+    batch_size: int = param(4, "Examples per micro-batch per worker (dynamic padding).", min=1)
+    grad_accum: int = param(1, "Micro-batches per optimizer step.", min=1)
+    packing: bool = param(
+        False,
+        "Padding-free packing: concatenate examples into rows of up to pack_tokens tokens with position ids "
+        "reset per example (no attention across examples).",
+    )
+    pack_tokens: int = param(4096, "Token budget of one packed row (packing=true).", min=16)
+    seed: int = param(42, "Seed for initialisation, shuffling and dropout.")
+    log_every: int = param(10, "Print a progress line every N optimizer steps.", min=1)
+    threads_per_worker: int | None = param(
+        None, "torch CPU threads per worker; null = scaling.cpus_per_worker.", min=1
+    )
+
+
+@dataclass
+class EvalSettings(Config):
+    """Validation during training."""
+
+    interval: int = param(100, "Eval loss on the validation split every N optimizer steps (and at the end).", min=1)
+    exec_accuracy: bool = param(
+        False, "Also measure execution accuracy (greedy decoding + the SQL sandbox) on a validation slice."
+    )
+    exec_examples: int = param(32, "Validation examples scored for execution accuracy.", min=1)
+    max_new_tokens: int = param(160, "Generation limit for execution accuracy.", min=8)
+    gen_batch_size: int = param(16, "Batch size of greedy decoding for execution accuracy.", min=1)
+
+
+@dataclass
+class CheckpointSettings(Config):
+    """Ray Train checkpoints (fault tolerance and best-checkpoint selection)."""
+
+    interval: int = param(50, "Save a checkpoint (adapter, optimizer, scheduler, step, data position) every N steps.",
+                          min=1)
+    num_to_keep: int | None = param(3, "Checkpoints kept in storage (the latest is always kept).", min=1)
+    storage_uri: str | None = param(
+        None, "Ray Train storage path (local or s3://); default <output_uri>/ray-runs. Runs live at <it>/<run_name>."
+    )
+    select: Literal["last", "best"] = param(
+        "last", "Which checkpoint is published: the last one, or the best by eval (exec accuracy if on, else loss)."
+    )
+
+
+@dataclass
+class ScalingSettings(Config):
+    """Ray Train workers."""
+
+    num_workers: int = param(1, "Data-parallel training workers.", min=1)
+    use_gpu: bool = param(False, "One GPU per worker (fails before start if the cluster has none).")
+    cpus_per_worker: float = param(1.0, "CPUs reserved per worker.", min=0.0)
+    resources_per_worker: dict[str, float] = param({}, "Extra custom resources per worker, e.g. {accelerator_type:H100: 0.001}.")
+    max_failures: int = param(3, "Worker-group failures recovered from the latest checkpoint (-1 = unlimited).", min=-1)
+    ray_address: str | None = param(
+        None, "Ray cluster address; null = RAY_ADDRESS or an existing cluster, else a local Ray starts."
+    )
+    local_num_cpus: int | None = param(None, "CPUs of a local Ray started by the job (null = all).", min=1)
+
+
+@dataclass
+class TrackingConfig(Config):
+    """Experiment tracking. metrics.json beside the adapter holds the same numbers."""
+
+    backend: Literal["auto", "mlflow", "file", "off"] = param(
+        "auto", "auto = MLflow when MLFLOW_TRACKING_URI is set, else off; file = a local MLflow file store."
+    )
+    experiment: str = param("sqltune", "MLflow experiment name.")
+    file_store: str = param("mlruns", "Directory of the local file store (backend=file).")
+
+
+@dataclass
+class TrainConfig(Config):
+    """A sqltune training run: QLoRA/LoRA/full fine-tuning as a Ray Train job."""
+
+    run_name: str = param("sqltune-run", "Run name: the Ray Train run, the checkpoint folder and the output prefix.")
+    output_uri: str = param(".cache/runs", "Where the adapter is published: <output_uri>/<run_name>/adapter/.")
+    overwrite: bool = param(False, "Replace an adapter already published at the output place.")
+    resume: bool = param(True, "Resume a run of the same name from its latest checkpoint in storage.")
+    data: DataConfig = param(DataConfig(), "Dataset.")
+    model: ModelConfig = param(ModelConfig(base="Qwen/Qwen2.5-0.5B-Instruct"), "Base model and training mode.")
+    lora: LoraSettings = param(LoraSettings(), "LoRA adapter.")
+    optim: OptimConfig = param(OptimConfig(), "Optimizer and schedule.")
+    train: LoopConfig = param(LoopConfig(), "Training loop.")
+    eval: EvalSettings = param(EvalSettings(), "Validation.")
+    checkpoint: CheckpointSettings = param(CheckpointSettings(), "Checkpoints.")
+    scaling: ScalingSettings = param(ScalingSettings(), "Ray Train workers.")
+    tracking: TrackingConfig = param(TrackingConfig(), "Experiment tracking.")
+    prompt_mode: Literal["strict", "plain"] = param("strict", "System instruction of the prompt template.")
+
+    def validate(self) -> None:
+        if not _RUN_NAME.match(self.run_name):
+            raise ConfigError(
+                f"run_name: {self.run_name!r} must be 1-128 characters of letters, digits, '.', '_' or '-'"
+            )
+        if not self.output_uri.strip():
+            raise ConfigError("output_uri: required (a local directory or s3://bucket/prefix)")
+        if self.model.mode == "full" and self.lora.modules_to_save:
+            raise ConfigError("lora.modules_to_save: only meaningful with model.mode=qlora or lora; remove it")
+        if self.train.packing and self.train.pack_tokens < self.data.max_length:
+            raise ConfigError(
+                f"train.pack_tokens: {self.train.pack_tokens} is below data.max_length {self.data.max_length}; "
+                "a packed row must hold the longest example"
+            )
+
+    # --- derived values ------------------------------------------------------------------------------
+
+    def storage_uri(self) -> str:
+        """Ray Train storage path; the run's checkpoints live at ``<it>/<run_name>/``."""
+        from sqltune.storage import join
+
+        return self.checkpoint.storage_uri or join(self.output_uri, "ray-runs")
+
+    def adapter_uri(self) -> str:
+        from sqltune.storage import join
+
+        return join(self.output_uri, self.run_name, "adapter")
+
+    def score(self) -> tuple[str, Literal["max", "min"]]:
+        """The checkpoint score attribute and order used for best-checkpoint selection."""
+        if self.eval.exec_accuracy:
+            return "eval_exec_accuracy", "max"
+        return "eval_loss", "min"

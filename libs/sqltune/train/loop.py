@@ -1,0 +1,517 @@
+"""The Ray Train worker function: the same code on CPU and GPU, one process per data-parallel rank.
+
+Each worker loads the base model (once per node for s3:// bases), tokenizes the examples the driver
+sent, and trains its shard of every epoch (:class:`sqltune.train.data.BatchPlan`). Gradients are averaged
+by DDP (``ray.train.torch.prepare_model``). Every ``checkpoint.interval`` steps rank 0 writes a checkpoint
+holding the trainable weights (PEFT adapter files too), the optimizer and scheduler state, the RNG
+states, the step (which fixes the data position), the metric history, and the steps it resumed at; every
+rank calls ``ray.train.report`` with the same metrics. On start, ``ray.train.get_checkpoint()`` (the
+latest checkpoint of this run, after a worker failure or a resubmission with the same run name) is
+restored, so a killed worker costs at most one checkpoint interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqltune.train.config import TrainConfig
+
+log = logging.getLogger("sqltune.train")
+
+STATE_FILE = "trainer_state.pt"
+STATE_JSON = "trainer_state.json"
+MODEL_SUBDIR = "model"
+
+
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _all_sum(values: list[float], device: str) -> list[float]:
+    """Sum floats over all ranks (identity when not distributed)."""
+    dist = _dist()
+    if dist is None:
+        return list(values)
+    import torch
+
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def _memory(device: str) -> tuple[str, float]:
+    """("gpu"|"rss", GiB): peak allocated GPU memory, or this process's resident memory on CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        return "gpu_peak", torch.cuda.max_memory_allocated(device) / 2**30
+    try:
+        import psutil
+
+        return "rss", psutil.Process().memory_info().rss / 2**30
+    except ImportError:  # pragma: no cover
+        import resource
+
+        return "rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        except RuntimeError:  # a different GPU count after an elastic restart
+            pass
+
+
+def _seed(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One worker's training state; :meth:`run` is the whole worker function."""
+
+    def __init__(self, cfg: TrainConfig, payload: dict[str, Any], *, rank: int, world_size: int, device: str):
+        self.cfg = cfg
+        self.payload = payload
+        self.rank = rank
+        self.world = world_size
+        self.device = device
+        self.state: dict[str, Any] = {
+            "step": 0,
+            "history": [],
+            "resumed_from": [],
+            "tokens": 0,
+            "target_tokens": 0,
+            "train_seconds": 0.0,
+            "eval_loss": None,
+            "eval_exec_accuracy": None,
+            "eval_parseable": None,
+            "done": False,
+        }
+
+    # ------------------------------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        import torch
+
+        from sqltune.data.record import Example
+        from sqltune.prompts import PromptTemplate
+        from sqltune.train.data import BatchPlan, tokenize_examples
+        from sqltune.train.model import build_model
+        from sqltune.train.optim import build_optimizer, build_scheduler
+
+        cfg = self.cfg
+        _seed(cfg.train.seed)
+        self.built = build_model(cfg, self.device)
+        self.model = self.built.model
+        self.tokenizer = self.built.tokenizer
+        self.template = PromptTemplate(mode=cfg.prompt_mode)
+        train_ex = [Example.from_dict(d) for d in self.payload["train"]]
+        self.val_ex = [Example.from_dict(d) for d in self.payload["validation"]]
+        self.train_set = tokenize_examples(train_ex, self.tokenizer, self.template, cfg.data.max_length)
+        self.val_set = tokenize_examples(self.val_ex, self.tokenizer, self.template, cfg.data.max_length)
+        if not self.train_set.rows:
+            raise RuntimeError("no training example fits data.max_length; raise it")
+        self.plan = BatchPlan(
+            lengths=tuple(self.train_set.lengths),
+            world_size=self.world,
+            batch_size=cfg.train.batch_size,
+            grad_accum=cfg.train.grad_accum,
+            seed=cfg.train.seed,
+            packing=cfg.train.packing,
+            pack_tokens=cfg.train.pack_tokens,
+        )
+        if self.plan.steps_per_epoch() <= 0:
+            raise RuntimeError(
+                f"{len(self.train_set.rows)} training examples make less than one optimizer step on each of "
+                f"{self.world} workers (batch_size={cfg.train.batch_size}, grad_accum={cfg.train.grad_accum})"
+            )
+        self.total_steps = self.plan.total_steps(cfg.train.epochs, cfg.train.max_steps)
+        self.optimizer, self.optimizer_name = build_optimizer(self.model, cfg.optim, self.device)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        if self.rank == 0:
+            log.info(
+                "data: %d train / %d validation examples (%d + %d dropped > max_length); %d steps "
+                "(%d per epoch, %d workers x batch %d x accum %d%s); optimizer %s",
+                len(self.train_set.rows), len(self.val_set.rows), self.train_set.dropped, self.val_set.dropped,
+                self.total_steps, self.plan.steps_per_epoch(), self.world, cfg.train.batch_size,
+                cfg.train.grad_accum, ", packed" if cfg.train.packing else "", self.optimizer_name,
+            )
+        self._restore()
+        self._wrap()
+        del torch
+
+    def _wrap(self) -> None:
+        if self.world <= 1:
+            return
+        import ray.train.torch
+
+        self.model = ray.train.torch.prepare_model(
+            self.model,
+            move_to_device=False,
+            parallel_strategy="ddp",
+            parallel_strategy_kwargs={"find_unused_parameters": False, "broadcast_buffers": False},
+        )
+
+    # ------------------------------------------------------------------------------------ checkpoints
+
+    def _restore(self) -> None:
+        import ray.train
+        import torch
+
+        from sqltune.train.model import load_trainable_state
+
+        ckpt = ray.train.get_checkpoint()
+        if ckpt is None:
+            return
+        with ckpt.as_directory() as d:
+            blob = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
+            if self.cfg.model.mode == "full":
+                from safetensors.torch import load_file
+
+                weights: dict[str, Any] = {}
+                for f in sorted((Path(d) / MODEL_SUBDIR).glob("*.safetensors")):
+                    weights.update(load_file(str(f)))
+                missing, _ = self.model.load_state_dict(weights, strict=False)
+                if missing and any("lm_head" not in m for m in missing):
+                    raise RuntimeError(f"checkpoint {d} lacks weights: {missing[:3]}")
+            else:
+                load_trainable_state(self.model, blob["trainable"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        self.scheduler.load_state_dict(blob["scheduler"])
+        _set_rng_state(blob["rng"])
+        self.state.update(blob["state"])
+        step = self.state["step"]
+        self.state["resumed_from"] = list(self.state["resumed_from"]) + [step]
+        if blob.get("world_size") != self.world and self.rank == 0:
+            log.warning(
+                "the checkpoint was written by %s workers, this run has %d: the data order after step %d differs",
+                blob.get("world_size"), self.world, step,
+            )
+        if self.rank == 0:
+            log.info("resumed from checkpoint at step %d of %d (%s)", step, self.total_steps, ckpt.path)
+
+    def _save_and_report(self, metrics: dict[str, Any]) -> None:
+        import ray.train
+        import torch
+        from ray.train import Checkpoint
+
+        from sqltune.train.model import save_for_publish, trainable_state
+
+        if self.rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="sqltune-ckpt-"))
+        try:
+            save_for_publish(self.model, self.tokenizer, str(tmp / MODEL_SUBDIR), self.cfg.model.mode)
+            blob = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": _rng_state(),
+                "state": dict(self.state),
+                "world_size": self.world,
+                "optimizer_name": self.optimizer_name,
+            }
+            if self.cfg.model.mode != "full":
+                blob["trainable"] = trainable_state(self.model)
+            torch.save(blob, tmp / STATE_FILE)
+            (tmp / STATE_JSON).write_text(json.dumps({**self._summary(), "metrics": metrics}, indent=2, default=str))
+            ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(tmp)))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _summary(self) -> dict[str, Any]:
+        s = self.state
+        return {
+            "step": s["step"],
+            "total_steps": self.total_steps,
+            "done": s["done"],
+            "resumed_from": s["resumed_from"],
+            "tokens": s["tokens"],
+            "target_tokens": s["target_tokens"],
+            "train_seconds": round(s["train_seconds"], 3),
+            "tokens_per_second": round(s["tokens"] / s["train_seconds"], 1) if s["train_seconds"] else None,
+            "eval_loss": s["eval_loss"],
+            "eval_exec_accuracy": s["eval_exec_accuracy"],
+            "eval_parseable": s["eval_parseable"],
+            "history": s["history"],
+            "optimizer": self.optimizer_name,
+            "world_size": self.world,
+            "train_examples": len(self.train_set.rows),
+            "validation_examples": len(self.val_set.rows),
+            "dropped_examples": self.train_set.dropped + self.val_set.dropped,
+            "trainable_params": self.built.trainable_params,
+            "total_params": self.built.total_params,
+        }
+
+    def _report_metrics(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        s = self.state
+        name, order = self.cfg.score()
+        metrics: dict[str, Any] = {
+            "step": s["step"],
+            "epoch": round(s["step"] / max(1, self.plan.steps_per_epoch()), 4),
+            "eval_loss": s["eval_loss"] if s["eval_loss"] is not None else 1e9,
+            "eval_exec_accuracy": s["eval_exec_accuracy"] if s["eval_exec_accuracy"] is not None else 0.0,
+            "tokens": s["tokens"],
+            "resumed_from": list(s["resumed_from"]),
+            "done": s["done"],
+        }
+        metrics.update(extra or {})
+        assert name in metrics and order in ("min", "max")
+        return metrics
+
+    # ------------------------------------------------------------------------------------------- eval
+
+    def evaluate(self, *, exec_accuracy: bool) -> dict[str, float]:
+        import torch
+
+        from sqltune.train.data import collate_padded, eval_batches
+        from sqltune.train.model import unwrap
+
+        model = unwrap(self.model)
+        was_training = model.training
+        model.eval()
+        loss_sum = count = 0.0
+        with torch.no_grad(), self._autocast():
+            for idx in eval_batches(len(self.val_set.rows), self.rank, self.world, self.cfg.train.batch_size):
+                batch = collate_padded([self.val_set.rows[i] for i in idx], self.pad_id)
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                n = int((batch["labels"][:, 1:] != -100).sum())
+                out = model(**batch, num_items_in_batch=1)
+                loss_sum += float(out.loss)
+                count += n
+        loss_sum, count = _all_sum([loss_sum, count], self.device)
+        result = {"eval_loss": loss_sum / count if count else float("nan")}
+        if exec_accuracy:
+            result.update(self._exec_accuracy(model))
+        if was_training:
+            model.train()
+        return result
+
+    def _exec_accuracy(self, model: Any) -> dict[str, float]:
+        """Greedy decoding on this rank's share of the validation slice, scored in the SQL sandbox."""
+        from sqltune.models.generate import generate_batch, prompts_for
+        from sqltune.prompts import clean_sql
+        from sqltune.sql import analyze, execution_match
+
+        cfg = self.cfg.eval
+        chosen = [ex for ex in self.val_ex if ex.db][: cfg.exec_examples]
+        mine = chosen[self.rank :: self.world]
+        hits = parse_ok = scored = 0
+        use_cache = model.config.use_cache
+        model.config.use_cache = True
+        try:
+            for i in range(0, len(mine), cfg.gen_batch_size):
+                group = mine[i : i + cfg.gen_batch_size]
+                items = [
+                    {"question": e.question, "schema": e.schema, "dialect": e.dialect, "evidence": e.evidence}
+                    for e in group
+                ]
+                gens = generate_batch(
+                    model, self.tokenizer, prompts_for(self.tokenizer, items, self.template),
+                    max_new_tokens=cfg.max_new_tokens,
+                )
+                for ex, gen in zip(group, gens):
+                    sql = clean_sql(gen.text).sql
+                    parse_ok += int(bool(analyze(sql, dialect=ex.dialect).parseable))
+                    res = execution_match(sql, ex.sql, db=ex.db, dialect=ex.dialect)
+                    if getattr(res, "gold_failed", False):
+                        continue
+                    scored += 1
+                    hits += int(bool(res.match))
+        finally:
+            model.config.use_cache = use_cache
+        hits, parse_ok, scored, n = _all_sum([hits, parse_ok, scored, len(mine)], self.device)
+        return {
+            "eval_exec_accuracy": hits / scored if scored else 0.0,
+            "eval_parseable": parse_ok / n if n else 0.0,
+        }
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.built.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.built.autocast_dtype)
+
+    def _run_eval(self, *, exec_accuracy: bool) -> dict[str, float]:
+        t0 = time.perf_counter()
+        res = self.evaluate(exec_accuracy=exec_accuracy)
+        self.state["eval_loss"] = res["eval_loss"]
+        if "eval_exec_accuracy" in res:
+            self.state["eval_exec_accuracy"] = res["eval_exec_accuracy"]
+            self.state["eval_parseable"] = res["eval_parseable"]
+        point = {"step": self.state["step"], **{k: round(v, 5) for k, v in res.items()}}
+        self.state["history"].append(point)
+        if self.rank == 0:
+            parts = [f"eval step {self.state['step']}: loss {res['eval_loss']:.4f}"]
+            if "eval_exec_accuracy" in res:
+                parts.append(f"exec acc {res['eval_exec_accuracy']:.3f}, parseable {res['eval_parseable']:.3f}")
+            log.info("%s (%.1fs)", ", ".join(parts), time.perf_counter() - t0)
+        return res
+
+    # ------------------------------------------------------------------------------------------ train
+
+    def _micro_batches(self):
+        """Yield micro-batches from the current data position to the end of training."""
+        from sqltune.train.data import collate
+
+        epoch, offset = self.plan.position(self.state["step"])
+        while True:
+            batches = self.plan.micro_batches(epoch, self.rank)
+            for idx in batches[offset:]:
+                yield collate([self.train_set.rows[i] for i in idx], packing=self.cfg.train.packing, pad_id=self.pad_id)
+            epoch, offset = epoch + 1, 0
+
+    def train(self) -> None:
+        import contextlib
+
+        import torch
+
+        from sqltune.train.data import count_tokens
+
+        cfg = self.cfg
+        ga = cfg.train.grad_accum
+        self.model.train()
+        batches = self._micro_batches()
+        window_loss = window_targets = window_tokens = 0.0
+        window_start = time.perf_counter()
+        window_time = 0.0
+        while self.state["step"] < self.total_steps:
+            t0 = time.perf_counter()
+            micro = [next(batches) for _ in range(ga)]
+            counts = [count_tokens(b) for b in micro]
+            n_targets = sum(c[1] for c in counts)
+            step_loss = 0.0
+            for i, batch in enumerate(micro):
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                sync = contextlib.nullcontext()
+                if i < ga - 1 and hasattr(self.model, "no_sync"):
+                    sync = self.model.no_sync()
+                with sync:
+                    with self._autocast():
+                        out = self.model(**batch, use_cache=False, num_items_in_batch=max(1, n_targets))
+                    out.loss.backward()
+                step_loss += float(out.loss.detach())
+            if cfg.optim.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.trainable, cfg.optim.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.device.startswith("cuda"):
+                torch.cuda.synchronize(self.device)
+            dt = time.perf_counter() - t0
+            real = sum(c[0] for c in counts)
+            self.state["step"] += 1
+            self.state["train_seconds"] += dt
+            window_time += dt
+            window_loss += step_loss * n_targets
+            window_targets += n_targets
+            window_tokens += real
+            step = self.state["step"]
+            last = step >= self.total_steps
+            if step % cfg.train.log_every == 0 or last:
+                tot_loss, tot_targets, tot_tokens = _all_sum(
+                    [window_loss, window_targets, window_tokens], self.device
+                )
+                self.state["tokens"] += int(tot_tokens)
+                self.state["target_tokens"] += int(tot_targets)
+                # window_loss holds each rank's token-summed loss; divide by all ranks' target tokens
+                loss = tot_loss / max(1.0, tot_targets)
+                mem_kind, mem = _memory(self.device)
+                lr = self.scheduler.get_last_lr()[0]
+                tps = tot_tokens / window_time if window_time else 0.0
+                self.state["history"].append(
+                    {"step": step, "train_loss": round(loss, 5), "lr": lr, "tokens_per_second": round(tps, 1)}
+                )
+                if self.rank == 0:
+                    log.info(
+                        "step %d/%d | epoch %.2f | loss %.4f | lr %.3g | %.0f tok/s | %s %.2f GiB | %.0fs",
+                        step, self.total_steps, step / self.plan.steps_per_epoch(), loss, lr, tps,
+                        mem_kind, mem, time.perf_counter() - window_start,
+                    )
+                self.state["last_train_loss"] = loss
+                window_loss = window_targets = window_tokens = 0.0
+                window_time = 0.0
+            if last:
+                break
+            do_eval = step % cfg.eval.interval == 0
+            do_ckpt = step % cfg.checkpoint.interval == 0
+            if do_eval or do_ckpt:
+                self._run_eval(exec_accuracy=do_eval and cfg.eval.exec_accuracy)
+            if do_ckpt:
+                self._save_and_report(self._report_metrics({"train_loss": self.state.get("last_train_loss")}))
+
+    def finish(self) -> None:
+        self._run_eval(exec_accuracy=self.cfg.eval.exec_accuracy)
+        self.state["done"] = True
+        self._save_and_report(
+            self._report_metrics({"train_loss": self.state.get("last_train_loss"), "final": True})
+        )
+
+    def run(self) -> None:
+        self.setup()
+        if self.state["step"] < self.total_steps:
+            self.train()
+        self.finish()
+
+
+def train_loop_per_worker(payload: dict[str, Any]) -> None:
+    """Entry point Ray Train runs on every worker (``TorchTrainer(train_loop_per_worker=...)``)."""
+    import ray.train
+    import torch
+
+    cfg = TrainConfig.from_dict(payload["config"])
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
+    for noisy in ("httpx", "urllib3", "botocore", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    threads = cfg.train.threads_per_worker or max(1, int(math.floor(cfg.scaling.cpus_per_worker or 1)))
+    torch.set_num_threads(threads)
+    if cfg.scaling.use_gpu:
+        import ray.train.torch
+
+        dev = ray.train.torch.get_device()
+        torch.cuda.set_device(dev)
+        device = f"cuda:{dev.index or 0}"
+    else:
+        device = "cpu"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    Trainer(cfg, payload, rank=rank, world_size=world, device=device).run()

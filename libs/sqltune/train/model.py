@@ -1,0 +1,196 @@
+"""Building the model to train: QLoRA (NF4 + LoRA), LoRA on a 16-bit base, or full fine-tuning.
+
+QLoRA follows the recipe of the projects sqltune replaces: bitsandbytes NF4 with double quantization and
+bf16 compute (fp16 on GPUs without bf16), ``peft.prepare_model_for_kbit_training``, then LoRA adapters on
+the configured modules (default every linear projection). ``modules_to_save`` trains whole modules with
+the adapter (the tiny model's embeddings); with tied input/output embeddings the trainable copy stays
+tied (``ensure_weight_tying``), so a merged export keeps the tie.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqltune.errors import ConfigError, ModelError, missing
+from sqltune.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuiltModel:
+    model: Any
+    tokenizer: Any
+    base_dir: str
+    trainable_params: int
+    total_params: int
+    compute_dtype: Any
+    autocast_dtype: Any | None
+    """dtype for ``torch.autocast`` in the forward pass (full/LoRA on GPU), or None."""
+
+
+def compute_dtype(cfg: TrainConfig, device: str):
+    import torch
+
+    choice = cfg.model.compute_dtype
+    if choice == "fp32":
+        return torch.float32
+    if choice == "bf16":
+        return torch.bfloat16
+    if choice == "fp16":
+        return torch.float16
+    if device.startswith("cuda"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # CPU: NF4 de-quantizes into this dtype for its matmuls; bf16 is what the GPU recipe uses and CPUs
+    # with AVX-512/AMX run it natively. LoRA/full on CPU train in fp32 (see build_model).
+    return torch.bfloat16
+
+
+def _device_map(device: str) -> dict[str, Any]:
+    if device.startswith("cuda"):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        return {"": index}
+    return {"": "cpu"}
+
+
+def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> BuiltModel:
+    """Load the base model from ``cfg.model.base`` (or an already-resolved ``base_dir``) ready to train."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    except ImportError as exc:  # pragma: no cover
+        raise missing("torch/transformers", "train") from exc
+    from sqltune.models.loading import load_tokenizer, resolve_source
+
+    local = base_dir or resolve_source(cfg.model.base)
+    tokenizer = load_tokenizer(local)
+    mode = cfg.model.mode
+    cdtype = compute_dtype(cfg, device)
+    on_gpu = device.startswith("cuda")
+    kwargs: dict[str, Any] = {}
+    if cfg.model.attn_implementation:
+        kwargs["attn_implementation"] = cfg.model.attn_implementation
+    autocast = None
+    if mode == "qlora":
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError as exc:
+            raise missing("bitsandbytes", "train") from exc
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=cfg.model.double_quant,
+            bnb_4bit_compute_dtype=cdtype,
+            bnb_4bit_quant_storage=torch.uint8,
+        )
+        kwargs["device_map"] = _device_map(device)
+        # Non-quantized weights (embeddings, norms, head) load in the compute dtype on GPU;
+        # prepare_model_for_kbit_training then upcasts the trainable-sensitive ones to fp32.
+        kwargs["dtype"] = cdtype if on_gpu else torch.float32
+    elif mode == "lora":
+        # "Plain LoRA in bf16": a 16-bit frozen base on GPU; fp32 on CPU unless asked (CPU bf16 is slow).
+        kwargs["dtype"] = cdtype if (on_gpu or cfg.model.compute_dtype != "auto") else torch.float32
+    else:  # full fine-tuning: fp32 master weights, bf16/fp16 autocast on GPU
+        kwargs["dtype"] = torch.float32
+        autocast = cdtype if on_gpu else None
+    try:
+        model = AutoModelForCausalLM.from_pretrained(local, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load base model {cfg.model.base!r} from {local}: {exc}") from None
+    if mode != "qlora":
+        model.to(device)
+    model.config.use_cache = False
+    gc_kwargs = {"use_reentrant": False}
+
+    if mode == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.model.gradient_checkpointing,
+            gradient_checkpointing_kwargs=gc_kwargs,
+        )
+    elif cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        if mode == "lora":
+            model.enable_input_require_grads()
+
+    if mode in ("qlora", "lora"):
+        model = _add_lora(model, cfg)
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info(
+        "model %s (%s, compute %s): %.2fM trainable of %.2fM parameters",
+        cfg.model.base, mode, str(cdtype).replace("torch.", ""), trainable / 1e6, total / 1e6,
+    )
+    return BuiltModel(model, tokenizer, local, trainable, total, cdtype, autocast)
+
+
+def _add_lora(model: Any, cfg: TrainConfig):
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as exc:
+        raise missing("peft", "train") from exc
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    unknown = [m for m in cfg.lora.target_modules if m not in names]
+    if unknown:
+        raise ConfigError(
+            f"lora.target_modules: {unknown} not found in {cfg.model.base}; its module names include "
+            f"{sorted(n for n in names if n.endswith('proj'))}"
+        )
+    unknown_save = [m for m in cfg.lora.modules_to_save if m not in names]
+    if unknown_save:
+        raise ConfigError(f"lora.modules_to_save: {unknown_save} not found in {cfg.model.base}")
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    touches_tied = any(m in ("embed_tokens", "lm_head") for m in cfg.lora.modules_to_save)
+    lcfg = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+        modules_to_save=list(cfg.lora.modules_to_save) or None,
+        bias="none",
+        task_type="CAUSAL_LM",
+        ensure_weight_tying=tied and touches_tied,
+    )
+    return get_peft_model(model, lcfg)
+
+
+def unwrap(model: Any) -> Any:
+    """The model inside a DDP wrapper."""
+    return getattr(model, "module", model)
+
+
+def trainable_state(model: Any) -> dict[str, Any]:
+    """Trainable tensors only (adapter + modules_to_save, or everything for full fine-tuning)."""
+    inner = unwrap(model)
+    return {n: p.detach().cpu().clone() for n, p in inner.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    inner = unwrap(model)
+    params = dict(inner.named_parameters())
+    missing_names = [n for n in state if n not in params]
+    if missing_names:
+        raise ModelError(
+            f"checkpoint does not match the model: {len(missing_names)} tensors unknown (e.g. {missing_names[0]}); "
+            "was the config (lora.r, target_modules, base) changed between runs of the same run_name?"
+        )
+    with torch.no_grad():
+        for n, t in state.items():
+            params[n].copy_(t.to(params[n].device, params[n].dtype))
+
+
+def save_for_publish(model: Any, tokenizer: Any, out_dir: str, mode: str) -> None:
+    """PEFT adapter files (or the full model) plus the tokenizer, as the published artifact holds them."""
+    inner = unwrap(model)
+    inner.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)

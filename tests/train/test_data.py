@@ -1,0 +1,96 @@
+"""Training data: loss on the SQL only, batch plans per rank, padding and padding-free packing."""
+
+from __future__ import annotations
+
+import pytest
+
+from sqltune.prompts import IGNORE_INDEX, PromptTemplate, end_of_turn
+from sqltune.train.data import BatchPlan, collate_packed, collate_padded, count_tokens, tokenize_examples
+
+
+@pytest.fixture(scope="module")
+def examples(embedded_dir):
+    from sqltune.data import load_dataset
+
+    return load_dataset(embedded_dir, format="embedded")[:24]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(train_base):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(train_base)
+
+
+def test_only_sql_tokens_carry_loss(examples, tokenizer):
+    rows = tokenize_examples(examples, tokenizer, PromptTemplate(), 2048).rows
+    assert len(rows) == len(examples)
+    for ex, row in zip(examples, rows):
+        ids, labels = row["input_ids"], row["labels"]
+        first = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
+        # Everything before the answer is masked; everything from it on is trained, and it is the SQL.
+        assert all(lab == IGNORE_INDEX for lab in labels[:first])
+        assert labels[first:] == ids[first:]
+        prompt = tokenizer.decode(ids[:first])
+        assert prompt.endswith("<|im_start|>assistant\n") and ex.question in prompt and ex.sql not in prompt
+        target = tokenizer.decode(ids[first:])
+        assert target == ex.sql.strip() + end_of_turn(tokenizer)
+
+
+def test_too_long_examples_are_dropped_and_counted(examples, tokenizer):
+    lengths = tokenize_examples(examples, tokenizer, PromptTemplate(), 4096).lengths
+    cut = sorted(lengths)[len(lengths) // 2]
+    ts = tokenize_examples(examples, tokenizer, PromptTemplate(), cut)
+    assert ts.dropped == sum(n > cut for n in lengths) > 0
+    assert max(ts.lengths) <= cut
+
+
+def test_dynamic_padding_counts_real_tokens_only(examples, tokenizer):
+    rows = tokenize_examples(examples[:4], tokenizer, PromptTemplate(), 2048).rows
+    batch = collate_padded(rows, tokenizer.pad_token_id)
+    width = max(len(r["input_ids"]) for r in rows)
+    assert batch["input_ids"].shape == (4, width)
+    real, targets = count_tokens(batch)
+    assert real == sum(len(r["input_ids"]) for r in rows)
+    assert targets == sum(sum(lab != IGNORE_INDEX for lab in r["labels"]) for r in rows)
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_batch_plan_shards_disjointly_with_equal_steps(packing):
+    lengths = tuple(100 + (i * 37) % 400 for i in range(101))
+    plan = BatchPlan(lengths, world_size=2, batch_size=4, grad_accum=2, seed=3, packing=packing, pack_tokens=1000)
+    for epoch in (0, 1):
+        a, b = plan.micro_batches(epoch, 0), plan.micro_batches(epoch, 1)
+        assert len(a) == len(b) and len(a) % 2 == 0 and a
+        ia = {i for batch in a for i in batch}
+        ib = {i for batch in b for i in batch}
+        assert not ia & ib
+        if packing:
+            assert all(sum(lengths[i] for i in batch) <= 1000 for batch in a + b)
+    assert plan.micro_batches(0, 0) != plan.micro_batches(1, 0)  # reshuffled per epoch
+    spe = plan.steps_per_epoch()
+    assert plan.position(0) == (0, 0) and plan.position(spe + 1) == (1, 2)
+    assert plan.total_steps(2.5, None) == -(-5 * spe // 2)
+
+
+def test_packed_rows_do_not_attend_across_examples(examples, tokenizer, train_base):
+    """Logits of examples packed into one row equal those of each example alone."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(train_base, attn_implementation="sdpa").eval()
+    rows = tokenize_examples(examples[:3], tokenizer, PromptTemplate(), 2048).rows
+    packed = collate_packed(rows)
+    assert packed["input_ids"].shape[0] == 1
+    starts = [0]
+    for r in rows:
+        starts.append(starts[-1] + len(r["input_ids"]))
+    assert [int(packed["position_ids"][0, s]) for s in starts[:-1]] == [0, 0, 0]
+    # No label crosses a boundary: each example's first position is masked.
+    assert all(int(packed["labels"][0, s]) == IGNORE_INDEX for s in starts[:-1])
+    with torch.no_grad():
+        joint = model(input_ids=packed["input_ids"], position_ids=packed["position_ids"], use_cache=False).logits[0]
+        for k, r in enumerate(rows):
+            alone = model(input_ids=torch.tensor([r["input_ids"]])).logits[0]
+            torch.testing.assert_close(joint[starts[k] : starts[k + 1]], alone, atol=2e-4, rtol=1e-3)
