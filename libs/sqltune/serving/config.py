@@ -1,0 +1,123 @@
+"""Typed configuration of the server: the ``args`` block of ``serve/config.yaml``.
+
+``serve run serve.app:build_app model_uri=... max_batch_size=16`` and ``serve deploy serve/config.yaml``
+both end up in :meth:`ServeArgs.from_args`, which validates every field and names the bad one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqltune.config import Config, param
+from sqltune.errors import ConfigError
+
+
+@dataclass
+class ServeArgs(Config):
+    """Server settings (``applications[0].args`` in serve/config.yaml)."""
+
+    model_uri: str = param("", "Model artifact: local directory or s3:// prefix (merged, quantized or adapter).")
+    base_model_uri: str | None = param(None, "Base model for an adapter artifact (default: the one it records).")
+    model_name: str = param("", "Model id reported by /v1/models and in responses (default: derived from model_uri).")
+    device: str = param("auto", "auto | cpu | cuda | cuda:N.")
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4"] = param(
+        "auto", "Weights precision (auto: the artifact's own; bf16 on GPU, fp32 on CPU)."
+    )
+
+    # Engine
+    max_batch_size: int = param(32, "Sequences decoded together on a replica (KV-cache slots).", min=1, max=1024)
+    batch_wait_timeout_s: float = param(
+        0.01, "When idle, how long the engine waits for more arrivals before starting a batch.", min=0, max=5
+    )
+    max_seq_len: int = param(0, "KV-cache length per slot in tokens (0: the prompt and output caps).", min=0)
+    decode_chunk: int = param(
+        0, "Decode steps between host syncs (0: 8 on GPU, 1 on CPU); stop checks happen at chunk ends.", min=0, max=64
+    )
+    cuda_graphs: bool = param(True, "Capture the decode step in CUDA graphs (GPU only).")
+    compile: Literal["auto", "on", "off"] = param(
+        "auto", "torch.compile the per-layer math (auto: on for CUDA, off on CPU)."
+    )
+    warmup: bool = param(True, "Run a warm-up generation (and capture graphs) before reporting ready.")
+
+    # Request limits
+    default_max_new_tokens: int = param(128, "max_new_tokens when a request does not give one.", min=1)
+    max_new_tokens_cap: int = param(256, "Largest max_new_tokens a request may ask for.", min=1)
+    max_question_tokens: int = param(256, "Largest question (plus evidence) in tokens.", min=1)
+    max_schema_tokens: int = param(2048, "Largest schema text in tokens.", min=1)
+    max_prompt_tokens: int = param(
+        0, "Largest rendered prompt in tokens (0: question + schema caps + 256 for the template).", min=0
+    )
+    max_body_bytes: int = param(65536, "Largest request body in bytes (413 above it).", min=256)
+    max_messages: int = param(64, "Most chat messages in one /v1/chat/completions request.", min=1)
+    request_timeout_s: float = param(60.0, "Per-request deadline inside the ingress (504 after it).", min=0.1)
+
+    # Auth
+    api_token_env: str = param(
+        "SQLTUNE_API_TOKEN", "Environment variable holding the bearer token; unset or empty disables auth."
+    )
+
+    # Databases and execution
+    databases: dict[str, str] = param({}, "name -> SQLite/DuckDB file or postgresql:// DSN, for 'database' and execute.")
+    execute_max_rows: int = param(100, "Rows returned by execute (the rest are dropped and 'truncated' set).", min=1)
+    execute_timeout_s: float = param(5.0, "Time limit of one execute.", min=0.1)
+
+    # Observability
+    debug: bool = param(True, "Include a 'debug' object (engine batch sizes) in /v1/sql responses.")
+
+    # Deployment options applied in build_app (serve/config.yaml 'deployments' override these on deploy).
+    model_deployment: dict[str, Any] = param({}, "Ray Serve options for the SQLModel deployment (serve run).")
+    ingress_deployment: dict[str, Any] = param({}, "Ray Serve options for the APIIngress deployment (serve run).")
+
+    def validate(self) -> None:
+        if not self.model_uri:
+            raise ConfigError("model_uri: required; pass model_uri=<local dir or s3://bucket/prefix>")
+        if self.default_max_new_tokens > self.max_new_tokens_cap:
+            raise ConfigError(
+                f"default_max_new_tokens: {self.default_max_new_tokens} is above max_new_tokens_cap "
+                f"{self.max_new_tokens_cap}"
+            )
+        if self.compile not in ("auto", "on", "off"):
+            raise ConfigError(f"compile: {self.compile!r}: choose auto, on or off")
+
+    @property
+    def prompt_token_cap(self) -> int:
+        return self.max_prompt_tokens or (self.max_question_tokens + self.max_schema_tokens + 256)
+
+    @property
+    def seq_len(self) -> int:
+        """KV-cache length per slot: room for the largest prompt plus the largest output."""
+        return self.max_seq_len or (self.prompt_token_cap + self.max_new_tokens_cap)
+
+    @property
+    def served_name(self) -> str:
+        if self.model_name:
+            return self.model_name
+        uri = self.model_uri.rstrip("/")
+        parts = [p for p in uri.replace("s3://", "").split("/") if p]
+        # s3://bucket/runs/tiny/merged -> tiny-merged ; /path/to/model -> model
+        return "-".join(parts[-2:]) if len(parts) >= 2 and parts[-1] in ("merged", "int8", "nf4", "adapter") else (
+            parts[-1] if parts else "sqltune"
+        )
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any] | None) -> ServeArgs:
+        """Build from ``serve run``/``serve deploy`` args; ``serve run`` passes every value as a string."""
+        return cls.from_dict(_parse_cli_values(dict(args or {})), where="args")
+
+
+def _parse_cli_values(args: dict[str, Any]) -> dict[str, Any]:
+    """``serve run ... databases='{"shop": "/x.db"}'`` arrives as a string; parse YAML for mapping fields."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        if key in ("databases", "model_deployment", "ingress_deployment") and isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"args.{key}: cannot parse {value!r} as a mapping: {exc}") from None
+        if key == "base_model_uri" and value in ("", "null", "None"):
+            value = None
+        out[key] = value
+    return out
