@@ -201,7 +201,6 @@ def _write_reasons(stmt: exp.Expression, dialect: str) -> list[str]:
 
 
 # -- grounding ---------------------------------------------------------------------------------------
-_UNRESOLVED = object()
 
 
 def _scope_columns(scope: Scope) -> list[str] | None:
