@@ -23,13 +23,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from urllib.parse import quote
 
 from sqltune.errors import SQLError
 from sqltune.sql._dialects import canonical_dialect, engine_of
 
-CATEGORIES = ("syntax", "unknown_identifier", "not_read_only", "runtime", "timeout", "too_many_rows")
+Category = Literal["syntax", "unknown_identifier", "not_read_only", "runtime", "timeout", "too_many_rows"]
+CATEGORIES: tuple[Category, ...] = get_args(Category)
 
 
 @dataclass
@@ -39,7 +40,7 @@ class ExecResult:
     rows: list[tuple] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     error: str | None = None
-    category: str | None = None
+    category: Category | None = None
     elapsed_s: float = 0.0
     engine: str = ""
     truncated: bool = False  # more than max_rows rows existed; ``rows`` holds the first max_rows
