@@ -1,0 +1,162 @@
+"""Ray Serve deployments: ``SQLModel`` (the model replica) and ``APIIngress`` (FastAPI), and build_app.
+
+``serve/config.yaml`` names these deployments; its ``deployments:`` section overrides the defaults set
+here (replicas, autoscaling, ``max_ongoing_requests``, ``max_queued_requests``, GPUs per replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from sqltune.serving.api import BackendFailure, BackendTimeout, Overloaded, create_app
+from sqltune.serving.config import ServeArgs
+
+log = logging.getLogger(__name__)
+
+
+def _translate(exc: BaseException) -> BaseException:
+    from ray.exceptions import RayActorError, RayTaskError
+    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+    if isinstance(exc, BackPressureError):
+        return Overloaded(getattr(exc, "message", str(exc)))
+    if isinstance(exc, DeploymentUnavailableError):
+        return Overloaded("no model replica is available")
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return BackendTimeout(str(exc))
+    if isinstance(exc, (RayActorError, RayTaskError)):
+        return BackendFailure(type(exc).__name__)
+    return exc
+
+
+class RayModelBackend:
+    """The ingress's view of the SQLModel deployment; Ray errors become the API's own exceptions."""
+
+    def __init__(self, handle: DeploymentHandle):
+        self.handle = handle
+
+    async def call(self, method: str, payload: Any = None, *, timeout: float | None = None) -> Any:
+        method_handle = getattr(self.handle, method)
+        response = method_handle.remote(payload) if payload is not None else method_handle.remote()
+
+        async def wait():
+            return await response
+
+        try:
+            return await asyncio.wait_for(wait(), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            response.cancel()
+            raise BackendTimeout(method) from None
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc) from None
+
+    async def stream(self, method: str, payload: Any, *, timeout: float | None = None) -> AsyncIterator[Any]:
+        gen = getattr(self.handle.options(stream=True), method).remote(payload)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            while True:
+                left = None if deadline is None else max(0.001, deadline - loop.time())
+                try:
+                    item = await asyncio.wait_for(gen.__anext__(), left)
+                except StopAsyncIteration:
+                    return
+                yield item
+        except (asyncio.TimeoutError, TimeoutError):
+            gen.cancel()
+            raise BackendTimeout(method) from None
+        except asyncio.CancelledError:
+            gen.cancel()
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise _translate(exc) from None
+
+
+@serve.deployment(
+    name="SQLModel",
+    max_ongoing_requests=64,
+    max_queued_requests=256,
+    ray_actor_options={"num_cpus": 1},
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
+class SQLModel:
+    """One model replica: loads the artifact, warms the engine up, batches every request it holds."""
+
+    def __init__(self, args: dict[str, Any]):
+        from sqltune.serving.metrics import EngineMetrics
+        from sqltune.serving.replica import ModelServer
+
+        logging.basicConfig(level=logging.INFO)
+        self.server = ModelServer(ServeArgs.from_args(args))
+        self.metrics = EngineMetrics()
+        self.server.engine.on_batch = self.metrics.on_batch
+
+    async def sql(self, payload: dict[str, Any]) -> dict[str, Any]:
+        result = await self.server.sql(payload)
+        self.metrics.tokens(result.get("prompt_tokens", 0), result.get("completion_tokens", 0))
+        return result
+
+    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
+        result = await self.server.chat(payload)
+        self.metrics.tokens(result.get("prompt_tokens", 0), result.get("completion_tokens", 0))
+        return result
+
+    async def chat_stream(self, payload: dict[str, Any]):
+        async for item in self.server.chat_stream(payload):
+            if "usage" in item:
+                self.metrics.tokens(item["usage"]["prompt_tokens"], item["usage"]["completion_tokens"])
+            yield item
+
+    def info(self) -> dict[str, Any]:
+        return self.server.info()
+
+    def stats(self) -> dict[str, Any]:
+        return self.server.stats()
+
+    def reset_stats(self) -> None:
+        self.server.reset_stats()
+
+    def check_health(self) -> None:
+        thread = getattr(self.server.engine, "_thread", None)
+        if thread is None or not thread.is_alive():
+            raise RuntimeError("the generation engine thread is not running")
+
+    def __del__(self):
+        try:
+            self.server.shutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+@serve.deployment(
+    name="APIIngress",
+    max_ongoing_requests=256,
+    max_queued_requests=512,
+    ray_actor_options={"num_cpus": 0.5},
+)
+@serve.ingress()
+class APIIngress:
+    """HTTP ingress: auth, limits, validation, SQL analysis and execution; forwards generation to SQLModel."""
+
+    def __init__(self, model: DeploymentHandle, args: dict[str, Any]):
+        self.args = ServeArgs.from_args(args)
+        self.backend = RayModelBackend(model)
+
+    def __serve_build_asgi_app__(self):
+        return create_app(self.args, self.backend)
+
+
+def build_app(args: dict[str, Any] | None = None):
+    """The Ray Serve application: ``serve run serve.app:build_app model_uri=...`` or serve/config.yaml."""
+    cfg = ServeArgs.from_args(args or {})
+    plain = cfg.to_dict()
+    model = SQLModel.options(**cfg.model_deployment).bind(plain) if cfg.model_deployment else SQLModel.bind(plain)
+    ingress = APIIngress.options(**cfg.ingress_deployment) if cfg.ingress_deployment else APIIngress
+    return ingress.bind(model, plain)

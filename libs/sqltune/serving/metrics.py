@@ -1,0 +1,160 @@
+"""Prometheus metrics through Ray's metrics API (exported on every node's Ray metrics endpoint).
+
+``ray.serve.metrics`` adds the deployment/replica/application tags. Outside a Ray worker (unit tests,
+the benchmark) the metric objects may be unavailable; every call is then a no-op, so metrics can never
+break a request.
+
+Exported series (Prometheus adds the ``ray_`` prefix):
+
+* ``sqltune_requests_total{route, outcome, status}`` - requests by route and outcome
+  (ok, client_error, unauthorized, too_large, overloaded, timeout, error).
+* ``sqltune_request_latency_seconds{route}`` - end-to-end latency in the ingress (histogram).
+* ``sqltune_sql_generated_total{valid, read_only}`` - generated SQL; valid-SQL rate =
+  ``sum(rate(...{valid="true"}[5m])) / sum(rate(...[5m]))``.
+* ``sqltune_sql_executed_total{outcome}`` - executions (ok, error, refused).
+* ``sqltune_batch_size{phase}`` - engine batch sizes (prefill, decode), histogram.
+* ``sqltune_generated_tokens_total`` / ``sqltune_prompt_tokens_total``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+
+
+def outcome_of(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status == 401:
+        return "unauthorized"
+    if status == 413:
+        return "too_large"
+    if status == 503:
+        return "overloaded"
+    if status in (408, 504):
+        return "timeout"
+    if status < 500:
+        return "client_error"
+    return "error"
+
+
+class _Noop:
+    def inc(self, *a: Any, **k: Any) -> None:
+        pass
+
+    def observe(self, *a: Any, **k: Any) -> None:
+        pass
+
+
+def _make(kind: str, name: str, description: str, tag_keys: tuple[str, ...], boundaries=None):
+    try:
+        from ray.serve import metrics as m
+
+        cls = getattr(m, kind)
+        if boundaries is not None:
+            return cls(name, description=description, boundaries=boundaries, tag_keys=tag_keys)
+        return cls(name, description=description, tag_keys=tag_keys)
+    except Exception as exc:  # noqa: BLE001 - no Ray worker/metrics agent: metrics are optional
+        log.debug("metric %s unavailable: %s", name, exc)
+        return _Noop()
+
+
+class IngressMetrics:
+    def __init__(self) -> None:
+        self.requests = _make("Counter", "sqltune_requests_total", "HTTP requests by route and outcome.",
+                              ("route", "outcome", "status"))
+        self.latency = _make("Histogram", "sqltune_request_latency_seconds", "Request latency in the ingress.",
+                             ("route",), LATENCY_BUCKETS)
+        self.sql = _make("Counter", "sqltune_sql_generated_total", "Generated SQL by validity.",
+                         ("valid", "read_only"))
+        self.executed = _make("Counter", "sqltune_sql_executed_total", "Executions of generated SQL.",
+                              ("outcome",))
+        self.counts: dict[str, int] = {}
+
+    def request(self, route: str, status: int, seconds: float) -> None:
+        outcome = outcome_of(status)
+        key = f"{route} {outcome}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        try:
+            self.requests.inc(1, tags={"route": route, "outcome": outcome, "status": str(status)})
+            self.latency.observe(seconds, tags={"route": route})
+        except Exception:  # noqa: BLE001
+            log.debug("metrics failed", exc_info=True)
+
+    def sql_generated(self, valid: bool, read_only: bool) -> None:
+        key = f"sql valid={str(valid).lower()}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        try:
+            self.sql.inc(1, tags={"valid": str(valid).lower(), "read_only": str(read_only).lower()})
+        except Exception:  # noqa: BLE001
+            log.debug("metrics failed", exc_info=True)
+
+    def sql_executed(self, outcome: str) -> None:
+        key = f"execute {outcome}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        try:
+            self.executed.inc(1, tags={"outcome": outcome})
+        except Exception:  # noqa: BLE001
+            log.debug("metrics failed", exc_info=True)
+
+
+class EngineMetrics:
+    def __init__(self) -> None:
+        self.batch = _make("Histogram", "sqltune_batch_size", "Sequences per engine step.", ("phase",),
+                           BATCH_BUCKETS)
+        self.generated = _make("Counter", "sqltune_generated_tokens_total", "Tokens generated.", ())
+        self.prompt = _make("Counter", "sqltune_prompt_tokens_total", "Prompt tokens processed.", ())
+
+    def on_batch(self, phase: str, size: int) -> None:
+        self.batch.observe(size, tags={"phase": phase})
+
+    def tokens(self, prompt: int, completion: int) -> None:
+        try:
+            if prompt:
+                self.prompt.inc(prompt)
+            if completion:
+                self.generated.inc(completion)
+        except Exception:  # noqa: BLE001
+            log.debug("metrics failed", exc_info=True)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP response by route template and outcome, and observes its latency."""
+
+    def __init__(self, app, metrics: IngressMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        import time
+
+        start = time.perf_counter()
+        status = 500
+
+        async def tracking_send(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or _known(scope)
+            self.metrics.request(name, status, time.perf_counter() - start)
+
+
+def _known(scope: dict) -> str:
+    from sqltune.serving.auth import app_path
+
+    path = app_path(scope)
+    known = ("/v1/sql", "/v1/chat/completions", "/v1/models", "/v1/stats", "/healthz", "/readyz")
+    return path if path in known else "other"

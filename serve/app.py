@@ -1,0 +1,26 @@
+"""Ray Serve entry point of the sqltune server.
+
+    serve run serve.app:build_app model_uri=/path/to/merged          # locally (args as key=value)
+    serve deploy serve/config.yaml                                   # on a Ray cluster
+    (Kubernetes: the RayService embeds serve/config.yaml as serveConfigV2)
+
+``build_app(args)`` validates the args (``sqltune.serving.config.ServeArgs``; a bad field is named in the
+error) and returns the application: the ``APIIngress`` FastAPI deployment in front of the ``SQLModel``
+replicas. The deployments live in ``sqltune.serving.deployments`` so Ray workers import them from the
+installed package.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+
+from sqltune.serving.deployments import build_app as _build
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    return _build(args)
+
+
+__all__ = ["build_app"]

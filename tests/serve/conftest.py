@@ -1,0 +1,190 @@
+"""Fixtures for the serving tests: a tiny model taught three answers, a SQLite shop, a local Ray Serve.
+
+The tiny model starts from random weights; a few dozen optimizer steps on three (question, SQL) pairs make
+it answer those questions deterministically, which is what the execute tests need (a known read-only
+query and a known write). Everything else checks the API contract, not the SQL's quality.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+from serve_helpers import CORPUS, PAIRS, SHOP_SCHEMA, TOKEN, TOKEN_ENV, free_port
+
+
+def _teach(model_dir: Path, schemas: list[str], steps: int = 120) -> None:
+    """Fit the tiny model on PAIRS x schemas (full fine-tuning, SQL-only loss) so it answers them exactly."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sqltune.data.record import Example
+    from sqltune.prompts import PromptTemplate, tokenize_for_training
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    template = PromptTemplate()
+    rows = [
+        tokenize_for_training(Example(id=f"{i}-{j}", question=q, schema=schema, sql=s), tok, template)
+        for i, (q, s) in enumerate(PAIRS)
+        for j, schema in enumerate(schemas)
+    ]
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.tensor([r["input_ids"] + [tok.pad_token_id] * (width - len(r["input_ids"])) for r in rows])
+    labels = torch.tensor([r["labels"] + [-100] * (width - len(r["labels"])) for r in rows])
+    mask = (torch.arange(width)[None] < torch.tensor([len(r["input_ids"]) for r in rows])[:, None]).long()
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-3)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    model.save_pretrained(model_dir, safe_serialization=True)
+    template.save(model_dir)
+
+
+@pytest.fixture(scope="session")
+def taught_model(tmp_path_factory, shop_db) -> Path:
+    """A published (manifest-verified) tiny model artifact that answers PAIRS; returns its directory.
+
+    It learns each question with the schema text a client sends (SHOP_SCHEMA) and with the schema the
+    server reads from the configured database (for ``"database": "shop"``).
+    """
+    from sqltune.data.schema import ddl_from_database
+    from sqltune.models.loading import write_artifact_info
+    from sqltune.models.tiny import TinyModelConfig, build_tiny_model
+    from sqltune.storage import publish
+
+    work = tmp_path_factory.mktemp("serve-model")
+    src = build_tiny_model(
+        work / "build",
+        TinyModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
+                        intermediate_size=128),
+        corpus=CORPUS * 20,
+    )
+    _teach(src, [SHOP_SCHEMA, ddl_from_database(shop_db)])
+    write_artifact_info(src, kind="merged", base_model="tiny", precision="fp32", run_name="serve-test")
+    dest = work / "published" / "merged"
+    publish(src, str(dest), kind="merged")
+    return dest
+
+
+@pytest.fixture(scope="session")
+def shop_db(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("serve-db") / "shop.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT)")
+    conn.executemany("INSERT INTO customers VALUES (?, ?, ?)",
+                     [(1, "Ada", "UK"), (2, "Bo", "SE"), (3, "Chen", "CN")])
+    conn.commit()
+    conn.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_serve():
+    """A local Ray cluster with Serve on a free loopback port; yields its URL and Prometheus port."""
+    import ray
+    from ray import serve
+
+    started = False
+    metrics_port = None
+    if not ray.is_initialized():
+        metrics_port = free_port()
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 _metrics_export_port=metrics_port)
+        started = True
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield {"base": f"http://127.0.0.1:{port}", "metrics_port": metrics_port}
+    serve.shutdown()
+    if started:
+        ray.shutdown()
+
+
+def wait_ready(base: str, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base}/readyz", timeout=5)
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    raise AssertionError(f"{base} never became ready: {last}")
+
+
+@pytest.fixture(scope="session")
+def server(ray_serve, taught_model, shop_db) -> dict:
+    """The main app: auth on, small caps, the shop database configured. Yields its settings."""
+    from ray import serve
+
+    from sqltune.serving.deployments import build_app
+
+    args = {
+        "model_uri": str(taught_model),
+        "model_name": "sqltune-tiny",
+        "max_batch_size": 8,
+        "batch_wait_timeout_s": 0.02,
+        "default_max_new_tokens": 32,
+        "max_new_tokens_cap": 64,
+        "max_question_tokens": 64,
+        "max_schema_tokens": 256,
+        "max_body_bytes": 8192,
+        "request_timeout_s": 60,
+        "api_token_env": TOKEN_ENV,
+        "databases": {"shop": str(shop_db)},
+        "ingress_deployment": {"ray_actor_options": {"num_cpus": 0.5,
+                                                     "runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}}},
+        "model_deployment": {"max_ongoing_requests": 32, "max_queued_requests": 64},
+    }
+    serve.run(build_app(args), name="sqltune-test", route_prefix="/")
+    wait_ready(ray_serve["base"])
+    return {"base": ray_serve["base"], "metrics_port": ray_serve["metrics_port"], "token": TOKEN,
+            "headers": {"Authorization": f"Bearer {TOKEN}"}, "args": args, "db": shop_db}
+
+
+@pytest.fixture(scope="session")
+def overload_server(ray_serve, taught_model) -> str:
+    """A second app whose model deployment holds one request and queues one: the rest must get 503."""
+    from ray import serve
+
+    from sqltune.serving.deployments import build_app
+
+    args = {
+        "model_uri": str(taught_model),
+        "max_batch_size": 2,
+        "max_new_tokens_cap": 64,
+        "default_max_new_tokens": 64,
+        "warmup": False,
+        "model_deployment": {"max_ongoing_requests": 1, "max_queued_requests": 1,
+                             "ray_actor_options": {"num_cpus": 0.5}},
+        "ingress_deployment": {"max_ongoing_requests": 100, "max_queued_requests": 200,
+                               "ray_actor_options": {"num_cpus": 0.25}},
+    }
+    serve.run(build_app(args), name="sqltune-overload", route_prefix="/overload")
+    base = f"{ray_serve['base']}/overload"
+    wait_ready(base)
+    return base
+
+
+@pytest.fixture()
+def client(server):
+    import httpx
+
+    with httpx.Client(base_url=server["base"], headers=server["headers"], timeout=60) as c:
+        yield c
+
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -1,0 +1,39 @@
+"""Constants and helpers shared by the serving tests (imported by conftest.py and the test modules)."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+
+TOKEN_ENV = "SQLTUNE_TEST_API_TOKEN"
+TOKEN = "test-token-7f3a"
+SHOP_SCHEMA = (
+    "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT);"
+)
+PAIRS = [
+    ("How many customers are there?", "SELECT COUNT(*) FROM customers;"),
+    ("Remove every customer.", "DELETE FROM customers;"),
+    ("List the customer names.", "SELECT name FROM customers;"),
+]
+CORPUS = [
+    SHOP_SCHEMA,
+    "CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER, total REAL, status TEXT)",
+    "SELECT name FROM customers WHERE country = 'Germany'",
+    "SELECT COUNT(*) FROM orders WHERE status = 'shipped'",
+    "How many orders were shipped? Which customers live in Germany? What is the revenue per customer?",
+    "You are a text-to-SQL assistant. Given a database schema and a question, reply with exactly one "
+    "SQLite SQL query that answers it, using only the tables and columns in the schema.",
+    *[q for q, _ in PAIRS],
+    *[s for _, s in PAIRS],
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

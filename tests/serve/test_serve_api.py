@@ -1,0 +1,280 @@
+"""The HTTP contract of the server, over real HTTP against a local Ray Serve running the tiny model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+
+from serve_helpers import PAIRS, SHOP_SCHEMA, sha256
+
+pytestmark = pytest.mark.ray
+
+SQL_FIELDS = {"sql", "dialect", "valid", "read_only", "unknown_tables", "unknown_columns", "cleaned", "model",
+              "latency_ms", "usage"}
+
+
+def assert_error(r: httpx.Response, status: int | tuple[int, ...], param: str | None = None) -> dict:
+    statuses = status if isinstance(status, tuple) else (status,)
+    assert r.status_code in statuses, (r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    err = r.json()["error"]
+    assert err["message"]
+    if param is not None:
+        assert err["param"] == param, err
+        assert param.split(".")[0].split("[")[0] in err["message"] or err["param"] == param
+    return err
+
+
+# --------------------------------------------------------------------------------------------- /v1/sql
+
+
+def test_sql_answers_with_the_contract(client):
+    question, gold = PAIRS[0]
+    r = client.post("/v1/sql", json={"question": question, "schema": SHOP_SCHEMA, "dialect": "sqlite"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert SQL_FIELDS <= set(body)
+    assert body["sql"] == gold.rstrip(";")
+    assert body["valid"] is True and body["read_only"] is True
+    assert body["unknown_tables"] == [] and body["unknown_columns"] == []
+    assert body["dialect"] == "sqlite"
+    assert body["model"] == "sqltune-tiny"
+    assert body["usage"]["prompt_tokens"] > 20 and 1 <= body["usage"]["completion_tokens"] <= 32
+    assert body["latency_ms"] > 0
+    assert "rows" not in body  # no execute asked
+
+
+def test_sql_flags_unknown_identifiers_and_writes(client):
+    # The schema lacks 'customers': the (correct for the shop) SQL is reported as ungrounded.
+    r = client.post("/v1/sql", json={"question": PAIRS[2][0], "schema": "CREATE TABLE users (id INTEGER);"})
+    assert r.status_code == 200, r.text
+    assert r.json()["unknown_tables"] == ["customers"]
+    r = client.post("/v1/sql", json={"question": PAIRS[1][0], "schema": SHOP_SCHEMA})
+    body = r.json()
+    assert body["sql"].upper().startswith("DELETE")
+    assert body["valid"] is True and body["read_only"] is False
+    assert body["reasons"]
+
+
+def test_execute_on_configured_database_returns_rows(client, server):
+    r = client.post("/v1/sql", json={"question": PAIRS[0][0], "database": "shop", "execute": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["executed"] is True, body
+    assert body["rows"] == [[3]]
+    assert len(body["columns"]) == 1
+    r = client.post("/v1/sql", json={"question": PAIRS[2][0], "database": "shop", "execute": True})
+    body = r.json()
+    assert sorted(row[0] for row in body["rows"]) == ["Ada", "Bo", "Chen"]
+    assert body["columns"] == ["name"]
+
+
+def test_execute_never_runs_a_write(client, server):
+    before = sha256(server["db"])
+    r = client.post("/v1/sql", json={"question": PAIRS[1][0], "database": "shop", "execute": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["sql"].upper().startswith("DELETE FROM CUSTOMERS")
+    assert body["read_only"] is False
+    assert body["executed"] is False
+    assert "read-only" in body["execution_error"]
+    assert "rows" not in body
+    assert sha256(server["db"]) == before
+    # The data is all still there.
+    r = client.post("/v1/sql", json={"question": PAIRS[0][0], "database": "shop", "execute": True})
+    assert r.json()["rows"] == [[3]]
+
+
+def test_concurrent_requests_share_batches(server):
+    async def fire():
+        async with httpx.AsyncClient(base_url=server["base"], headers=server["headers"], timeout=60) as c:
+            reqs = [
+                c.post("/v1/sql", json={"question": f"Which customers are from country number {i}?",
+                                        "schema": SHOP_SCHEMA, "max_new_tokens": 48})
+                for i in range(12)
+            ]
+            return await asyncio.gather(*reqs)
+
+    responses = asyncio.run(fire())
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
+    sizes = [r.json()["debug"]["batch_size"] for r in responses]
+    assert max(sizes) > 1, sizes
+    stats = httpx.get(f"{server['base']}/v1/stats", headers=server["headers"]).json()
+    assert stats["engine"]["max_decode_batch"] > 1, stats
+    assert stats["engine"]["errors"] == 0
+
+
+# ------------------------------------------------------------------------------------------- OpenAI
+
+
+def test_openai_client_models_chat_and_stream(server):
+    import openai
+
+    oc = openai.OpenAI(base_url=f"{server['base']}/v1", api_key=server["token"], max_retries=0)
+    models = oc.models.list()
+    ids = [m.id for m in models.data]
+    assert ids == ["sqltune-tiny"]
+    messages = [{"role": "user", "content": "Write SQL: how many customers are there?"}]
+    resp = oc.chat.completions.create(model=ids[0], messages=messages, max_tokens=12, temperature=0)
+    assert resp.object == "chat.completion"
+    assert resp.choices[0].message.role == "assistant"
+    text = resp.choices[0].message.content
+    assert isinstance(text, str)
+    assert resp.choices[0].finish_reason in ("stop", "length")
+    assert resp.usage.completion_tokens <= 12 and resp.usage.prompt_tokens > 0
+    chunks = list(oc.chat.completions.create(model=ids[0], messages=messages, max_tokens=12, stream=True,
+                                             stream_options={"include_usage": True}))
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == text  # greedy decoding: the stream spells out the same completion
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == [resp.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == resp.usage.completion_tokens
+
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server['base']}/v1", api_key="wrong", max_retries=0).models.list()
+    with pytest.raises(openai.NotFoundError):
+        oc.chat.completions.create(model="gpt-4o", messages=messages)
+    with pytest.raises(openai.BadRequestError):
+        oc.chat.completions.create(model=ids[0], messages=messages, n=3)
+
+
+def test_sse_stream_format(client):
+    body = {"messages": [{"role": "user", "content": "hello"}], "max_tokens": 5, "stream": True}
+    with client.stream("POST", "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [ln for ln in r.iter_lines() if ln]
+    assert lines[-1] == "data: [DONE]"
+    first = json.loads(lines[0][len("data: "):])
+    assert first["object"] == "chat.completion.chunk"
+    assert first["choices"][0]["delta"]["role"] == "assistant"
+
+
+# --------------------------------------------------------------------------------------------- auth
+
+
+def test_auth(server):
+    base = server["base"]
+    body = {"question": PAIRS[0][0], "schema": SHOP_SCHEMA}
+    assert_error(httpx.post(f"{base}/v1/sql", json=body), 401, "Authorization")
+    assert_error(httpx.post(f"{base}/v1/sql", json=body, headers={"Authorization": "Bearer nope"}), 401)
+    assert_error(httpx.post(f"{base}/v1/sql", json=body, headers={"Authorization": server["token"]}), 401)
+    assert_error(httpx.get(f"{base}/v1/models"), 401)
+    assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{base}/readyz").status_code == 200
+    doc = httpx.get(f"{base}/openapi.json").json()
+    assert {"/v1/sql", "/v1/chat/completions", "/v1/models", "/healthz", "/readyz"} <= set(doc["paths"])
+
+
+# ------------------------------------------------------------------------------------- bad requests
+
+
+def test_malformed_and_missing(client):
+    r = client.post("/v1/sql", content=b'{"question": "x", ', headers={"content-type": "application/json"})
+    assert_error(r, 400, "body")
+    r = client.post("/v1/sql", content=b"", headers={"content-type": "application/json"})
+    assert_error(r, (400, 422))
+    r = client.post("/v1/sql", content=b"question=hi", headers={"content-type": "application/x-www-form-urlencoded"})
+    assert_error(r, (400, 422))
+    assert_error(client.post("/v1/sql", json=["a", "list"]), (400, 422))
+    assert_error(client.post("/v1/sql", json={"schema": SHOP_SCHEMA}), 422, "question")
+    assert_error(client.post("/v1/sql", json={"question": "   ", "schema": SHOP_SCHEMA}), 422, "question")
+    assert_error(client.post("/v1/sql", json={"question": 5, "schema": SHOP_SCHEMA}), 422, "question")
+    assert_error(client.post("/v1/sql", json={"question": "q"}), 422, "schema")
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "database": "shop"}), 422)
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "shema": "x"}), 422, "shema")
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "dialect": "oracle"}), 422,
+                 "dialect")
+    assert_error(client.post("/v1/sql", json={"question": "q", "database": "nope"}), 404, "database")
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "execute": True}), 422,
+                 "execute")
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "execute": "maybe"}), 422,
+                 "execute")
+    r = client.get("/v1/nothing-here")
+    assert_error(r, 404)
+    assert_error(client.get("/v1/sql"), 405)
+
+
+def test_oversized_inputs(client, server):
+    # Body over max_body_bytes (8192): refused before parsing.
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": "x" * 9000}), 413, "body")
+    # Within the body cap but over the token caps (64 question tokens, 256 schema tokens).
+    long_q = "how many customers " * 40
+    assert_error(client.post("/v1/sql", json={"question": long_q, "schema": SHOP_SCHEMA}), 400, "question")
+    long_schema = " ".join(f"CREATE TABLE t{i} (a INTEGER, b TEXT);" for i in range(60))
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": long_schema}), 400, "schema")
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "evidence": long_q}), 400,
+                 "evidence")
+    # max_new_tokens: absurd, zero, wrong type.
+    for value in (10**9, 65):
+        assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": value}),
+                     422, "max_new_tokens")
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": 0}), 422,
+                 "max_new_tokens")
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": "lots"}),
+                 422, "max_new_tokens")
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    assert_error(client.post("/v1/chat/completions", json={**chat, "max_tokens": 10**6}), 422, "max_tokens")
+    assert_error(client.post("/v1/chat/completions", json={**chat, "max_completion_tokens": 10**6}), 422,
+                 "max_completion_tokens")
+    assert_error(client.post("/v1/chat/completions", json={"messages": []}), 422, "messages")
+    assert_error(client.post("/v1/chat/completions", json={"messages": [{"role": "wizard", "content": "x"}]}), 422,
+                 "messages[0].role")
+    big = [{"role": "user", "content": "tell me about customers " * 60}]
+    assert_error(client.post("/v1/chat/completions", json={"messages": big}), 400, "messages")
+    # Streaming requests that are refused get a JSON error, not a broken stream.
+    assert_error(client.post("/v1/chat/completions", json={"messages": big, "stream": True}), 400, "messages")
+    # The replica survived all of it.
+    assert client.get("/readyz").status_code == 200
+    r = client.post("/v1/sql", json={"question": PAIRS[0][0], "schema": SHOP_SCHEMA})
+    assert r.status_code == 200
+
+
+# --------------------------------------------------------------------------------------------- overload
+
+
+def test_overload_gives_503_json_never_a_hang(overload_server):
+    async def fire():
+        async with httpx.AsyncClient(base_url=overload_server, timeout=60) as c:
+            reqs = [
+                c.post("/v1/sql", json={"question": f"Question number {i} about customers?", "schema": SHOP_SCHEMA})
+                for i in range(24)
+            ]
+            return await asyncio.wait_for(asyncio.gather(*reqs), timeout=90)
+
+    responses = asyncio.run(fire())
+    codes = sorted(r.status_code for r in responses)
+    assert set(codes) <= {200, 503}, codes
+    assert codes.count(503) >= 10, codes
+    assert codes.count(200) >= 1, codes
+    for r in responses:
+        if r.status_code == 503:
+            err = assert_error(r, 503)
+            assert err["code"] == "overloaded"
+            assert r.headers.get("retry-after") == "1"
+
+
+# --------------------------------------------------------------------------------------------- metrics
+
+
+def test_prometheus_metrics(server, client):
+    if not server["metrics_port"]:
+        pytest.skip("Ray was started elsewhere: its metrics port is unknown")
+    client.post("/v1/sql", json={"question": PAIRS[0][0], "schema": SHOP_SCHEMA})
+    client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": 10**6})
+    want = ['sqltune_requests_total', 'route="/v1/sql"', 'outcome="ok"', 'outcome="client_error"',
+            "sqltune_request_latency_seconds_bucket", "sqltune_sql_generated_total", 'valid="true"',
+            "sqltune_batch_size_bucket", 'phase="decode"', "sqltune_generated_tokens_total"]
+    deadline = time.monotonic() + 60
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{server['metrics_port']}/metrics", timeout=10).text
+        if all(w in text for w in want):
+            break
+        time.sleep(1)
+    missing = [w for w in want if w not in text]
+    assert not missing, missing
