@@ -72,5 +72,5 @@ def build_adapter(
     PromptTemplate().save(out)
     write_artifact_info(out, kind="adapter", base_model=str(base_dir), precision="fp32",
                         config={"lora": {"r": r, "mode": "lora"}}, run_name=out.parent.name,
-                        metrics={"final_loss": float(loss)})
+                        metrics={"final_loss": loss.item()})
     return out

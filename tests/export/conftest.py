@@ -23,20 +23,7 @@ def tiny_adapter(tiny_base, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def export_s3():
-    """A real moto S3 server on loopback (sqltune.storage.EmbeddedS3), with the AWS_* env pointing at it."""
-    from sqltune.storage import EmbeddedS3, clear_client_cache
-
-    mp = pytest.MonkeyPatch()
-    with EmbeddedS3() as server:
-        for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-            mp.delenv(key, raising=False)
-        for key, value in server.env().items():
-            mp.setenv(key, value)
-        clear_client_cache()
-        server.create_bucket("sqltune-export")
-        try:
-            yield server
-        finally:
-            mp.undo()
-            clear_client_cache()
+def export_s3(s3_server):
+    """The session's embedded S3 server (tests/conftest.py) with the bucket these tests use."""
+    s3_server.create_bucket("sqltune-export")
+    return s3_server

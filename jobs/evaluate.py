@@ -1,0 +1,45 @@
+"""Evaluation entry point: score model variants on a dataset split and publish the report.
+
+    ray job submit --working-dir . -- python -m jobs.evaluate --config jobs/configs/eval-tiny.yaml [key=value ...]
+    python -m jobs.evaluate --config jobs/configs/eval-tiny.yaml dataset.limit=50
+
+Exit status: 0 when the report was published; 2 for a configuration/data/storage error (message, no
+traceback); 3 when the report was published but every variant failed (or any did, with
+fail_on_variant_error=true). Thin on purpose: the work is in :mod:`sqltune.evaluation`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sqltune.config import parse_cli
+    from sqltune.errors import SqltuneError
+    from sqltune.evaluation import EvalConfig, run_evaluation
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("transformers", "bitsandbytes", "httpx", "peft"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cfg = parse_cli(EvalConfig, argv, prog="python -m jobs.evaluate")
+        result = run_evaluation(cfg)
+    except SqltuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(result.table)
+    for name in result.failed:
+        print(f"variant {name} FAILED: {result.report['variants'][name]['error']}")
+    for pair in result.report["agreement"]:
+        if pair["flagged"]:
+            print(f"agreement {pair['a']} vs {pair['b']} FLAGGED: {'; '.join(pair['reasons'])}")
+    print(f"\nreport published to {result.uri} (report.json, report.md, predictions.jsonl, plots)")
+    if result.failed and (result.all_failed or cfg.fail_on_variant_error):
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

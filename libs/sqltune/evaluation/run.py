@@ -1,0 +1,267 @@
+"""The evaluation job: load the split, check gold queries, run every variant, score, aggregate, publish.
+
+    result = run_evaluation(cfg)          # cfg: EvalConfig
+    print(result.table)                   # Model | Parseable | Exact | Exec (95% CI) | p50 | p95
+
+The report is staged locally and published atomically (manifest last) to ``<output_uri>/<eval_name>/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqltune.errors import DataError, StorageError
+from sqltune.evaluation.config import DatasetConfig, EvalConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    report: dict[str, Any]
+    uri: str
+    table: str
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def all_failed(self) -> bool:
+        return len(self.failed) == len(self.report["variants"])
+
+
+# ------------------------------------------------------------------------------------------ dataset
+
+
+def _dataset_root(d: DatasetConfig) -> Path | None:
+    if d.source == "embedded":
+        return Path(d.embedded_dir or Path.home() / ".cache" / "sqltune" / f"embedded-{d.embedded_seed}").expanduser()
+    p = Path(d.source)
+    if p.exists():
+        return p if p.is_dir() else p.parent
+    return None
+
+
+def load_eval_examples(d: DatasetConfig) -> tuple[list[Any], dict[str, Any]]:
+    """The examples to score: the configured split (the training job's split procedure), sampled to
+    ``limit``, with the dialect/database overrides applied."""
+    from sqltune.data import load_dataset, split_examples
+
+    root = _dataset_root(d)
+    if d.source == "embedded":
+        examples = load_dataset(root, format="embedded", seed=d.embedded_seed)
+    else:
+        examples = load_dataset(d.source, format=d.format)  # type: ignore[arg-type]
+    if not examples:
+        raise DataError(f"dataset.source {d.source!r}: the dataset is empty")
+    n_total = len(examples)
+    if d.split != "all":
+        splits = split_examples(examples, ratios=tuple(d.split_ratios), seed=d.split_seed,  # type: ignore[arg-type]
+                                stratify=d.stratify or "none")  # type: ignore[arg-type]
+        examples = list(splits[d.split])
+    if not examples:
+        raise DataError(f"dataset: split {d.split!r} of {d.source!r} is empty (split_ratios {d.split_ratios})")
+    if d.limit and len(examples) > d.limit:
+        keep = sorted(random.Random(f"sqltune-eval:{d.sample_seed}").sample(range(len(examples)), d.limit))
+        examples = [examples[i] for i in keep]
+    examples = [_override(ex, d, root) for ex in examples]
+    return examples, {"source": d.source, "format": "embedded" if d.source == "embedded" else d.format,
+                      "split": d.split, "n_total": n_total, "root": str(root) if root else None}
+
+
+def _override(ex: Any, d: DatasetConfig, root: Path | None) -> Any:
+    extra = dict(ex.extra)
+    extra.setdefault("schema_dialect", ex.dialect)
+    changes: dict[str, Any] = {"extra": extra}
+    if d.dialect and d.dialect != ex.dialect:
+        from sqltune.sql import transpile
+
+        gold = (ex.extra.get("sql_by_dialect") or {}).get(d.dialect)
+        if not gold:
+            try:
+                gold = transpile(ex.sql, ex.dialect, d.dialect)
+            except Exception:  # noqa: BLE001 - left as is; the gold check reports it if it fails
+                gold = ex.sql
+        changes.update(dialect=d.dialect, sql=gold)
+    if d.db:
+        db = d.db
+        if "://" not in db and not os.path.isabs(db) and root is not None and (root / db).exists():
+            db = str(root / db)
+        changes["db"] = db
+    return dataclasses.replace(ex, **changes)
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def database_state(examples: list[Any]) -> dict[str, dict[str, Any]]:
+    """sha256 of every database file the examples use (server databases are listed, not hashed)."""
+    from sqltune.evaluation.report import redact
+    from sqltune.sql import engine_of
+
+    out: dict[str, dict[str, Any]] = {}
+    for db in sorted({ex.db for ex in examples if ex.db}):
+        try:
+            engine = engine_of(db)
+        except Exception as exc:  # noqa: BLE001
+            out[redact(db)] = {"engine": "unknown", "note": str(exc)}
+            continue
+        if engine == "postgres":
+            out[redact(db)] = {"engine": engine, "note": "server database: not hashed (read-only role and transaction)"}
+        elif os.path.isfile(db):
+            out[db] = {"engine": engine, "sha256_before": _sha256(db)}
+        else:
+            out[db] = {"engine": engine, "note": "missing file"}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ orchestration
+
+
+def _check_destination(cfg: EvalConfig) -> str:
+    from sqltune.storage import MANIFEST_NAME, exists, join
+
+    uri = join(cfg.output_uri, cfg.eval_name)
+    if not cfg.overwrite and exists(join(uri, MANIFEST_NAME)):
+        raise StorageError(f"{uri} already holds a published report; pass overwrite=true or another eval_name")
+    return uri
+
+
+def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
+    from sqltune.evaluation.aggregate import agreement, by_category, summarize
+    from sqltune.evaluation.metrics import check_gold, score_example
+    from sqltune.evaluation.report import comparison_table, dataset_hash, now_iso, redact, write_report
+    from sqltune.evaluation.runner import run_variants
+    from sqltune.sql import Schema
+    from sqltune.storage import publish
+
+    t0 = time.perf_counter()
+    uri = _check_destination(cfg)
+    examples, ds_info = load_eval_examples(cfg.dataset)
+    n = len(examples)
+    log.info("scoring %d examples (%s split of %s) with %d variants", n, cfg.dataset.split, cfg.dataset.source,
+             len(cfg.variants))
+    databases = database_state(examples)
+
+    m = cfg.metrics
+    gold = [check_gold(ex, exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows) for ex in examples]
+    schemas: dict[tuple[str, str], Any] = {}
+    for ex in examples:
+        key = (ex.schema, ex.extra.get("schema_dialect", ex.dialect))
+        if key not in schemas:
+            try:
+                schemas[key] = Schema.from_ddl(ex.schema, dialect=key[1])
+            except Exception:  # noqa: BLE001 - grounding then falls back to analyze's own parsing
+                schemas[key] = None
+    items = [{"question": ex.question, "schema": ex.schema, "dialect": ex.dialect, "evidence": ex.evidence}
+             for ex in examples]
+    scores: dict[str, list[Any]] = {v.name: [None] * n for v in cfg.variants}
+
+    def on_batch(name: str, start: int, outs: list[Any]) -> None:
+        for i, out in enumerate(outs):
+            ex = examples[start + i]
+            scores[name][start + i] = score_example(
+                variant=name, example=ex, raw_output=out.text, gold=gold[start + i],
+                schema=schemas.get((ex.schema, ex.extra.get("schema_dialect", ex.dialect))),
+                latency_s=out.latency_s, prompt_tokens=out.prompt_tokens, output_tokens=out.output_tokens,
+                exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows, float_tol=m.float_tol,
+                partial_weight=m.hybrid_partial_weight,
+            )
+
+    tokens = {v.name: os.environ.get(v.api_key_env) for v in cfg.variants if v.kind == "http" and v.api_key_env}
+    runs = run_variants(cfg, items, on_batch=on_batch, tokens=tokens, progress=progress)
+
+    for name, state in databases.items():
+        if "sha256_before" in state:
+            state["sha256_after"] = _sha256(name) if os.path.isfile(name) else None
+            state["unchanged"] = state["sha256_after"] == state["sha256_before"]
+            if not state["unchanged"]:
+                log.error("database %s CHANGED during the evaluation: the sandbox failed", name)
+
+    categories = sorted({ex.category or "uncategorized" for ex in examples})
+    variants: dict[str, Any] = {}
+    failures = []
+    for v in cfg.variants:
+        run = runs[v.name]
+        entry: dict[str, Any] = {"kind": v.kind, "model": v.model or None, "url": v.url or None,
+                                 "prompt_mode": v.prompt_mode, "status": run.status, "error": run.error,
+                                 "info": run.info, "elapsed_s": run.elapsed_s}
+        if run.status == "ok":
+            rows = scores[v.name]
+            if any(r is None for r in rows):
+                run.status, run.error = "failed", "some examples were not scored"
+                entry.update(status=run.status, error=run.error)
+            else:
+                entry["aggregate"] = summarize(rows, wall_s=run.wall_s, bootstrap_samples=m.bootstrap_samples,
+                                               bootstrap_seed=m.bootstrap_seed, confidence=m.confidence)
+                entry["by_category"] = by_category(rows)
+        if run.status != "ok":
+            failures.append({"variant": v.name, "error": run.error})
+        variants[v.name] = entry
+
+    agree = []
+    for a, b in cfg.agreement_pairs():
+        if variants[a]["status"] == "ok" and variants[b]["status"] == "ok":
+            agree.append(agreement(a, scores[a], b, scores[b], max_disagreement=cfg.agreement.max_disagreement,
+                                   max_accuracy_diff=cfg.agreement.max_accuracy_diff))
+    gold_failures = [{"id": ex.id, "category": ex.category, "gold_sql": ex.sql, "error": g.error}
+                     for ex, g in zip(examples, gold) if g is not None and not g.ok]
+    dialects: dict[str, int] = {}
+    cat_counts: dict[str, int] = {}
+    failed_ids = {g["id"] for g in gold_failures}
+    for ex in examples:
+        dialects[ex.dialect] = dialects.get(ex.dialect, 0) + 1
+        if ex.id not in failed_ids:
+            c = ex.category or "uncategorized"
+            cat_counts[c] = cat_counts.get(c, 0) + 1
+
+    from sqltune import __version__ as version  # noqa: PLC0415
+
+    report: dict[str, Any] = {
+        "schema_version": 1,
+        "eval_name": cfg.eval_name,
+        "created": now_iso(),
+        "sqltune_version": version,
+        "uri": uri,
+        "config": redact(cfg.to_dict()),
+        "dataset": {
+            "source": redact(ds_info["source"]), "format": ds_info["format"], "split": ds_info["split"], "n": n,
+            "n_total": ds_info["n_total"], "hash": dataset_hash(examples), "dialects": dialects,
+            "categories": cat_counts, "n_gold_failed": len(gold_failures), "databases": databases,
+        },
+        "variants": variants,
+        "categories": categories,
+        "per_category": {c: {name: (v["by_category"].get(c, {}).get("exec_accuracy") if v["status"] == "ok" else None)
+                             for name, v in variants.items()} for c in categories},
+        "agreement": agree,
+        "gold_failures": gold_failures,
+        "failures": failures,
+        "elapsed_s": time.perf_counter() - t0,
+    }
+    predictions = [s.to_dict() for v in cfg.variants if variants[v.name]["status"] == "ok" for s in scores[v.name]]
+    stage = Path(cfg.work_dir) / cfg.eval_name if cfg.work_dir else Path(tempfile.mkdtemp(prefix="sqltune-eval-"))
+    try:
+        if stage.exists() and cfg.work_dir:
+            shutil.rmtree(stage)
+        write_report(report, predictions, stage, plots=cfg.plots)
+        publish(stage, uri, kind="eval-report", overwrite=cfg.overwrite,
+                metadata={"eval_name": cfg.eval_name, "dataset_hash": report["dataset"]["hash"],
+                          "variants": list(variants)})
+    finally:
+        if not cfg.work_dir:
+            shutil.rmtree(stage, ignore_errors=True)
+    table = comparison_table(report)
+    return EvalResult(report=report, uri=uri, table=table, failed=[f["variant"] for f in failures])

@@ -1,0 +1,209 @@
+"""Model variants: something that turns a batch of (question, schema, dialect, evidence) into SQL text.
+
+Local kinds (``base``, ``adapter``, ``merged``, ``int8``, ``nf4``) load through
+:func:`sqltune.models.loading.load_for_inference` (which reads the artifact's prompt template) and decode
+greedily with :func:`sqltune.models.generate.generate_batch`. ``http`` POSTs the same chat messages to any
+OpenAI-compatible ``{url}/v1/chat/completions`` (temperature 0), sqltune's own server included.
+Each variant applies its own prompt mode (strict SQL-only instruction, or plain).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from sqltune.errors import ConfigError, ModelError
+from sqltune.evaluation.config import VariantConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Output:
+    """One generation, as it travels back from a Ray actor."""
+
+    text: str
+    latency_s: float
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+def with_mode(template: Any, mode: str) -> Any:
+    """The artifact's template with the variant's prompt mode applied.
+
+    strict keeps the artifact's template (its own system text, if it has one); plain swaps the system
+    instruction for the generic one, whatever the artifact had.
+    """
+    if mode == "plain":
+        return dataclasses.replace(template, mode="plain", system=None)
+    if template.mode != "strict":
+        return dataclasses.replace(template, mode="strict", system=None)
+    return template
+
+
+class LocalVariant:
+    """A model loaded in this process (inside a Ray actor in the runner)."""
+
+    def __init__(self, cfg: VariantConfig, *, device: str = "auto"):
+        self.cfg = cfg
+        self.device = device
+        self.loaded: Any = None
+        self.template: Any = None
+
+    def precision(self) -> str:
+        return self.cfg.kind if self.cfg.kind in ("int8", "nf4") else self.cfg.precision
+
+    def load(self) -> dict[str, Any]:
+        from sqltune.models.loading import load_for_inference
+
+        start = time.perf_counter()
+        kwargs: dict[str, Any] = {"precision": self.precision(), "device": self.device, "name": self.cfg.name}
+        if self.cfg.kind == "adapter":
+            kwargs["base_uri"] = self.cfg.base_model or None
+        self.loaded = load_for_inference(self.cfg.model, **kwargs)
+        artifact_kind = self.loaded.info.get("kind")
+        is_adapter = artifact_kind == "adapter" or hasattr(self.loaded.model, "peft_config")
+        if self.cfg.kind == "adapter" and not is_adapter:
+            raise ModelError(f"variant {self.cfg.name}: kind=adapter but {self.cfg.model} is not an adapter artifact")
+        if self.cfg.kind != "adapter" and is_adapter:
+            raise ModelError(
+                f"variant {self.cfg.name}: {self.cfg.model} is an adapter; use kind=adapter (or the merged export)"
+            )
+        self.template = with_mode(self.loaded.template, self.cfg.prompt_mode)
+        self._warmup()
+        return {
+            "load_s": time.perf_counter() - start,
+            "device": self.loaded.device,
+            "artifact_kind": artifact_kind or "base",
+            "artifact": {k: self.loaded.info.get(k) for k in ("base_model", "precision", "merge_base",
+                                                             "serialization", "run_name") if k in self.loaded.info},
+            "prompt_template": self.template.to_dict(),
+            "parameters": int(sum(p.numel() for p in self.loaded.model.parameters())),
+        }
+
+    def _warmup(self) -> None:
+        """One short generation, so one-time costs (kernels, allocations) are not in the first batch's latency."""
+        from sqltune.models.generate import generate_batch, prompts_for
+
+        item = {"question": "How many rows?", "schema": "CREATE TABLE t (a INTEGER);", "dialect": "sqlite"}
+        prompts = prompts_for(self.loaded.tokenizer, [item], self.template)
+        generate_batch(self.loaded.model, self.loaded.tokenizer, prompts, max_new_tokens=2)
+
+    def generate(self, items: list[dict[str, Any]], max_new_tokens: int) -> list[Output]:
+        from sqltune.models.generate import generate_batch, prompts_for
+
+        prompts = prompts_for(self.loaded.tokenizer, items, self.template)
+        gens = generate_batch(self.loaded.model, self.loaded.tokenizer, prompts, max_new_tokens=max_new_tokens)
+        return [Output(g.text, g.latency_s, g.prompt_tokens, g.output_tokens) for g in gens]
+
+    def close(self) -> None:
+        self.loaded = None
+
+
+class HttpVariant:
+    """An OpenAI-compatible chat-completions endpoint."""
+
+    def __init__(self, cfg: VariantConfig, *, token: str | None = None):
+        from sqltune.prompts import PromptTemplate
+
+        self.cfg = cfg
+        self.token = token
+        self.template = with_mode(PromptTemplate(), cfg.prompt_mode)
+        self.client: Any = None
+        self.base = cfg.url.rstrip("/")
+        if self.base.endswith("/v1"):
+            self.base = self.base[: -len("/v1")]
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+    def load(self) -> dict[str, Any]:
+        try:
+            import httpx
+        except ImportError as exc:  # pragma: no cover
+            from sqltune.errors import missing
+
+            raise missing("httpx", "eval") from exc
+        if self.cfg.api_key_env and not self.token:
+            raise ConfigError(
+                f"variant {self.cfg.name}: environment variable {self.cfg.api_key_env} (api_key_env) is not set "
+                "in the evaluation job's environment"
+            )
+        start = time.perf_counter()
+        self.client = httpx.Client(timeout=self.cfg.timeout_s, headers=self._headers())
+        models: list[str] = []
+        try:
+            resp = self.client.get(f"{self.base}/v1/models")
+        except httpx.HTTPError as exc:
+            raise ModelError(f"variant {self.cfg.name}: endpoint {self.base} is unreachable: {exc}") from None
+        if resp.status_code in (401, 403):
+            raise ModelError(
+                f"variant {self.cfg.name}: endpoint {self.base} refused the credentials (HTTP {resp.status_code}); "
+                f"check {self.cfg.api_key_env or 'api_key_env'}"
+            )
+        if resp.status_code == 200:
+            try:
+                models = [m.get("id") for m in resp.json().get("data", []) if isinstance(m, dict)]
+            except ValueError:
+                models = []
+        return {"load_s": time.perf_counter() - start, "device": "remote", "artifact_kind": "http",
+                "endpoint": self.base, "served_models": models, "prompt_template": self.template.to_dict()}
+
+    def _one(self, item: dict[str, Any], max_new_tokens: int) -> Output:
+        import httpx
+
+        from sqltune.prompts import build_messages
+
+        messages = build_messages(item["question"], item["schema"], dialect=item.get("dialect", "sqlite"),
+                                  evidence=item.get("evidence"), template=self.template)
+        body = {"model": self.cfg.api_model or self.cfg.name, "messages": messages, "temperature": 0,
+                "max_tokens": max_new_tokens, "stream": False}
+        last = ""
+        for attempt in range(self.cfg.retries + 1):
+            start = time.perf_counter()
+            try:
+                resp = self.client.post(f"{self.base}/v1/chat/completions", json=body)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                elapsed = time.perf_counter() - start
+                if resp.status_code == 200:
+                    return self._parse(resp, elapsed)
+                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                if resp.status_code not in (429, 500, 502, 503, 504):
+                    break
+            if attempt < self.cfg.retries:
+                time.sleep(min(2.0, 0.25 * 2**attempt))
+        raise ModelError(f"variant {self.cfg.name}: {self.base}/v1/chat/completions failed: {last}")
+
+    def _parse(self, resp: Any, elapsed: float) -> Output:
+        try:
+            data = resp.json()
+            text = data["choices"][0]["message"]["content"] or ""
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise ModelError(
+                f"variant {self.cfg.name}: not an OpenAI chat completion response ({exc}): {resp.text[:200]}"
+            ) from None
+        usage = data.get("usage") or {}
+        return Output(text=text, latency_s=elapsed, prompt_tokens=usage.get("prompt_tokens"),
+                      output_tokens=usage.get("completion_tokens"))
+
+    def generate(self, items: list[dict[str, Any]], max_new_tokens: int) -> list[Output]:
+        with ThreadPoolExecutor(max_workers=min(self.cfg.concurrency, len(items)) or 1) as pool:
+            return list(pool.map(lambda it: self._one(it, max_new_tokens), items))
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def make_variant(cfg: VariantConfig, *, device: str = "auto", token: str | None = None):
+    if cfg.kind == "http":
+        return HttpVariant(cfg, token=token)
+    return LocalVariant(cfg, device=device)
