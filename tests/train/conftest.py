@@ -91,13 +91,24 @@ class WorkerKiller(threading.Thread):
         self.error: str | None = None
 
     def run(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # noqa: BLE001 - reported by the test through .error
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _run(self) -> None:
+        import ray
         from ray.util.state import list_actors
 
+        # Explicit address: other Ray clusters may run on the same machine.
+        address = ray.get_runtime_context().gcs_address
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             steps = registered_steps(self.run_uri)
             if steps:
-                workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
+                workers = list_actors(
+                    address=address, filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")]
+                )
                 pids = sorted(int(a.pid) for a in workers if a.pid)
                 if len(pids) >= 2:
                     self.steps_before = steps
@@ -106,3 +117,20 @@ class WorkerKiller(threading.Thread):
                     return
             time.sleep(0.2)
         self.error = f"no checkpoint registered in {self.run_uri} within {self.timeout}s"
+
+
+@pytest.fixture()
+def train_dict(train_base, embedded_dir) -> dict:
+    return base_overrides(train_base, embedded_dir)
+
+
+@pytest.fixture()
+def worker_killer():
+    """The :class:`WorkerKiller` class (a thread that SIGKILLs a worker after the first checkpoint)."""
+    return WorkerKiller
+
+
+@pytest.fixture()
+def checkpoint_steps():
+    """``checkpoint_steps(run_uri)``: steps of the checkpoints registered for a run."""
+    return registered_steps

@@ -101,6 +101,8 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
         raise ModelError(f"cannot load base model {cfg.model.base!r} from {local}: {exc}") from None
     if mode != "qlora":
         model.to(device)
+    else:
+        _keep_trainable_4bit_layout(model)
     model.config.use_cache = False
     gc_kwargs = {"use_reentrant": False}
 
@@ -130,6 +132,19 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
         cfg.model.base, mode, str(cdtype).replace("torch.", ""), trainable / 1e6, total / 1e6,
     )
     return BuiltModel(model, tokenizer, local, trainable, total, cdtype, autocast)
+
+
+def _keep_trainable_4bit_layout(model: Any) -> None:
+    """Stop bitsandbytes (>= 0.49) from repacking NF4 weights into its CPU inference layout.
+
+    On CPUs with AVX512-BF16, ``Linear4bit.forward`` in eval mode without grad (our eval loss and greedy
+    decoding) permanently converts the weight to a packed layout whose matmul has no autograd support;
+    training after the first evaluation then fails ("a view of a leaf Variable ... in-place operation")
+    or silently stops gradients through the frozen base. Training models keep the trainable layout.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _add_lora(model: Any, cfg: TrainConfig):
