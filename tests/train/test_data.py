@@ -63,11 +63,13 @@ def test_batch_plan_shards_disjointly_with_equal_steps(packing):
     for epoch in (0, 1):
         a, b = plan.micro_batches(epoch, 0), plan.micro_batches(epoch, 1)
         assert len(a) == len(b) and len(a) % 2 == 0 and a
+        if packing:  # a micro-batch is a list of rows (pack_rows=1: one row)
+            assert all(len(batch) == 1 for batch in a + b)
+            assert all(sum(lengths[i] for i in batch[0]) <= 1000 for batch in a + b)
+            a, b = [batch[0] for batch in a], [batch[0] for batch in b]
         ia = {i for batch in a for i in batch}
         ib = {i for batch in b for i in batch}
         assert not ia & ib
-        if packing:
-            assert all(sum(lengths[i] for i in batch) <= 1000 for batch in a + b)
     assert plan.micro_batches(0, 0) != plan.micro_batches(1, 0)  # reshuffled per epoch
     spe = plan.steps_per_epoch()
     assert plan.position(0) == (0, 0) and plan.position(spe + 1) == (1, 2)
@@ -94,3 +96,38 @@ def test_packed_rows_do_not_attend_across_examples(examples, tokenizer, train_ba
         for k, r in enumerate(rows):
             alone = model(input_ids=torch.tensor([r["input_ids"]])).logits[0]
             torch.testing.assert_close(joint[starts[k] : starts[k + 1]], alone, atol=2e-4, rtol=1e-3)
+
+
+def test_fast_step_pieces_match_the_plain_loss(examples, tokenizer, train_base):
+    """Chunked loss == the model's loss; packed rows (padded tails) == the same examples unpacked;
+    selective checkpointing gives the same gradients."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sqltune.train.data import collate_packed_rows
+    from sqltune.train.fast import chunked_lm_loss, enable_selective_checkpointing
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(train_base, attn_implementation="sdpa").train()
+    rows = tokenize_examples(examples[:6], tokenizer, PromptTemplate(), 2048).rows
+    padded = collate_padded(rows, tokenizer.pad_token_id)
+    _, targets = count_tokens(padded)
+    plain = model(**padded, use_cache=False, num_items_in_batch=targets).loss
+    chunked = chunked_lm_loss(model, padded, num_items=targets, chunk_tokens=64)
+    torch.testing.assert_close(chunked, plain, atol=1e-4, rtol=1e-4)
+
+    row_len = max(sum(len(r["input_ids"]) for r in rows[i::2]) for i in range(2)) + 7
+    packed = collate_packed_rows([rows[0::2], rows[1::2]], row_len, tokenizer.pad_token_id)
+    assert packed["input_ids"].shape == (2, row_len)
+    assert count_tokens(packed)[0] == sum(len(r["input_ids"]) for r in rows)
+    batch = {k: v for k, v in packed.items() if k != "real_tokens"}
+    packed_loss = chunked_lm_loss(model, batch, num_items=targets, chunk_tokens=64)
+    torch.testing.assert_close(packed_loss, plain, atol=1e-4, rtol=1e-4)
+
+    plain.backward()
+    ref = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    assert enable_selective_checkpointing(model) == model.config.num_hidden_layers
+    model(**padded, use_cache=False, num_items_in_batch=targets).loss.backward()
+    for p, g in zip(model.parameters(), ref):
+        torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-4)

@@ -69,7 +69,11 @@ class ModelConfig(Config):
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = param(
         "auto", "Compute dtype: auto = bf16 on GPUs that have it, fp16 on older GPUs, bf16 NF4 compute on CPU."
     )
-    gradient_checkpointing: bool = param(False, "Recompute activations in the backward pass to save memory.")
+    gradient_checkpointing: bool = param(False, "Recompute whole decoder layers in the backward pass to save memory.")
+    selective_checkpointing: bool = param(
+        False, "Recompute only the MLP blocks (the widest activations) in the backward pass; keep attention's."
+    )
+    liger: bool = param(False, "Use Liger kernels (RMSNorm, SwiGLU, RoPE) when liger_kernel is installed (GPU).")
     attn_implementation: str | None = param(
         None, "transformers attention implementation (sdpa, eager, flash_attention_2); null = library default."
     )
@@ -132,6 +136,11 @@ class LoopConfig(Config):
         "reset per example (no attention across examples).",
     )
     pack_tokens: int = param(4096, "Token budget of one packed row (packing=true).", min=16)
+    pack_rows: int = param(1, "Packed rows per micro-batch (packing=true); each row is padded to pack_tokens.", min=1)
+    loss_chunk_tokens: int = param(
+        0, "Compute the loss from hidden states in chunks of this many tokens, never materialising the full "
+        "logits (large vocabularies); 0 = the model's own loss.", min=0,
+    )
     seed: int = param(42, "Seed for initialisation, shuffling and dropout.")
     log_every: int = param(10, "Print a progress line every N optimizer steps.", min=1)
     threads_per_worker: int | None = param(
@@ -219,6 +228,8 @@ class TrainConfig(Config):
             )
         if not self.output_uri.strip():
             raise ConfigError("output_uri: required (a local directory or s3://bucket/prefix)")
+        if self.model.gradient_checkpointing and self.model.selective_checkpointing:
+            raise ConfigError("model.selective_checkpointing: choose it or gradient_checkpointing, not both")
         if self.model.mode == "full" and self.lora.modules_to_save:
             raise ConfigError("lora.modules_to_save: only meaningful with model.mode=qlora or lora; remove it")
         if self.train.packing and self.train.pack_tokens < self.data.max_length:

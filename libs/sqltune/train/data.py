@@ -85,17 +85,24 @@ class BatchPlan:
     seed: int
     packing: bool = False
     pack_tokens: int = 4096
+    pack_rows: int = 1
 
-    def _rank_batches(self, epoch: int, rank: int) -> list[list[int]]:
+    def _rank_batches(self, epoch: int, rank: int) -> list[Any]:
         order = list(range(len(self.lengths)))
         random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
         mine = order[rank :: self.world_size]
         if self.packing:
-            return pack_greedy(mine, self.lengths, self.pack_tokens)
+            rows = pack_greedy(mine, self.lengths, self.pack_tokens)
+            r = self.pack_rows
+            return [rows[i : i + r] for i in range(0, len(rows) - r + 1, r)]
         return [mine[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
 
-    def micro_batches(self, epoch: int, rank: int) -> list[list[int]]:
-        """This rank's micro-batches for ``epoch``, truncated to what every rank has (whole steps only)."""
+    def micro_batches(self, epoch: int, rank: int) -> list[Any]:
+        """This rank's micro-batches for ``epoch``, truncated to what every rank has (whole steps only).
+
+        A micro-batch is a list of example indices (dynamic padding), or with packing a list of
+        ``pack_rows`` rows, each a list of example indices totalling at most ``pack_tokens`` tokens.
+        """
         per_rank = [self._rank_batches(epoch, r) for r in range(self.world_size)]
         n = min(len(b) for b in per_rank)
         n -= n % self.grad_accum
@@ -160,13 +167,48 @@ def collate_packed(rows: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
     }
 
 
-def collate(rows: Sequence[dict[str, list[int]]], *, packing: bool, pad_id: int) -> dict[str, Any]:
-    return collate_packed(rows) if packing else collate_padded(rows, pad_id)
+def collate_packed_rows(
+    rows: Sequence[Sequence[dict[str, list[int]]]], row_tokens: int, pad_id: int
+) -> dict[str, Any]:
+    """Several packed rows of exactly ``row_tokens`` tokens (a ``[rows, row_tokens]`` batch, no attention mask).
+
+    Each row is :func:`collate_packed` of its examples; the unused tail of a row is filled with a separate
+    pad segment (positions restarting at 0, labels -100) that no real token attends to. ``real_tokens``
+    of the result counts the examples' tokens only.
+    """
+    import torch
+
+    out: dict[str, list[Any]] = {"input_ids": [], "position_ids": [], "labels": []}
+    real = 0
+    for group in rows:
+        one = collate_packed(group)
+        n = one["input_ids"].shape[1]
+        real += n
+        if n > row_tokens:
+            raise ValueError(f"a packed row holds {n} tokens, more than row_tokens={row_tokens}")
+        tail = row_tokens - n
+        for key, fill in (("input_ids", pad_id), ("labels", IGNORE_INDEX)):
+            out[key].append(torch.cat([one[key][0], torch.full((tail,), fill, dtype=torch.long)]))
+        out["position_ids"].append(torch.cat([one["position_ids"][0], torch.arange(tail, dtype=torch.long)]))
+    batch = {k: torch.stack(v) for k, v in out.items()}
+    batch["real_tokens"] = real
+    return batch
+
+
+def collate(items: Sequence[Any], *, packing: bool, pad_id: int, pack_tokens: int = 0) -> dict[str, Any]:
+    """A micro-batch from tokenized rows (padding) or from rows of rows (packing, see BatchPlan)."""
+    if not packing:
+        return collate_padded(items, pad_id)
+    if len(items) == 1:
+        return collate_packed(items[0])
+    return collate_packed_rows(items, pack_tokens, pad_id)
 
 
 def count_tokens(batch: dict[str, Any]) -> tuple[int, int]:
     """(real tokens, target tokens) of a collated batch; padding is not counted."""
-    if "attention_mask" in batch:
+    if "real_tokens" in batch:
+        real = int(batch["real_tokens"])
+    elif "attention_mask" in batch:
         real = int(batch["attention_mask"].sum())
     else:
         real = int(batch["input_ids"].numel())

@@ -99,6 +99,17 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def forward_loss(model: Any, batch: dict[str, Any], device: str, *, num_items: int, chunk_tokens: int = 0):
+    """The loss of one micro-batch, summed over target tokens and divided by ``num_items`` (the target
+    tokens of the whole accumulation window), so accumulated micro-batches weigh every token equally."""
+    tensors = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "real_tokens"}
+    if chunk_tokens:
+        from sqltune.train.fast import chunked_lm_loss
+
+        return chunked_lm_loss(model, tensors, num_items=num_items, chunk_tokens=chunk_tokens)
+    return model(**tensors, use_cache=False, num_items_in_batch=num_items).loss
+
+
 class Trainer:
     """One worker's training state; :meth:`run` is the whole worker function."""
 
@@ -152,6 +163,7 @@ class Trainer:
             seed=cfg.train.seed,
             packing=cfg.train.packing,
             pack_tokens=cfg.train.pack_tokens,
+            pack_rows=cfg.train.pack_rows,
         )
         if self.plan.steps_per_epoch() <= 0:
             raise RuntimeError(
@@ -395,8 +407,11 @@ class Trainer:
         epoch, offset = self.plan.position(self.state["step"])
         while True:
             batches = self.plan.micro_batches(epoch, self.rank)
+            rows = self.train_set.rows
             for idx in batches[offset:]:
-                yield collate([self.train_set.rows[i] for i in idx], packing=self.cfg.train.packing, pad_id=self.pad_id)
+                items = [[rows[i] for i in row] for row in idx] if self.cfg.train.packing else [rows[i] for i in idx]
+                yield collate(items, packing=self.cfg.train.packing, pad_id=self.pad_id,
+                              pack_tokens=self.cfg.train.pack_tokens)
             epoch, offset = epoch + 1, 0
 
     def train(self) -> None:
@@ -420,15 +435,17 @@ class Trainer:
             n_targets = sum(c[1] for c in counts)
             step_loss = 0.0
             for i, batch in enumerate(micro):
-                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
                 sync = contextlib.nullcontext()
                 if i < ga - 1 and hasattr(self.model, "no_sync"):
                     sync = self.model.no_sync()
                 with sync:
                     with self._autocast():
-                        out = self.model(**batch, use_cache=False, num_items_in_batch=max(1, n_targets))
-                    out.loss.backward()
-                step_loss += float(out.loss.detach())
+                        loss = forward_loss(
+                            self.model, batch, self.device, num_items=max(1, n_targets),
+                            chunk_tokens=cfg.train.loss_chunk_tokens,
+                        )
+                    loss.backward()
+                step_loss += float(loss.detach())
             if cfg.optim.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.trainable, cfg.optim.max_grad_norm)
             self.optimizer.step()

@@ -73,6 +73,11 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
     if cfg.model.attn_implementation:
         kwargs["attn_implementation"] = cfg.model.attn_implementation
     autocast = None
+    if cfg.model.liger:
+        from sqltune.train.fast import apply_liger
+
+        if not apply_liger(getattr(_read_config(local), "model_type", "")):
+            log.warning("model.liger=true but liger_kernel is not installed (or not for this model); continuing without")
     if mode == "qlora":
         try:
             import bitsandbytes  # noqa: F401
@@ -124,6 +129,10 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
     else:
         for p in model.parameters():
             p.requires_grad_(True)
+    if cfg.model.selective_checkpointing:
+        from sqltune.train.fast import enable_selective_checkpointing
+
+        enable_selective_checkpointing(model)
 
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
@@ -132,6 +141,15 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
         cfg.model.base, mode, str(cdtype).replace("torch.", ""), trainable / 1e6, total / 1e6,
     )
     return BuiltModel(model, tokenizer, local, trainable, total, cdtype, autocast)
+
+
+def _read_config(local: str) -> Any:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(local)
+    except (OSError, ValueError):
+        return None
 
 
 def _keep_trainable_4bit_layout(model: Any) -> None:
