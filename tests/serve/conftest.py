@@ -19,12 +19,23 @@ from serve_helpers import CORPUS, PAIRS, SHOP_SCHEMA, TOKEN, TOKEN_ENV, free_por
 def _teach(model_dir: Path, schemas: list[str], steps: int = 120) -> None:
     """Fit the tiny model on PAIRS x schemas (full fine-tuning, SQL-only loss) so it answers them exactly."""
     import torch
+
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: more threads only contend (100x slower on a busy 2-core box)
+    try:
+        _fit(model_dir, schemas, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(model_dir: Path, schemas: list[str], steps: int) -> None:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sqltune.data.record import Example
     from sqltune.prompts import PromptTemplate, tokenize_for_training
 
-    torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     template = PromptTemplate()

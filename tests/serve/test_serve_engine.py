@@ -23,6 +23,14 @@ def _model(path):
     return model
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: extra threads only contend on a busy CPU
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def setup(tiny_model_dir):
     from transformers import AutoTokenizer
@@ -50,7 +58,7 @@ def _engine(setup, **kw) -> E.Engine:
 def test_matches_generate_with_more_requests_than_slots(setup):
     eng = _engine(setup)
     try:
-        assert isinstance(eng, E.Engine) and eng.mode == "fused"
+        assert isinstance(eng, E.Engine) and eng.mode == "fused+attn-sdpa"
         res = eng.generate(setup["prompts"], 16, timeout=60)
         assert [r.tokens for r in res] == setup["ref"]
         assert all(r.finish_reason == "length" for r in res)
@@ -100,7 +108,7 @@ def test_module_path_and_generate_fallback_agree(setup, monkeypatch):
     monkeypatch.setattr(E._LlamaRunner, "_can_fuse", lambda self: False)
     eng = _engine(setup)
     try:
-        assert eng.mode == "modules"
+        assert eng.mode.startswith("modules")
         assert [r.tokens for r in eng.generate(setup["prompts"], 16)] == setup["ref"]
     finally:
         eng.stop()

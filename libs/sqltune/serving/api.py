@@ -170,6 +170,7 @@ class ChatRequest(BaseModel):
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
     stop: str | list[str] | None = None
+    ignore_eos: bool = Field(False, description="Extension (as in vLLM): generate exactly max_tokens tokens.")
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -457,7 +458,7 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > 4:
             raise ApiError(400, "at most 4 stop sequences", param="stop")
-        payload = {"messages": messages, "max_tokens": max_tokens, "stop": stops}
+        payload = {"messages": messages, "max_tokens": max_tokens, "stop": stops, "ignore_eos": body.ignore_eos}
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if body.stream:
@@ -500,12 +501,19 @@ async def _execute(state: _State, sql: str, analysis: Any, location: str | None,
         state.metrics.sql_executed("refused")
         reasons = "; ".join(analysis.reasons) or "not a single read-only query"
         return {"executed": False, "execution_error": f"not executed: the SQL is not read-only ({reasons})"}
+    from sqltune.errors import SqltuneError
     from sqltune.sql import execute
 
     args = state.args
-    res = await run_in_threadpool(
-        execute, sql, db=location, dialect=dialect, timeout_s=args.execute_timeout_s, max_rows=args.execute_max_rows
-    )
+    try:
+        res = await run_in_threadpool(
+            execute, sql, db=location, dialect=dialect, timeout_s=args.execute_timeout_s,
+            max_rows=args.execute_max_rows,
+        )
+    except SqltuneError as exc:  # the configured database is missing or unreachable: the server's problem
+        log.error("execute failed on the configured database: %s", exc)
+        state.metrics.sql_executed("error")
+        raise ApiError(503, "the database is unavailable", param="database", code="database_unavailable") from None
     out: dict[str, Any] = {"executed": res.error is None or res.category == "too_many_rows"}
     if res.error and res.category != "too_many_rows":
         state.metrics.sql_executed("error")

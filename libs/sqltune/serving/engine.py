@@ -27,6 +27,8 @@ The engine knows nothing about HTTP or Ray: :class:`GenRequest` in, callbacks ou
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -127,14 +129,15 @@ def _pre_attn(x, ln_w, w_qkv, b_qkv, q_norm_w, k_norm_w, cos, sin, eps: float, n
     """RMSNorm -> fused QKV projection -> (Qwen3 head norms) -> RoPE. x: [..., hidden]."""
     h = _rms(x, ln_w, eps)
     qkv = F.linear(h, w_qkv, b_qkv)
-    q, k, v = qkv.split([nh * hd, nkv * hd, nkv * hd], dim=-1)
     lead = x.shape[:-1]
-    q = q.reshape(*lead, nh, hd)
-    k = k.reshape(*lead, nkv, hd)
-    v = v.reshape(*lead, nkv, hd)
-    if q_norm_w is not None:
-        q = _rms(q, q_norm_w, eps)
-        k = _rms(k, k_norm_w, eps)
+    v = qkv[..., (nh + nkv) * hd:].reshape(*lead, nkv, hd)
+    if q_norm_w is None:
+        # Queries and keys are rotated together: one RoPE pass instead of two.
+        qk = _rope(qkv[..., : (nh + nkv) * hd].reshape(*lead, nh + nkv, hd), cos, sin)
+        q, k = qk.split([nh, nkv], dim=-2)
+        return q, k, v
+    q = _rms(qkv[..., : nh * hd].reshape(*lead, nh, hd), q_norm_w, eps)
+    k = _rms(qkv[..., nh * hd: (nh + nkv) * hd].reshape(*lead, nkv, hd), k_norm_w, eps)
     return _rope(q, cos, sin), _rope(k, cos, sin), v
 
 
@@ -180,7 +183,8 @@ class _LlamaRunner:
         self.lm_head = model.get_output_embeddings()
         self.fast = self._can_fuse()
         if self.fast:
-            self._fuse_weights()
+            with torch.no_grad():
+                self._fuse_weights()
         # RoPE tables for every position the cache can hold (cos/sin of the model's own inv_freq).
         rotary = inner.rotary_emb
         pos = torch.arange(cfg.seq_len, device=device, dtype=torch.float32)
@@ -242,6 +246,17 @@ class _LlamaRunner:
                 "b_down": m.down_proj.bias,
                 "inter": inter,
             })
+
+    def _decode_backends(self):
+        """Decode attention has a per-row mask: memory-efficient kernel (or math), never cuDNN/flash."""
+        if self.device.type != "cuda":
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+    def disable_compile(self) -> None:
+        self.pre, self.post, self.head = _pre_attn, _post_attn, _head
 
     def enable_compile(self) -> None:
         # One compiled graph serves every layer (weights are arguments) and every bucket (dynamic).
@@ -308,7 +323,10 @@ class _LlamaRunner:
         x = self.embed(tokens)  # [B, hidden]
         cos = self.cos[pos][:, None, :]
         sin = self.sin[pos][:, None, :]
-        mask = (arange_l[:L][None, :] <= pos[:, None])[:, None, None, :]  # [B, 1, 1, L]
+        # Additive mask, built once per step: 0 where a key position is filled, -inf after it.
+        mask = torch.zeros((), dtype=x.dtype, device=x.device).masked_fill(
+            arange_l[:L][None, :] > pos[:, None], float("-inf")
+        )[:, None, None, :]  # [B, 1, 1, L]
         for i in range(self.nl):
             q, k, v = self._layer_pre(i, x, cos, sin)  # q [B, nh, hd], k/v [B, nkv, hd]
             kci, vci = kc[i], vc[i]
@@ -318,11 +336,11 @@ class _LlamaRunner:
             vals = vci[:B, :, :L]
             qg = q.reshape(B, self.nkv, self.group, self.hd)  # grouped-query heads share their K/V
             if self.attn == "math":
-                s = (qg @ keys.transpose(-1, -2)) * self.scale
-                s = s.masked_fill(~mask, float("-inf")).softmax(-1, dtype=torch.float32).to(qg.dtype)
-                o = s @ vals
+                s = (qg @ keys.transpose(-1, -2)) * self.scale + mask
+                o = s.softmax(-1, dtype=torch.float32).to(qg.dtype) @ vals
             else:
-                o = F.scaled_dot_product_attention(qg, keys, vals, attn_mask=mask, scale=self.scale)
+                with self._decode_backends():
+                    o = F.scaled_dot_product_attention(qg, keys, vals, attn_mask=mask, scale=self.scale)
             x = self._layer_post(i, x, o.reshape(B, self.nh * self.hd))
         return self._greedy(x)
 
@@ -343,7 +361,10 @@ class Engine:
     """Continuous-batching greedy engine over a static slot KV cache (see module docstring)."""
 
     def __init__(self, model: Any, tokenizer: Any = None, config: EngineConfig | None = None):
-        self.cfg = cfg = config or EngineConfig()
+        cfg = dataclasses.replace(config or EngineConfig())
+        if cfg.seq_len >= 128:
+            cfg.seq_len = -(-cfg.seq_len // 128) * 128  # aligned cache rows for the attention kernels
+        self.cfg = cfg
         self.model = model
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
@@ -395,7 +416,7 @@ class Engine:
 
     @property
     def mode(self) -> str:
-        parts = ["fused" if self.runner.fast else "modules"]
+        parts = ["fused" if self.runner.fast else "modules", f"attn-{self.runner.attn}"]
         if self.compiled:
             parts.append("compiled")
         if self.use_graphs:
@@ -484,10 +505,32 @@ class Engine:
         }
 
     def warmup(self, capture: bool = True) -> None:
-        """Run a few generations (compiles kernels) and capture the CUDA graphs of every bucket."""
+        """Compile (or fall back to eager), capture the CUDA graphs of every bucket, then run a few
+        generations through the scheduler. Call before :meth:`start` (or while the engine is idle)."""
+        t0 = time.perf_counter()
         with torch.inference_mode():
+            try:
+                self._trial()
+            except Exception as exc:  # noqa: BLE001 - fall back step by step: eager layers, then math attention
+                err: Exception | None = exc
+                if self.compiled:
+                    log.warning("compiled step failed (%s: %s); running the layers eagerly", type(exc).__name__, exc)
+                    self.runner.disable_compile()
+                    self.compiled = False
+                    try:
+                        self._trial()
+                        err = None
+                    except Exception as exc2:  # noqa: BLE001
+                        err = exc2
+                if err is not None and self.runner.attn != "math":
+                    log.warning("decode attention failed (%s: %s); using math attention", type(err).__name__, err)
+                    self.runner.attn = "math"
+                    self._trial()
+                elif err is not None:
+                    raise err
             if self.use_graphs and capture:
                 self._capture_all()
+        log.info("engine warm-up (%s) took %.1fs", self.mode, time.perf_counter() - t0)
         # Exercise prefill + decode end to end through the scheduler.
         was_running = self._thread is not None
         if not was_running:
@@ -506,7 +549,7 @@ class Engine:
     # -- scheduler ---------------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        if self.is_cuda:
+        if self.is_cuda and self.device.index is not None:
             torch.cuda.set_device(self.device)
         with torch.inference_mode():
             while not self._stop.is_set():
@@ -714,6 +757,24 @@ class Engine:
         self.step_buf.add_(1)
 
     # -- CUDA graphs -------------------------------------------------------------------------------
+
+    def _trial(self) -> None:
+        """Prefill and decode on scratch state for the shapes serving uses (compiles every variant)."""
+        S = self.cfg.max_slots
+        T = min(8, self.cfg.seq_len // 2)
+        for n in sorted({1, min(2, S)}):
+            ids = torch.ones(n, T, dtype=torch.long, device=self.device)
+            lengths = torch.full((n,), T, dtype=torch.long, device=self.device)
+            self.runner.prefill(ids, lengths, 0, self.k_cache, self.v_cache)
+        for B in sorted({1, min(2, S), S}):
+            self.pos_buf[:B].fill_(T)
+            self.step_buf.zero_()
+            self._step_eager(B, self.len_buckets[0])
+        if self.is_cuda:
+            torch.cuda.synchronize(self.device)
+        self.pos_buf.zero_()
+        self.tokens_buf.zero_()
+        self.step_buf.zero_()
 
     def _capture(self, B: int, L: int):
         saved = (self.tokens_buf.clone(), self.pos_buf.clone(), self.step_buf.clone(), self.out_buf.clone())

@@ -96,10 +96,10 @@ class ModelServer:
             compile=a.compile,
         )
         self.engine = build_engine(loaded.model, self.tokenizer, cfg)
-        self.engine.start()
         if a.warmup:
-            self.engine.warmup()
+            self.engine.warmup()  # compiles, captures CUDA graphs, then starts the scheduler
         else:
+            self.engine.start()
             self.engine.ready = True
         self.load_s = time.perf_counter() - t0
         log.info("model %s ready in %.1fs (engine %s)", self.name, self.load_s, self.engine.mode)

@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""Serving benchmark: plain ``model.generate`` vs sqltune's engine (in-process and through Ray Serve HTTP).
+
+    make bench-serve                                   # on the GPU machine (Qwen2.5-3B shape, bf16)
+    python benchmarks/bench_serve.py --tiny            # CPU smoke run of the same code paths
+    python benchmarks/bench_serve.py --only engine     # one section; see --help for the knobs
+
+The model has Qwen2.5-3B's published shape (hidden 2048, 36 layers, 16 heads, 2 KV heads, MLP 11008,
+vocabulary 151936, tied embeddings) with random weights. Every request has a ~320-token prompt and
+generates exactly 64 tokens (end-of-sequence ignored), so all variants do the same work.
+
+Measured, per variant:
+* single-request latency p50/p95 (requests one after another);
+* throughput (generated tokens/s) at 1, 16 and 64 concurrent requests. For the engine and HTTP these
+  are closed-loop clients that start at random offsets and send their next request as soon as the
+  previous one returns (independent arrivals); plain ``generate`` has no scheduler, so it gets its best
+  case: the c prompts in one static batch.
+
+Prints a table and a JSON document (also written to --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import math
+import os
+import platform
+import random
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "libs"))
+
+import torch  # noqa: E402
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    xs = sorted(values)
+    k = (len(xs) - 1) * p / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def model_config(tiny: bool):
+    from transformers import Qwen2Config
+
+    if tiny:
+        return Qwen2Config(
+            vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True, use_sliding_window=False,
+        )
+    # Qwen2.5-3B-Instruct's published config.json (weights random).
+    return Qwen2Config(
+        vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+        num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, use_sliding_window=False, hidden_act="silu",
+    )
+
+
+def build_model(cfg, device: str, dtype):
+    from transformers import Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen2ForCausalLM._from_config(cfg, dtype=dtype)
+    model.eval()
+    model.generation_config.pad_token_id = 0
+    model.generation_config.eos_token_id = None
+    return model
+
+
+def make_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    lo = min(100, vocab // 4)
+    return [[rng.randrange(lo, vocab) for _ in range(length + rng.randrange(-8, 9))] for _ in range(n)]
+
+
+# ------------------------------------------------------------------------------- (a) model.generate
+
+
+def bench_generate(model, prompts, new_tokens, levels, n_latency, device, static: bool = False) -> dict:
+    kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "pad_token_id": 0}
+    if static:
+        kwargs["cache_implementation"] = "static"
+
+    def run(batch):
+        width = max(len(p) for p in batch)
+        ids = torch.zeros(len(batch), width, dtype=torch.long)
+        mask = torch.zeros(len(batch), width, dtype=torch.long)
+        for i, p in enumerate(batch):  # left padding, as generate expects
+            ids[i, width - len(p):] = torch.tensor(p)
+            mask[i, width - len(p):] = 1
+        sync(device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        sync(device)
+        assert out.shape[1] - width == new_tokens, out.shape
+        return time.perf_counter() - t0
+
+    for _ in range(3 if static else 1):  # warm-up (static: compiles)
+        run(prompts[:1])
+    lat = [run([p]) for p in prompts[:n_latency]]
+    res = {"latency_s": {"p50": pct(lat, 50), "p95": pct(lat, 95), "n": len(lat)}, "throughput": {}}
+    for c in levels:
+        if c == 1:
+            res["throughput"]["1"] = {"tokens_per_s": new_tokens / statistics.median(lat), "mode": "sequential"}
+            continue
+        batch = prompts[:c]
+        if static:
+            run(batch)  # compile for this batch size
+        secs = run(batch)
+        res["throughput"][str(c)] = {"tokens_per_s": c * new_tokens / secs, "mode": "one static batch",
+                                     "batch_latency_s": secs}
+    return res
+
+
+# ---------------------------------------------------------------------------------------- (b) engine
+
+
+def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, opts) -> dict:
+    from sqltune.serving.engine import Engine, EngineConfig, GenRequest
+
+    max_len = max(len(p) for p in prompts)
+    cfg = EngineConfig(
+        max_slots=max(levels), seq_len=max_len + new_tokens + 16, decode_chunk=opts.decode_chunk,
+        cuda_graphs=not opts.no_graphs, compile=opts.compile, attn=opts.attn,
+    )
+    eng = Engine(model, None, cfg)
+    t0 = time.perf_counter()
+    eng.warmup()
+    warm = time.perf_counter() - t0
+    log(f"engine mode={eng.mode} warm-up {warm:.1f}s")
+    res: dict = {"mode": eng.mode, "warmup_s": warm, "decode_chunk": eng.chunk, "throughput": {}}
+    try:
+        lat, ttft = [], []
+        for p in prompts[:n_latency]:
+            r = eng.generate([p], new_tokens)[0]
+            assert len(r.tokens) == new_tokens, len(r.tokens)
+            lat.append(r.finished_at - r.submitted_at)
+            ttft.append(r.first_token_at - r.submitted_at)
+        res["latency_s"] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "n": len(lat)}
+        res["ttft_s"] = {"p50": pct(ttft, 50), "p95": pct(ttft, 95)}
+
+        for c in levels:
+            eng.reset_stats()
+            n_req = n_latency if c == 1 else c * rounds
+            done_lat: list[float] = []
+            lock = threading.Lock()
+            counter = iter(range(10**9))
+            tokens = [0]
+
+            def client(stagger: float):
+                time.sleep(stagger)
+                while True:
+                    with lock:
+                        k = next(counter)
+                    if k >= n_req:
+                        return
+                    ev = threading.Event()
+                    req = GenRequest(prompts[k % len(prompts)], new_tokens, frozenset(), None,
+                                     lambda _r, _t, fin, ev=ev: fin and ev.set())
+                    eng.submit(req)
+                    ev.wait()
+                    with lock:
+                        done_lat.append(req.finished_at - req.submitted_at)
+                        tokens[0] += len(req.tokens)
+
+            rng = random.Random(c)
+            threads = [threading.Thread(target=client, args=(rng.uniform(0, 0.05) if c > 1 else 0,))
+                       for _ in range(c)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
+            st = eng.stats()
+            sizes = {int(k): v for k, v in st["decode_batch_sizes"].items()}
+            steps = sum(sizes.values()) or 1
+            res["throughput"][str(c)] = {
+                "tokens_per_s": tokens[0] / wall, "requests": n_req, "wall_s": wall,
+                "latency_p50_s": pct(done_lat, 50), "latency_p95_s": pct(done_lat, 95),
+                "mean_decode_batch": sum(k * v for k, v in sizes.items()) / steps,
+                "mode": "closed-loop clients",
+            }
+            log(f"engine c={c}: {tokens[0] / wall:,.0f} tok/s, p50 {pct(done_lat, 50):.3f}s")
+    finally:
+        eng.stop()
+    return res
+
+
+# ---------------------------------------------------------------------------------- (c) Ray Serve HTTP
+
+
+def save_artifact(model, out: Path, prompt_len: int, vocab_limit: int) -> str:
+    """Save the random model with a small locally trained tokenizer; returns a ~prompt_len-token text."""
+    from sqltune.models.tiny import train_tokenizer
+    from sqltune.prompts import PromptTemplate
+
+    words = ("select customers orders total revenue country status shipped where group by having count sum "
+             "average join table column schema question answer").split()
+    rng = random.Random(0)
+    corpus = [" ".join(rng.choice(words) for _ in range(40)) for _ in range(200)]
+    tok = train_tokenizer(corpus, min(512, vocab_limit))
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    PromptTemplate().save(out)
+    text_words: list[str] = []
+    while len(tok(" ".join(text_words))["input_ids"]) < prompt_len - 12:
+        text_words.append(rng.choice(words))
+    return " ".join(text_words)
+
+
+def bench_http(model_dir: str, text: str, prompt_len, new_tokens, levels, n_latency, rounds, device, opts) -> dict:
+    import httpx
+    import ray
+    from ray import serve
+
+    from sqltune.serving.deployments import build_app
+
+    cuda = device.startswith("cuda")
+    ray.init(num_cpus=max(4, os.cpu_count() or 4), num_gpus=1 if cuda else 0, include_dashboard=False,
+             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "libs")}})
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    top = max(levels)
+    args = {
+        "model_uri": model_dir, "model_name": "bench", "device": "cuda" if cuda else "cpu",
+        "precision": "bf16" if cuda else "fp32", "max_batch_size": top, "max_new_tokens_cap": new_tokens,
+        "default_max_new_tokens": new_tokens, "max_question_tokens": 1024, "max_schema_tokens": 1024,
+        "max_prompt_tokens": prompt_len + 64, "max_seq_len": 0, "max_body_bytes": 1 << 20,
+        "decode_chunk": opts.decode_chunk, "cuda_graphs": not opts.no_graphs, "compile": opts.compile,
+        "debug": False, "request_timeout_s": 600,
+        "model_deployment": {"max_ongoing_requests": 2 * top, "max_queued_requests": 8 * top,
+                             "ray_actor_options": {"num_cpus": 2, "num_gpus": 1 if cuda else 0}},
+        "ingress_deployment": {"num_replicas": opts.http_ingress_replicas, "max_ongoing_requests": 4 * top,
+                               "max_queued_requests": 16 * top, "ray_actor_options": {"num_cpus": 1}},
+    }
+    base = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    serve.run(build_app(args), name="bench", route_prefix="/", blocking=False)
+    while True:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=10).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.perf_counter() - t0 > 1200:
+            raise TimeoutError("the Ray Serve app did not become ready in 20 minutes")
+        time.sleep(2)
+    res: dict = {"startup_s": time.perf_counter() - t0, "throughput": {}}
+    log(f"http app ready in {res['startup_s']:.1f}s")
+    body = {"model": "bench", "messages": [{"role": "user", "content": text}], "max_tokens": new_tokens,
+            "ignore_eos": True}
+
+    async def one(client) -> tuple[float, int]:
+        t = time.perf_counter()
+        r = await client.post("/v1/chat/completions", json=body)
+        r.raise_for_status()
+        return time.perf_counter() - t, r.json()["usage"]["completion_tokens"]
+
+    async def run_level(c: int, n_req: int):
+        limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)
+        async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
+            await one(client)  # warm connection
+            lat: list[float] = []
+            toks = [0]
+            counter = iter(range(10**9))
+            rng = random.Random(c)
+
+            async def worker():
+                if c > 1:
+                    await asyncio.sleep(rng.uniform(0, 0.05))
+                while next(counter) < n_req:
+                    secs, n = await one(client)
+                    lat.append(secs)
+                    toks[0] += n
+
+            t = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(c)))
+            return lat, toks[0], time.perf_counter() - t
+
+    try:
+        lat, _, _ = asyncio.run(run_level(1, n_latency))
+        res["latency_s"] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "n": len(lat)}
+        for c in levels:
+            n_req = n_latency if c == 1 else c * rounds
+            lat, toks, wall = asyncio.run(run_level(c, n_req))
+            assert toks == n_req * new_tokens, (toks, n_req)
+            res["throughput"][str(c)] = {"tokens_per_s": toks / wall, "requests": n_req, "wall_s": wall,
+                                         "latency_p50_s": pct(lat, 50), "latency_p95_s": pct(lat, 95),
+                                         "mode": "closed-loop HTTP clients"}
+            log(f"http c={c}: {toks / wall:,.0f} tok/s, p50 {pct(lat, 50):.3f}s")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return res
+
+
+# --------------------------------------------------------------------------------------------- main
+
+
+def fmt(x, unit="") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    if unit == "s":
+        return f"{x:.3f}"
+    return f"{x:,.0f}"
+
+
+def table(results: dict, levels: list[int]) -> str:
+    head = ["variant", "p50 s", "p95 s"] + [f"tok/s @{c}" for c in levels]
+    rows = [head]
+    for name, r in results.items():
+        if not isinstance(r, dict) or "error" in r or "skipped" in r:
+            reason = r.get("error") or r.get("skipped") if isinstance(r, dict) else r
+            rows.append([name, "-", "-"] + ["-"] * len(levels) + [f"({str(reason)[:60]})"])
+            continue
+        lat = r.get("latency_s", {})
+        rows.append([name, fmt(lat.get("p50"), "s"), fmt(lat.get("p95"), "s")]
+                    + [fmt(r.get("throughput", {}).get(str(c), {}).get("tokens_per_s")) for c in levels])
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(head))]
+    lines = []
+    for row in rows:
+        cells = [c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row[: len(head)])]
+        lines.append("| " + " | ".join(cells) + " |" + (f" {row[len(head)]}" if len(row) > len(head) else ""))
+        if row is head:
+            lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny model on CPU (smoke test of every code path)")
+    ap.add_argument("--device", default=None, help="cuda (default when available) or cpu")
+    ap.add_argument("--prompt-len", type=int, default=None, help="prompt tokens (default 320; tiny 48)")
+    ap.add_argument("--new-tokens", type=int, default=None, help="generated tokens (default 64; tiny 16)")
+    ap.add_argument("--levels", default=None, help="concurrency levels (default 1,16,64; tiny 1,4,8)")
+    ap.add_argument("--latency-requests", type=int, default=None, help="sequential requests for p50/p95")
+    ap.add_argument("--rounds", type=int, default=4, help="requests per client at each concurrency level")
+    ap.add_argument("--only", default="generate,engine,http",
+                    help="comma list of sections: generate, generate-static, engine, http")
+    ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="engine torch.compile")
+    ap.add_argument("--no-graphs", action="store_true", help="engine without CUDA graphs")
+    ap.add_argument("--decode-chunk", type=int, default=0, help="engine decode steps per host sync (0: auto)")
+    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "math"], help="engine decode attention")
+    ap.add_argument("--http-ingress-replicas", type=int, default=2)
+    ap.add_argument("--out", default=None, help="write the JSON here (default benchmarks/results/serve-*.json)")
+    opts = ap.parse_args(argv)
+
+    device = opts.device or ("cuda" if torch.cuda.is_available() and not opts.tiny else "cpu")
+    tiny = opts.tiny
+    prompt_len = opts.prompt_len or (48 if tiny else 320)
+    new_tokens = opts.new_tokens or (16 if tiny else 64)
+    levels = [int(x) for x in (opts.levels or ("1,4,8" if tiny else "1,16,64")).split(",")]
+    n_latency = opts.latency_requests or (5 if tiny else 20)
+    sections = [s.strip() for s in opts.only.split(",") if s.strip()]
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+
+    machine = {
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+        "torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
+    }
+    try:
+        import transformers
+
+        machine["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    log(f"device {machine['device']}; prompt {prompt_len} tokens, {new_tokens} new; levels {levels}")
+    cfg = model_config(tiny)
+    model = build_model(cfg, device, dtype)
+    nparams = sum(p.numel() for p in model.parameters())
+    log(f"model: {nparams / 1e9:.2f}B parameters ({'tiny' if tiny else 'Qwen2.5-3B shape'}), {dtype}")
+    prompts = make_prompts(max(levels) * 2 + n_latency, prompt_len, cfg.vocab_size)
+    results: dict = {}
+
+    def section(name: str, fn):
+        log(f"--- {name}")
+        try:
+            results[name] = fn()
+        except Exception as exc:  # noqa: BLE001 - report and continue with the other sections
+            traceback.print_exc()
+            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        gc.collect()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    if "generate" in sections:
+        section("generate (eager, dynamic cache)",
+                lambda: bench_generate(model, prompts, new_tokens, levels, n_latency, device))
+    if "generate-static" in sections:
+        section("generate (static cache + compile)",
+                lambda: bench_generate(model, prompts, new_tokens, levels, min(n_latency, 10), device, static=True))
+
+    model_dir = None
+    text = None
+    tmp = None
+    if "http" in sections:
+        try:
+            import ray  # noqa: F401
+            from ray import serve  # noqa: F401
+
+            tmp = tempfile.TemporaryDirectory(prefix="sqltune-bench-")
+            model_dir = str(Path(tmp.name) / "model")
+            log("saving the model for the Ray Serve replica")
+            text = save_artifact(model, Path(model_dir), prompt_len, cfg.vocab_size)
+        except ImportError as exc:
+            results["sqltune via Ray Serve HTTP"] = {"skipped": f"ray[serve] not installed ({exc})"}
+
+    if "engine" in sections:
+        section("sqltune engine (in-process)",
+                lambda: bench_engine(model, prompts, new_tokens, levels, n_latency, opts.rounds, device, opts))
+    del model
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    if model_dir is not None:
+        section("sqltune via Ray Serve HTTP",
+                lambda: bench_http(model_dir, text, prompt_len, new_tokens, levels, n_latency, opts.rounds, device, opts))
+    if tmp is not None:
+        tmp.cleanup()
+
+    report = {
+        "benchmark": "serve", "machine": machine,
+        "workload": {"model": "tiny" if tiny else "Qwen2.5-3B shape (random weights)", "dtype": str(dtype),
+                     "prompt_tokens": prompt_len, "new_tokens": new_tokens, "levels": levels,
+                     "latency_requests": n_latency, "rounds": opts.rounds},
+        "targets": {"p50_single_s": 0.25, "tokens_per_s_at_64": 8000},
+        "results": results,
+    }
+    print()
+    print(table(results, levels))
+    print()
+    out = Path(opts.out) if opts.out else ROOT / "benchmarks" / "results" / (
+        f"serve-{'tiny' if tiny else 'qwen2.5-3b'}-{device.split(':')[0]}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    print("JSON " + json.dumps(report, default=str))
+    log(f"wrote {out}")
+    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
