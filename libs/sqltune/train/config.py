@@ -26,14 +26,18 @@ class DataConfig(Config):
         "embedded",
         "Dataset: a local path, an s3:// URI, a hub dataset id, or 'embedded' (the built-in warehouse set).",
     )
-    format: str = param(
-        "auto",
-        "Loader format for sqltune.data.load_dataset (auto, jsonl, json, csv, sql-create-context, gretel, "
-        "spider, bird).",
+    format: Literal["auto", "jsonl", "json", "csv", "sql-create-context", "gretel", "spider", "bird", "embedded"] = param(
+        "auto", "Loader format for sqltune.data.load_dataset; auto detects it from the folder/file/columns."
+    )
+    split: str | None = param(
+        None, "Which split of the source to load before splitting (Spider/BIRD 'train', hub datasets 'train'); "
+        "null = the loader's default."
     )
     split_ratios: list[float] = param([0.8, 0.1, 0.1], "Train/validation/test fractions (sum to 1).")
     split_seed: int = param(0, "Seed of the deterministic split.")
-    stratify: str | None = param("category", "Example field to stratify the split by (category, difficulty), or null.")
+    stratify: Literal["category", "difficulty", "evidence_length", "none"] = param(
+        "category", "What the train/validation/test split is stratified by (the evaluation job must use the same)."
+    )
     max_length: int = param(1024, "Longest example (prompt + SQL tokens); longer ones are dropped and counted.", min=16)
     max_train_examples: int | None = param(None, "Use at most this many training examples (quick runs).", min=1)
     max_validation_examples: int | None = param(

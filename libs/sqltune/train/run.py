@@ -74,12 +74,12 @@ def load_splits(cfg: TrainConfig) -> tuple[list[Any], list[Any], list[Any], dict
         examples = load_dataset(folder, format="embedded", seed=d.embedded_seed)
         where = str(folder)
     else:
-        examples = load_dataset(d.source, format=d.format)  # type: ignore[arg-type]
+        examples = load_dataset(d.source, format=d.format, split=d.split)
         where = d.source
     if not examples:
         raise DataError(f"data.source {d.source!r}: the dataset is empty")
     splits = split_examples(
-        examples, ratios=tuple(d.split_ratios), seed=d.split_seed, stratify=d.stratify or "none"  # type: ignore[arg-type]
+        examples, ratios=tuple(d.split_ratios), seed=d.split_seed, stratify=d.stratify
     )
     train, val, test = list(splits.train), list(splits.validation), list(splits.test)
     if d.max_train_examples:
