@@ -261,7 +261,7 @@ def bench_http(model_dir: str, text: str, prompt_len, new_tokens, levels, n_late
         "default_max_new_tokens": new_tokens, "max_question_tokens": 1024, "max_schema_tokens": 1024,
         "max_prompt_tokens": prompt_len + 64, "max_seq_len": 0, "max_body_bytes": 1 << 20,
         "decode_chunk": opts.decode_chunk, "cuda_graphs": not opts.no_graphs, "compile": opts.compile,
-        "debug": False, "request_timeout_s": 600,
+        "debug": False, "request_timeout_s": 600, "batch_wait_timeout_s": 0.002,
         "model_deployment": {"max_ongoing_requests": 2 * top, "max_queued_requests": 8 * top,
                              "ray_actor_options": {"num_cpus": 2, "num_gpus": 1 if cuda else 0}},
         "ingress_deployment": {"num_replicas": opts.http_ingress_replicas, "max_ongoing_requests": 4 * top,
@@ -443,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         section("sqltune engine (in-process)",
                 lambda: bench_engine(model, prompts, new_tokens, levels, n_latency, opts.rounds, device, opts))
     del model
+    torch._dynamo.reset()  # drop compiled code (and anything it references) before the HTTP section
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()

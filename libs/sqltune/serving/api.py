@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sqltune.serving.auth import BearerAuthMiddleware, tokens_from_env
 from sqltune.serving.config import ServeArgs
-from sqltune.serving.limits import BodySizeLimitMiddleware
+from sqltune.serving.limits import BodySizeLimitMiddleware, BodyTooLarge
 from sqltune.serving.metrics import IngressMetrics, MetricsMiddleware
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def error_response(status: int, message: str, *, param: str | None = None, code:
 class SQLRequest(BaseModel):
     """Text-to-SQL request. Give either ``schema`` (CREATE TABLE text) or ``database`` (a configured name)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid")
 
     question: str = Field(..., description="The natural-language question.", examples=["How many customers?"])
     schema_text: str | None = Field(None, alias="schema", description="CREATE TABLE statements of the database.")
@@ -306,6 +306,8 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(_request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, BodyTooLarge):
+            return error_response(413, str(exc.detail), param="body", code="request_too_large")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(exc.status_code, str(exc.detail), code=code, headers=getattr(exc, "headers", None))
 

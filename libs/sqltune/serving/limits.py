@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
+
 from sqltune.serving.auth import error_body, send_json
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while a body streams in past the limit (an HTTPException, so FastAPI's body reader
+    re-raises it instead of reporting a parse error)."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(413, f"request body exceeds the limit of {max_bytes} bytes")
 
 
 class BodySizeLimitMiddleware:
@@ -48,7 +54,7 @@ class BodySizeLimitMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message):
