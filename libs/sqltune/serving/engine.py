@@ -642,7 +642,7 @@ class Engine:
                 continue
             self.tokens_buf[slot0:slot0 + n].copy_(first)
             self.pos_buf[slot0:slot0 + n].copy_(len_d)
-            first_host = first.tolist()  # the one sync per prefill
+            first_host = first.cpu().tolist()  # the one sync per prefill (.cpu() waits without the GIL)
             self.stats_counts["requests"] += n
             self._record("prefill", n)
             t = time.perf_counter()
@@ -731,7 +731,7 @@ class Engine:
         self.step_buf.zero_()
         for _ in range(steps):
             self._step(B, L)
-        out = self.out_buf[:n, :steps].tolist()  # the one host sync per chunk
+        out = self.out_buf[:n, :steps].cpu().tolist()  # the one host sync per chunk, GIL released
         self.stats_counts["decode_steps"] += steps
         self._record("decode", n, steps)
         for seq, toks in zip(self._active, out):
