@@ -86,6 +86,7 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, eval_tiny_base, 
             {"name": "http", "kind": "http", "url": "", "api_model": "canned", "api_key_env": "SQLTUNE_TEST_TOKEN"},
             {"name": "http-down", "kind": "http", "url": f"http://127.0.0.1:{free_port()}", "retries": 0,
              "timeout_s": 2},
+            {"name": "broken", "kind": "merged", "model": str(tmp_path / "no-such-model")},
         ],
         "generation": {"max_new_tokens": 24, "batch_size": 8},
         "ray": {"num_cpus_per_actor": 0.5},
@@ -113,10 +114,11 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, eval_tiny_base, 
         assert name in manifest.files, name
     assert json.loads((out / "report.json").read_text())["dataset"]["hash"] == report["dataset"]["hash"]
 
-    # The endpoint that is down is reported failed; the others finished.
+    # The endpoint that is down and the model that will not load are reported failed; the others finished.
     v = report["variants"]
     assert v["http-down"]["status"] == "failed" and "unreachable" in v["http-down"]["error"]
-    assert report["failures"] == [{"variant": "http-down", "error": v["http-down"]["error"]}]
+    assert v["broken"]["status"] == "failed" and "no-such-model" in v["broken"]["error"]
+    assert [f["variant"] for f in report["failures"]] == ["http-down", "broken"]
     for name in ("base", "adapter", "merged", "int8", "http"):
         assert v[name]["status"] == "ok", (name, v[name]["error"])
         agg = v[name]["aggregate"]
@@ -150,6 +152,7 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, eval_tiny_base, 
     assert all(r["hybrid"] == 0.0 and r["exec_match"] is False for r in hostile)
     assert _sha(db) == before and not Path(f"{db}.evil").exists()
     assert report["dataset"]["databases"][str(db)]["unchanged"] is True
+    assert report["dataset"]["gold_flagged"]["n"] == 0
 
     # adapter vs merged (fp32 export): compared, and identical as they should be.
     (pair,) = report["agreement"]
@@ -159,7 +162,8 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, eval_tiny_base, 
 
     md = (out / "report.md").read_text()
     assert "| Model | Parseable | Exact | Exec (95% CI) | p50 | p95 |" in md
-    assert "| http-down | failed |" in md and "## Execution accuracy per category" in md
+    assert "| http-down | failed |" in md and "| broken | failed |" in md
+    assert "## Execution accuracy per category" in md and "## Failed variants" in md
     for name in ("base", "adapter", "merged", "int8", "http"):
         assert f"| {name} |" in md
 
@@ -218,3 +222,102 @@ def test_cli_runs_and_errors_cleanly(local_ray, tmp_path):
     assert "| Model | Parseable | Exact | Exec (95% CI) | p50 | p95 |" in ok.stdout
     assert "| ep | 100.0% | 100.0% |" in ok.stdout
     assert (tmp_path / "out" / "cli" / "manifest.json").is_file()
+
+
+def test_http_variant_against_sqltunes_own_server(local_ray, embedded_dir, exports, tmp_path, monkeypatch):
+    """The http variant scores sqltune's real server (Ray Serve, OpenAI-compatible routes, bearer auth)
+    serving the merged export, next to the same export loaded locally."""
+    import time
+
+    import httpx
+    from ray import serve
+
+    from sqltune.serving.deployments import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        args = {
+            "model_uri": exports["merged"], "model_name": "sqltune-tiny", "api_token_env": "SQLTUNE_EVAL_TEST_TOKEN",
+            "max_batch_size": 8, "default_max_new_tokens": 24, "max_new_tokens_cap": 64,
+            "model_deployment": {"ray_actor_options": {"num_cpus": 0.5}},
+            "ingress_deployment": {"ray_actor_options": {
+                "num_cpus": 0.25, "runtime_env": {"env_vars": {"SQLTUNE_EVAL_TEST_TOKEN": TOKEN}}}},
+        }
+        serve.run(build_app(args), name="sqltune-eval-test", route_prefix="/")
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        monkeypatch.setenv("SQLTUNE_TEST_TOKEN", TOKEN)
+        cfg = EvalConfig.from_dict({
+            "eval_name": "served", "output_uri": str(tmp_path / "out"),
+            "dataset": {"source": "embedded", "embedded_dir": str(embedded_dir), "split": "test", "limit": 8},
+            "variants": [
+                {"name": "merged", "kind": "merged", "model": exports["merged"]},
+                {"name": "served", "kind": "http", "url": base, "api_model": "sqltune-tiny",
+                 "api_key_env": "SQLTUNE_TEST_TOKEN"},
+                {"name": "served-bad-token", "kind": "http", "url": base, "api_key_env": "SQLTUNE_NO_SUCH_TOKEN"},
+            ],
+            "generation": {"max_new_tokens": 24, "batch_size": 8},
+            "ray": {"num_cpus_per_actor": 0.5},
+            "agreement": {"pairs": [["merged", "served"]]},
+        })
+        report = run_evaluation(cfg, progress=False).report
+    finally:
+        serve.shutdown()
+    v = report["variants"]
+    assert v["served"]["status"] == "ok", v["served"]["error"]
+    assert v["served"]["info"]["served_models"] == ["sqltune-tiny"]
+    agg = v["served"]["aggregate"]
+    assert agg["n"] == 8 and agg["output_tokens_total"] is not None and agg["tokens_per_s"] > 0
+    assert v["served-bad-token"]["status"] == "failed" and "SQLTUNE_NO_SUCH_TOKEN" in v["served-bad-token"]["error"]
+    (pair,) = report["agreement"]
+    print("merged (local) vs served (http):", pair["identical_outputs"], pair["differing_ids"])
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "postgres"])
+def test_other_engines_through_the_dataset_overrides(engine, local_ray, embedded_dir, tmp_path, request):
+    """dataset.dialect + dataset.db score the embedded split on DuckDB or PostgreSQL (gold SQL from
+    extra.sql_by_dialect); a hostile prediction changes nothing there either."""
+    if engine == "duckdb":
+        db = "warehouse.duckdb"  # resolved against the dataset folder
+        path = embedded_dir / db
+        fingerprint = lambda: hashlib.sha256(path.read_bytes()).hexdigest()  # noqa: E731
+    else:
+        import psycopg
+
+        from sqltune.data.embedded import load_postgres
+        from sqltune.sql.postgres import drop_database, ensure_readonly_role
+
+        admin = request.getfixturevalue("postgres_admin_dsn")
+        name = f"eval_wh_{os.getpid()}"
+        load_postgres(admin, name)
+        request.addfinalizer(lambda: drop_database(admin, name))
+        db = ensure_readonly_role(admin, name)
+
+        def fingerprint() -> str:
+            with psycopg.connect(db) as conn:
+                return repr(conn.execute("SELECT COUNT(*), SUM(customer_id) FROM customers").fetchone())
+
+    dataset = {"source": "embedded", "embedded_dir": str(embedded_dir), "split": "test", "limit": 12,
+               "dialect": engine, "db": db}
+    cfg_dict = {"eval_name": f"on-{engine}", "output_uri": str(tmp_path / "out"), "dataset": dataset,
+                "variants": [{"name": "canned", "kind": "http", "url": "http://127.0.0.1:1"}]}
+    examples, _ = load_eval_examples(EvalConfig.from_dict(cfg_dict).dataset)
+    assert all(ex.dialect == engine and ex.sql == ex.extra["sql_by_dialect"][engine] for ex in examples)
+    answers = {ex.question: ex.sql for ex in examples}
+    answers[examples[0].question] = "DROP TABLE customers"
+    before = fingerprint()
+    with CannedServer(answers) as server:
+        cfg_dict["variants"][0]["url"] = server.url
+        report = run_evaluation(EvalConfig.from_dict(cfg_dict), progress=False).report
+    agg = report["variants"]["canned"]["aggregate"]
+    assert report["dataset"]["n_gold_failed"] == 0 and report["dataset"]["dialects"] == {engine: 12}
+    assert agg["exec_accuracy"] == pytest.approx(11 / 12) and agg["error_categories"]["not_read_only"] == 1
+    assert fingerprint() == before

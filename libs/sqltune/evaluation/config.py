@@ -73,8 +73,9 @@ class VariantConfig(Config):
     prompt_mode: Literal["strict", "plain"] = param(
         "strict", "strict: the SQL-only system instruction; plain: a generic assistant instruction."
     )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = param(
-        "auto", "Weights precision for base/adapter/merged (auto: bf16 on GPU, fp32 on CPU). int8/nf4 use their own."
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4"] = param(
+        "auto", "Weights precision for base/adapter/merged (auto: bf16 on GPU, fp32 on CPU); for kind=adapter, nf4 "
+        "loads the base in NF4, as QLoRA training saw it. kind=int8/nf4 always use their own."
     )
     url: str = param("", "http only: the endpoint's base URL; requests go to {url}/v1/chat/completions.")
     api_model: str = param("", "http only: the 'model' field of each request (empty: the variant name).")

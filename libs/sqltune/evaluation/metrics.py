@@ -4,7 +4,8 @@ The scoring order, and the error category an example gets (the first that applie
 
 1. the gold query fails on the database -> ``gold_failed``: reported, excluded from every denominator;
 2. nothing SQL-like in the output -> ``empty_output``;
-3. the cleaned SQL does not parse in the dataset's dialect -> ``syntax``;
+3. the cleaned SQL does not parse in the dataset's dialect, or parses only as a bare expression (an
+   identifier, an alias, a comparison: not a statement) -> ``syntax``;
 4. it is not one read-only query -> ``not_read_only`` (never executed; execution and hybrid score are 0);
 5. execution through the sandbox fails -> the sandbox's category (``syntax``, ``unknown_identifier``,
    ``runtime``, ``timeout``, ``too_many_rows``);
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sqltune.prompts import clean_sql
@@ -44,6 +46,34 @@ _TOKEN = re.compile(
     r"""|<=|>=|<>|!=|==|\|\||::|->>|->"""
     r"""|\S""",
 )
+
+
+@lru_cache(maxsize=1)
+def statement_keys() -> frozenset[str]:
+    """sqlglot expression keys of SQL *statements* (queries, DML, DDL, commands, PRAGMA, ATTACH, ...).
+
+    sqlglot also parses bare expressions: ``anadaanada`` is a column, ``foo bar`` an alias, ``x = 1`` a
+    comparison. Those are not SQL a database would run, so a model output that only parses as one is
+    scored as a syntax error, not as parseable SQL (nor as a read-only violation). A statement kind
+    missing here would be scored ``syntax`` rather than ``not_read_only``: still 0, still never executed.
+    """
+    from sqlglot import exp
+
+    names = ("Query", "Subquery", "Values", "DML", "DDL", "Command", "Transaction", "Commit", "Rollback", "Set",
+             "Use", "Pragma", "Attach", "Detach", "Copy", "Describe", "Grant", "Revoke", "Merge", "TruncateTable",
+             "Analyze", "Kill", "Install", "LoadData", "Export", "Cache", "Uncache", "Refresh", "Declare",
+             "Execute", "Lock", "Show", "Summarize", "Drop", "Alter", "Comment", "Block", "IfBlock")
+    bases = tuple(getattr(exp, n) for n in names if isinstance(getattr(exp, n, None), type))
+    keys, stack, seen = set(), [exp.Expression], set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if issubclass(cls, bases):
+            keys.add(cls.key)
+        stack.extend(cls.__subclasses__())
+    return frozenset(keys)
 
 
 def sql_tokens(sql: str) -> list[str]:
@@ -180,15 +210,21 @@ def score_example(
         score.hybrid = 0.0
         return score
     analysis = analyze(sql, dialect=dialect, schema=schema if schema is not None else example.schema)
-    score.parseable = analysis.parseable
-    score.read_only = analysis.parseable and analysis.read_only
-    score.read_only_violation = analysis.parseable and not analysis.read_only
-    score.unknown_tables = list(analysis.unknown_tables)
-    score.unknown_columns = list(analysis.unknown_columns)
-    score.exact = exact_match(sql, example.sql, dialect)
-    score.ast_equal = score.exact or ast_equivalent(sql, example.sql, dialect)
+    keys = statement_keys()
+    is_statement = analysis.parseable and all(t in keys for t in analysis.statement_types)
+    score.parseable = is_statement
+    score.read_only = is_statement and analysis.read_only
+    score.read_only_violation = is_statement and not analysis.read_only
+    if is_statement:
+        score.unknown_tables = list(analysis.unknown_tables)
+        score.unknown_columns = list(analysis.unknown_columns)
+    score.exact = is_statement and exact_match(sql, example.sql, dialect)
+    score.ast_equal = score.exact or (is_statement and ast_equivalent(sql, example.sql, dialect))
     if not analysis.parseable:
         category, score.error = "syntax", analysis.error
+    elif not is_statement:
+        kinds = ", ".join(t for t in analysis.statement_types if t not in keys)
+        category, score.error = "syntax", f"not a SQL statement: parses only as a bare expression ({kinds})"
     elif score.read_only_violation:
         category, score.error = "not_read_only", "; ".join(analysis.reasons) or "not a read-only query"
     else:

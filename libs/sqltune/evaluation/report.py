@@ -8,6 +8,8 @@ report.json (``schema_version`` 1)::
       "config": the resolved EvalConfig (DSN passwords redacted),
       "dataset": {"source", "format", "split", "n", "n_total", "hash", "dialects": {dialect: n},
                   "categories": {category: n}, "n_gold_failed",
+                  "gold_flagged": {"n", "examples": [{"id", "parseable", "read_only", "unknown_tables",
+                                   "unknown_columns"}]}  (gold queries the static checks flag; should be 0),
                   "databases": {name: {"engine", "sha256_before", "sha256_after", "unchanged"}}},
       "variants": {name: {"kind", "model", "url", "prompt_mode", "status": "ok"|"failed", "error",
                           "info": {load_s, device, artifact_kind, ...}, "elapsed_s",
@@ -43,6 +45,11 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 PLOTS = ("accuracy_vs_latency.png", "category_accuracy.png", "error_categories.png")
+OUTCOME_COLORS = {
+    "ok": "#2ca02c", "wrong_result": "#ff7f0e", "syntax": "#d62728", "unknown_identifier": "#9467bd",
+    "not_read_only": "#000000", "runtime": "#8c564b", "timeout": "#e377c2", "too_many_rows": "#bcbd22",
+    "empty_output": "#7f7f7f",
+}
 _DSN_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]+):[^@\s]+@")
 
 
@@ -175,6 +182,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         "was decoded in; http: the request).",
         "",
     ]
+    flagged = (ds.get("gold_flagged") or {}).get("n", 0)
+    if flagged:
+        out += [f"**Note:** the static checks flag {flagged} gold queries themselves (unparseable, not read-only, or "
+                "naming tables/columns missing from the example's schema); hallucination and read-only rates are "
+                "approximate for this dataset (ids in report.json, dataset.gold_flagged).", ""]
     if report["failures"]:
         out += ["## Failed variants", ""]
         out += [f"- **{f['variant']}**: {f['error']}" for f in report["failures"]]
@@ -244,7 +256,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
     written.append(PLOTS[0])
 
     cats = report["categories"]
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(cats) * max(1, len(ok)) / 2 + 3), 4.6))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.4, 0.35 * len(cats) * max(1, len(ok)) + 2.5)), 4.6))
     width = 0.8 / max(1, len(ok))
     for i, (name, v) in enumerate(ok.items()):
         vals = []
@@ -276,7 +288,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
         for n in names:
             a = ok[n]["aggregate"]
             shares.append(100 * a["error_categories"].get(c, 0) / a["n"] if a["n"] else 0.0)
-        ax.barh(names, shares, left=left, label=c)
+        ax.barh(names, shares, left=left, label=c, color=OUTCOME_COLORS.get(c))
         left = [lft + s for lft, s in zip(left, shares)]
     ax.set_xlabel("share of examples (%)")
     ax.set_xlim(0, 100)

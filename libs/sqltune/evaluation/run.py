@@ -99,6 +99,24 @@ def _override(ex: Any, d: DatasetConfig, root: Path | None) -> Any:
     return dataclasses.replace(ex, **changes)
 
 
+def _check_gold_grounding(examples: list[Any], schemas: dict[tuple[str, str], Any]) -> dict[str, Any]:
+    """Run the static checks on the gold queries themselves: a gold query flagged as not read-only or as
+    naming unknown tables/columns means the check (or the dataset's schema text) is off for that example,
+    so the hallucination and read-only rates of the models should be read with that in mind."""
+    from sqltune.sql import analyze
+
+    flagged = []
+    for ex in examples:
+        schema = schemas.get((ex.schema, ex.extra.get("schema_dialect", ex.dialect)))
+        a = analyze(ex.sql, dialect=ex.dialect, schema=schema if schema is not None else ex.schema)
+        if not a.parseable or not a.read_only or a.unknown_tables or a.unknown_columns:
+            flagged.append({"id": ex.id, "parseable": a.parseable, "read_only": a.read_only,
+                            "unknown_tables": a.unknown_tables, "unknown_columns": a.unknown_columns})
+    if flagged:
+        log.warning("%d gold queries are flagged by the static checks (see report.dataset.gold_flagged)", len(flagged))
+    return {"n": len(flagged), "examples": flagged[:50]}
+
+
 def _sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -166,6 +184,7 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
                 schemas[key] = Schema.from_ddl(ex.schema, dialect=key[1])
             except Exception:  # noqa: BLE001 - grounding then falls back to analyze's own parsing
                 schemas[key] = None
+    gold_flagged = _check_gold_grounding(examples, schemas)
     items = [{"question": ex.question, "schema": ex.schema, "dialect": ex.dialect, "evidence": ex.evidence}
              for ex in examples]
     scores: dict[str, list[Any]] = {v.name: [None] * n for v in cfg.variants}
@@ -241,6 +260,7 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
             "source": redact(ds_info["source"]), "format": ds_info["format"], "split": ds_info["split"], "n": n,
             "n_total": ds_info["n_total"], "hash": dataset_hash(examples), "dialects": dialects,
             "categories": cat_counts, "n_gold_failed": len(gold_failures), "databases": databases,
+            "gold_flagged": gold_flagged,
         },
         "variants": variants,
         "categories": categories,

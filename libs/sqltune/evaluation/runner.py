@@ -37,11 +37,15 @@ class VariantWorker:
         logging.basicConfig(level=logging.WARNING)
         for noisy in ("transformers", "bitsandbytes", "peft", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         cfg = VariantConfig.from_dict(variant)
-        if threads and cfg.kind != "http":
+        if cfg.kind != "http":
             import torch
+            from transformers.utils import logging as hf_logging
 
-            torch.set_num_threads(max(1, threads))
+            hf_logging.disable_progress_bar()  # no per-actor "Loading weights" bars in the job log
+            if threads:
+                torch.set_num_threads(max(1, threads))
         from sqltune.evaluation.variants import make_variant
 
         self.variant = make_variant(cfg, device="cuda" if use_gpu else "cpu", token=token)
