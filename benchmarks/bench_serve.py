@@ -76,14 +76,30 @@ def model_config(tiny: bool):
 
     if tiny:
         return Qwen2Config(
-            vocab_size=2048, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True, use_sliding_window=False,
+            vocab_size=2048,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=2048,
+            tie_word_embeddings=True,
+            use_sliding_window=False,
         )
     # Qwen2.5-3B-Instruct's published config.json (weights random).
     return Qwen2Config(
-        vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-        num_key_value_heads=2, max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6,
-        tie_word_embeddings=True, use_sliding_window=False, hidden_act="silu",
+        vocab_size=151936,
+        hidden_size=2048,
+        intermediate_size=11008,
+        num_hidden_layers=36,
+        num_attention_heads=16,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+        use_sliding_window=False,
+        hidden_act="silu",
     )
 
 
@@ -109,7 +125,12 @@ def make_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[in
 
 
 def bench_generate(model, prompts, new_tokens, levels, n_latency, device, static: bool = False) -> dict:
-    kwargs = {"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, "do_sample": False, "pad_token_id": 0}
+    kwargs = {
+        "max_new_tokens": new_tokens,
+        "min_new_tokens": new_tokens,
+        "do_sample": False,
+        "pad_token_id": 0,
+    }
     if static:
         kwargs["cache_implementation"] = "static"
 
@@ -118,8 +139,8 @@ def bench_generate(model, prompts, new_tokens, levels, n_latency, device, static
         ids = torch.zeros(len(batch), width, dtype=torch.long)
         mask = torch.zeros(len(batch), width, dtype=torch.long)
         for i, p in enumerate(batch):  # left padding, as generate expects
-            ids[i, width - len(p):] = torch.tensor(p)
-            mask[i, width - len(p):] = 1
+            ids[i, width - len(p) :] = torch.tensor(p)
+            mask[i, width - len(p) :] = 1
         sync(device)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -134,14 +155,20 @@ def bench_generate(model, prompts, new_tokens, levels, n_latency, device, static
     res = {"latency_s": {"p50": pct(lat, 50), "p95": pct(lat, 95), "n": len(lat)}, "throughput": {}}
     for c in levels:
         if c == 1:
-            res["throughput"]["1"] = {"tokens_per_s": new_tokens / statistics.median(lat), "mode": "sequential"}
+            res["throughput"]["1"] = {
+                "tokens_per_s": new_tokens / statistics.median(lat),
+                "mode": "sequential",
+            }
             continue
         batch = prompts[:c]
         if static:
             run(batch)  # compile for this batch size
         secs = run(batch)
-        res["throughput"][str(c)] = {"tokens_per_s": c * new_tokens / secs, "mode": "one static batch",
-                                     "batch_latency_s": secs}
+        res["throughput"][str(c)] = {
+            "tokens_per_s": c * new_tokens / secs,
+            "mode": "one static batch",
+            "batch_latency_s": secs,
+        }
     return res
 
 
@@ -153,8 +180,12 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
 
     max_len = max(len(p) for p in prompts)
     cfg = EngineConfig(
-        max_slots=max(levels), seq_len=max_len + new_tokens + 16, decode_chunk=opts.decode_chunk,
-        cuda_graphs=not opts.no_graphs, compile=opts.compile, attn=opts.attn,
+        max_slots=max(levels),
+        seq_len=max_len + new_tokens + 16,
+        decode_chunk=opts.decode_chunk,
+        cuda_graphs=not opts.no_graphs,
+        compile=opts.compile,
+        attn=opts.attn,
     )
     eng = Engine(model, None, cfg)
     t0 = time.perf_counter()
@@ -180,7 +211,9 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
             counter = iter(range(10**9))
             tokens = [0]
 
-            def client(stagger: float):
+            def client(
+                stagger: float, lock=lock, counter=counter, n_req=n_req, done_lat=done_lat, tokens=tokens
+            ):
                 time.sleep(stagger)
                 while True:
                     with lock:
@@ -188,8 +221,13 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
                     if k >= n_req:
                         return
                     ev = threading.Event()
-                    req = GenRequest(prompts[k % len(prompts)], new_tokens, frozenset(), None,
-                                     lambda _r, _t, fin, ev=ev: fin and ev.set())
+                    req = GenRequest(
+                        prompts[k % len(prompts)],
+                        new_tokens,
+                        frozenset(),
+                        None,
+                        lambda _r, _t, fin, ev=ev: fin and ev.set(),
+                    )
                     eng.submit(req)
                     ev.wait()
                     with lock:
@@ -197,8 +235,10 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
                         tokens[0] += len(req.tokens)
 
             rng = random.Random(c)
-            threads = [threading.Thread(target=client, args=(rng.uniform(0, 0.05) if c > 1 else 0,))
-                       for _ in range(c)]
+            threads = [
+                threading.Thread(target=client, args=(rng.uniform(0, 0.05) if c > 1 else 0,))
+                for _ in range(c)
+            ]
             t0 = time.perf_counter()
             for t in threads:
                 t.start()
@@ -209,8 +249,11 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
             sizes = {int(k): v for k, v in st["decode_batch_sizes"].items()}
             steps = sum(sizes.values()) or 1
             res["throughput"][str(c)] = {
-                "tokens_per_s": tokens[0] / wall, "requests": n_req, "wall_s": wall,
-                "latency_p50_s": pct(done_lat, 50), "latency_p95_s": pct(done_lat, 95),
+                "tokens_per_s": tokens[0] / wall,
+                "requests": n_req,
+                "wall_s": wall,
+                "latency_p50_s": pct(done_lat, 50),
+                "latency_p95_s": pct(done_lat, 95),
                 "mean_decode_batch": sum(k * v for k, v in sizes.items()) / steps,
                 "mode": "closed-loop clients",
             }
@@ -228,8 +271,10 @@ def save_artifact(model, out: Path, prompt_len: int, vocab_limit: int) -> str:
     from sqltune.models.tiny import train_tokenizer
     from sqltune.prompts import PromptTemplate
 
-    words = ("select customers orders total revenue country status shipped where group by having count sum "
-             "average join table column schema question answer").split()
+    words = (
+        "select customers orders total revenue country status shipped where group by having count sum "
+        "average join table column schema question answer"
+    ).split()
     rng = random.Random(0)
     corpus = [" ".join(rng.choice(words) for _ in range(40)) for _ in range(200)]
     tok = train_tokenizer(corpus, min(512, vocab_limit))
@@ -242,7 +287,9 @@ def save_artifact(model, out: Path, prompt_len: int, vocab_limit: int) -> str:
     return " ".join(text_words)
 
 
-def bench_http(model_dir: str, text: str, prompt_len, new_tokens, levels, n_latency, rounds, device, opts) -> dict:
+def bench_http(
+    model_dir: str, text: str, prompt_len, new_tokens, levels, n_latency, rounds, device, opts
+) -> dict:
     import httpx
     import ray
     from ray import serve
@@ -250,22 +297,46 @@ def bench_http(model_dir: str, text: str, prompt_len, new_tokens, levels, n_late
     from sqltune.serving.deployments import build_app
 
     cuda = device.startswith("cuda")
-    ray.init(num_cpus=max(4, os.cpu_count() or 4), num_gpus=1 if cuda else 0, include_dashboard=False,
-             log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "libs")}})
+    ray.init(
+        num_cpus=max(4, os.cpu_count() or 4),
+        num_gpus=1 if cuda else 0,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "libs")}},
+    )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     top = max(levels)
     args = {
-        "model_uri": model_dir, "model_name": "bench", "device": "cuda" if cuda else "cpu",
-        "precision": "bf16" if cuda else "fp32", "max_batch_size": top, "max_new_tokens_cap": new_tokens,
-        "default_max_new_tokens": new_tokens, "max_question_tokens": 1024, "max_schema_tokens": 1024,
-        "max_prompt_tokens": prompt_len + 64, "max_seq_len": 0, "max_body_bytes": 1 << 20,
-        "decode_chunk": opts.decode_chunk, "cuda_graphs": not opts.no_graphs, "compile": opts.compile,
-        "debug": False, "request_timeout_s": 600, "batch_wait_timeout_s": 0.002,
-        "model_deployment": {"max_ongoing_requests": 2 * top, "max_queued_requests": 8 * top,
-                             "ray_actor_options": {"num_cpus": 2, "num_gpus": 1 if cuda else 0}},
-        "ingress_deployment": {"num_replicas": opts.http_ingress_replicas, "max_ongoing_requests": 4 * top,
-                               "max_queued_requests": 16 * top, "ray_actor_options": {"num_cpus": 1}},
+        "model_uri": model_dir,
+        "model_name": "bench",
+        "device": "cuda" if cuda else "cpu",
+        "precision": "bf16" if cuda else "fp32",
+        "max_batch_size": top,
+        "max_new_tokens_cap": new_tokens,
+        "default_max_new_tokens": new_tokens,
+        "max_question_tokens": 1024,
+        "max_schema_tokens": 1024,
+        "max_prompt_tokens": prompt_len + 64,
+        "max_seq_len": 0,
+        "max_body_bytes": 1 << 20,
+        "decode_chunk": opts.decode_chunk,
+        "cuda_graphs": not opts.no_graphs,
+        "compile": opts.compile,
+        "debug": False,
+        "request_timeout_s": 600,
+        "batch_wait_timeout_s": 0.002,
+        "model_deployment": {
+            "max_ongoing_requests": 2 * top,
+            "max_queued_requests": 8 * top,
+            "ray_actor_options": {"num_cpus": 2, "num_gpus": 1 if cuda else 0},
+        },
+        "ingress_deployment": {
+            "num_replicas": opts.http_ingress_replicas,
+            "max_ongoing_requests": 4 * top,
+            "max_queued_requests": 16 * top,
+            "ray_actor_options": {"num_cpus": 1},
+        },
     }
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
@@ -281,8 +352,12 @@ def bench_http(model_dir: str, text: str, prompt_len, new_tokens, levels, n_late
         time.sleep(2)
     res: dict = {"startup_s": time.perf_counter() - t0, "throughput": {}}
     log(f"http app ready in {res['startup_s']:.1f}s")
-    body = {"model": "bench", "messages": [{"role": "user", "content": text}], "max_tokens": new_tokens,
-            "ignore_eos": True}
+    body = {
+        "model": "bench",
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": new_tokens,
+        "ignore_eos": True,
+    }
 
     async def one(client) -> tuple[float, int]:
         t = time.perf_counter()
@@ -318,9 +393,14 @@ def bench_http(model_dir: str, text: str, prompt_len, new_tokens, levels, n_late
             n_req = n_latency if c == 1 else c * rounds
             lat, toks, wall = asyncio.run(run_level(c, n_req))
             assert toks == n_req * new_tokens, (toks, n_req)
-            res["throughput"][str(c)] = {"tokens_per_s": toks / wall, "requests": n_req, "wall_s": wall,
-                                         "latency_p50_s": pct(lat, 50), "latency_p95_s": pct(lat, 95),
-                                         "mode": "closed-loop HTTP clients"}
+            res["throughput"][str(c)] = {
+                "tokens_per_s": toks / wall,
+                "requests": n_req,
+                "wall_s": wall,
+                "latency_p50_s": pct(lat, 50),
+                "latency_p95_s": pct(lat, 95),
+                "mode": "closed-loop HTTP clients",
+            }
             log(f"http c={c}: {toks / wall:,.0f} tok/s, p50 {pct(lat, 50):.3f}s")
     finally:
         serve.shutdown()
@@ -348,8 +428,10 @@ def table(results: dict, levels: list[int]) -> str:
             rows.append([name, "-", "-"] + ["-"] * len(levels) + [f"({str(reason)[:60]})"])
             continue
         lat = r.get("latency_s", {})
-        rows.append([name, fmt(lat.get("p50"), "s"), fmt(lat.get("p95"), "s")]
-                    + [fmt(r.get("throughput", {}).get(str(c), {}).get("tokens_per_s")) for c in levels])
+        rows.append(
+            [name, fmt(lat.get("p50"), "s"), fmt(lat.get("p95"), "s")]
+            + [fmt(r.get("throughput", {}).get(str(c), {}).get("tokens_per_s")) for c in levels]
+        )
     widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(len(head))]
     lines = []
     for row in rows:
@@ -369,14 +451,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default=None, help="concurrency levels (default 1,16,64; tiny 1,4,8)")
     ap.add_argument("--latency-requests", type=int, default=None, help="sequential requests for p50/p95")
     ap.add_argument("--rounds", type=int, default=4, help="requests per client at each concurrency level")
-    ap.add_argument("--only", default="generate,engine,http",
-                    help="comma list of sections: generate, generate-static, engine, http")
+    ap.add_argument(
+        "--only",
+        default="generate,engine,http",
+        help="comma list of sections: generate, generate-static, engine, http",
+    )
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="engine torch.compile")
     ap.add_argument("--no-graphs", action="store_true", help="engine without CUDA graphs")
     ap.add_argument("--decode-chunk", type=int, default=0, help="engine decode steps per host sync (0: auto)")
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "math"], help="engine decode attention")
     ap.add_argument("--http-ingress-replicas", type=int, default=2)
-    ap.add_argument("--out", default=None, help="write the JSON here (default benchmarks/results/serve-*.json)")
+    ap.add_argument(
+        "--out", default=None, help="write the JSON here (default benchmarks/results/serve-*.json)"
+    )
     opts = ap.parse_args(argv)
 
     device = opts.device or ("cuda" if torch.cuda.is_available() and not opts.tiny else "cpu")
@@ -389,8 +476,12 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
 
     machine = {
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
-        "torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
+        "device": torch.cuda.get_device_name()
+        if device.startswith("cuda")
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
     }
     try:
         import transformers
@@ -400,8 +491,10 @@ def main(argv: list[str] | None = None) -> int:
         pass
     log(f"device {machine['device']}; prompt {prompt_len} tokens, {new_tokens} new; levels {levels}")
     cfg = model_config(tiny)
-    model = build_model(cfg, device, dtype)
+    held = {"model": build_model(cfg, device, dtype)}  # dropped before the HTTP section frees the GPU
+    model = held["model"]
     nparams = sum(p.numel() for p in model.parameters())
+    del model
     log(f"model: {nparams / 1e9:.2f}B parameters ({'tiny' if tiny else 'Qwen2.5-3B shape'}), {dtype}")
     prompts = make_prompts(max(levels) * 2 + n_latency, prompt_len, cfg.vocab_size)
     results: dict = {}
@@ -418,11 +511,17 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
 
     if "generate" in sections:
-        section("generate (eager, dynamic cache)",
-                lambda: bench_generate(model, prompts, new_tokens, levels, n_latency, device))
+        section(
+            "generate (eager, dynamic cache)",
+            lambda: bench_generate(held["model"], prompts, new_tokens, levels, n_latency, device),
+        )
     if "generate-static" in sections:
-        section("generate (static cache + compile)",
-                lambda: bench_generate(model, prompts, new_tokens, levels, min(n_latency, 10), device, static=True))
+        section(
+            "generate (static cache + compile)",
+            lambda: bench_generate(
+                held["model"], prompts, new_tokens, levels, min(n_latency, 10), device, static=True
+            ),
+        )
 
     model_dir = None
     text = None
@@ -435,37 +534,58 @@ def main(argv: list[str] | None = None) -> int:
             tmp = tempfile.TemporaryDirectory(prefix="sqltune-bench-")
             model_dir = str(Path(tmp.name) / "model")
             log("saving the model for the Ray Serve replica")
-            text = save_artifact(model, Path(model_dir), prompt_len, cfg.vocab_size)
+            text = save_artifact(held["model"], Path(model_dir), prompt_len, cfg.vocab_size)
         except ImportError as exc:
             results["sqltune via Ray Serve HTTP"] = {"skipped": f"ray[serve] not installed ({exc})"}
 
     if "engine" in sections:
-        section("sqltune engine (in-process)",
-                lambda: bench_engine(model, prompts, new_tokens, levels, n_latency, opts.rounds, device, opts))
-    del model
+        section(
+            "sqltune engine (in-process)",
+            lambda: bench_engine(
+                held["model"], prompts, new_tokens, levels, n_latency, opts.rounds, device, opts
+            ),
+        )
+    held.clear()
     torch._dynamo.reset()  # drop compiled code (and anything it references) before the HTTP section
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     if model_dir is not None:
-        section("sqltune via Ray Serve HTTP",
-                lambda: bench_http(model_dir, text, prompt_len, new_tokens, levels, n_latency, opts.rounds, device, opts))
+        section(
+            "sqltune via Ray Serve HTTP",
+            lambda: bench_http(
+                model_dir, text, prompt_len, new_tokens, levels, n_latency, opts.rounds, device, opts
+            ),
+        )
     if tmp is not None:
         tmp.cleanup()
 
     report = {
-        "benchmark": "serve", "machine": machine,
-        "workload": {"model": "tiny" if tiny else "Qwen2.5-3B shape (random weights)", "dtype": str(dtype),
-                     "prompt_tokens": prompt_len, "new_tokens": new_tokens, "levels": levels,
-                     "latency_requests": n_latency, "rounds": opts.rounds},
+        "benchmark": "serve",
+        "machine": machine,
+        "workload": {
+            "model": "tiny" if tiny else "Qwen2.5-3B shape (random weights)",
+            "dtype": str(dtype),
+            "prompt_tokens": prompt_len,
+            "new_tokens": new_tokens,
+            "levels": levels,
+            "latency_requests": n_latency,
+            "rounds": opts.rounds,
+        },
         "targets": {"p50_single_s": 0.25, "tokens_per_s_at_64": 8000},
         "results": results,
     }
     print()
     print(table(results, levels))
     print()
-    out = Path(opts.out) if opts.out else ROOT / "benchmarks" / "results" / (
-        f"serve-{'tiny' if tiny else 'qwen2.5-3b'}-{device.split(':')[0]}.json")
+    out = (
+        Path(opts.out)
+        if opts.out
+        else ROOT
+        / "benchmarks"
+        / "results"
+        / (f"serve-{'tiny' if tiny else 'qwen2.5-3b'}-{device.split(':')[0]}.json")
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print("JSON " + json.dumps(report, default=str))

@@ -75,8 +75,9 @@ def taught_model(tmp_path_factory, shop_db) -> Path:
     work = tmp_path_factory.mktemp("serve-model")
     src = build_tiny_model(
         work / "build",
-        TinyModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                        intermediate_size=128),
+        TinyModelConfig(
+            vocab_size=512, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128
+        ),
         corpus=CORPUS * 20,
     )
     _teach(src, [SHOP_SCHEMA, ddl_from_database(shop_db)])
@@ -91,8 +92,9 @@ def shop_db(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("serve-db") / "shop.sqlite"
     conn = sqlite3.connect(path)
     conn.execute("CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT)")
-    conn.executemany("INSERT INTO customers VALUES (?, ?, ?)",
-                     [(1, "Ada", "UK"), (2, "Bo", "SE"), (3, "Chen", "CN")])
+    conn.executemany(
+        "INSERT INTO customers VALUES (?, ?, ?)", [(1, "Ada", "UK"), (2, "Bo", "SE"), (3, "Chen", "CN")]
+    )
     conn.commit()
     conn.close()
     return path
@@ -108,8 +110,13 @@ def ray_serve():
     metrics_port = None
     if not ray.is_initialized():
         metrics_port = free_port()
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 _metrics_export_port=metrics_port)
+        ray.init(
+            num_cpus=4,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            _metrics_export_port=metrics_port,
+        )
         started = True
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -156,14 +163,21 @@ def server(ray_serve, taught_model, shop_db) -> dict:
         "request_timeout_s": 60,
         "api_token_env": TOKEN_ENV,
         "databases": {"shop": str(shop_db)},
-        "ingress_deployment": {"ray_actor_options": {"num_cpus": 0.5,
-                                                     "runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}}},
+        "ingress_deployment": {
+            "ray_actor_options": {"num_cpus": 0.5, "runtime_env": {"env_vars": {TOKEN_ENV: TOKEN}}}
+        },
         "model_deployment": {"max_ongoing_requests": 32, "max_queued_requests": 64},
     }
     serve.run(build_app(args), name="sqltune-test", route_prefix="/")
     wait_ready(ray_serve["base"])
-    return {"base": ray_serve["base"], "metrics_port": ray_serve["metrics_port"], "token": TOKEN,
-            "headers": {"Authorization": f"Bearer {TOKEN}"}, "args": args, "db": shop_db}
+    return {
+        "base": ray_serve["base"],
+        "metrics_port": ray_serve["metrics_port"],
+        "token": TOKEN,
+        "headers": {"Authorization": f"Bearer {TOKEN}"},
+        "args": args,
+        "db": shop_db,
+    }
 
 
 @pytest.fixture(scope="session")
@@ -179,10 +193,16 @@ def overload_server(ray_serve, taught_model) -> str:
         "max_new_tokens_cap": 64,
         "default_max_new_tokens": 64,
         "warmup": False,
-        "model_deployment": {"max_ongoing_requests": 1, "max_queued_requests": 1,
-                             "ray_actor_options": {"num_cpus": 0.5}},
-        "ingress_deployment": {"max_ongoing_requests": 100, "max_queued_requests": 200,
-                               "ray_actor_options": {"num_cpus": 0.25}},
+        "model_deployment": {
+            "max_ongoing_requests": 1,
+            "max_queued_requests": 1,
+            "ray_actor_options": {"num_cpus": 0.5},
+        },
+        "ingress_deployment": {
+            "max_ongoing_requests": 100,
+            "max_queued_requests": 200,
+            "ray_actor_options": {"num_cpus": 0.25},
+        },
     }
     serve.run(build_app(args), name="sqltune-overload", route_prefix="/overload")
     base = f"{ray_serve['base']}/overload"

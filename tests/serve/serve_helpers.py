@@ -8,9 +8,7 @@ from pathlib import Path
 
 TOKEN_ENV = "SQLTUNE_TEST_API_TOKEN"
 TOKEN = "test-token-7f3a"
-SHOP_SCHEMA = (
-    "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT);"
-)
+SHOP_SCHEMA = "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT);"
 PAIRS = [
     ("How many customers are there?", "SELECT COUNT(*) FROM customers;"),
     ("Remove every customer.", "DELETE FROM customers;"),

@@ -13,8 +13,18 @@ from serve_helpers import PAIRS, SHOP_SCHEMA, sha256
 
 pytestmark = pytest.mark.ray
 
-SQL_FIELDS = {"sql", "dialect", "valid", "read_only", "unknown_tables", "unknown_columns", "cleaned", "model",
-              "latency_ms", "usage"}
+SQL_FIELDS = {
+    "sql",
+    "dialect",
+    "valid",
+    "read_only",
+    "unknown_tables",
+    "unknown_columns",
+    "cleaned",
+    "model",
+    "latency_ms",
+    "usage",
+}
 
 
 def assert_error(r: httpx.Response, status: int | tuple[int, ...], param: str | None = None) -> dict:
@@ -93,8 +103,14 @@ def test_concurrent_requests_share_batches(server):
     async def fire():
         async with httpx.AsyncClient(base_url=server["base"], headers=server["headers"], timeout=60) as c:
             reqs = [
-                c.post("/v1/sql", json={"question": f"Which customers are from country number {i}?",
-                                        "schema": SHOP_SCHEMA, "max_new_tokens": 48})
+                c.post(
+                    "/v1/sql",
+                    json={
+                        "question": f"Which customers are from country number {i}?",
+                        "schema": SHOP_SCHEMA,
+                        "max_new_tokens": 48,
+                    },
+                )
                 for i in range(12)
             ]
             return await asyncio.gather(*reqs)
@@ -126,8 +142,15 @@ def test_openai_client_models_chat_and_stream(server):
     assert isinstance(text, str)
     assert resp.choices[0].finish_reason in ("stop", "length")
     assert resp.usage.completion_tokens <= 12 and resp.usage.prompt_tokens > 0
-    chunks = list(oc.chat.completions.create(model=ids[0], messages=messages, max_tokens=12, stream=True,
-                                             stream_options={"include_usage": True}))
+    chunks = list(
+        oc.chat.completions.create(
+            model=ids[0],
+            messages=messages,
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert streamed == text  # greedy decoding: the stream spells out the same completion
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
@@ -149,7 +172,7 @@ def test_sse_stream_format(client):
         assert r.headers["content-type"].startswith("text/event-stream")
         lines = [ln for ln in r.iter_lines() if ln]
     assert lines[-1] == "data: [DONE]"
-    first = json.loads(lines[0][len("data: "):])
+    first = json.loads(lines[0][len("data: ") :])
     assert first["object"] == "chat.completion.chunk"
     assert first["choices"][0]["delta"]["role"] == "assistant"
 
@@ -178,22 +201,35 @@ def test_malformed_and_missing(client):
     assert_error(r, 400, "body")
     r = client.post("/v1/sql", content=b"", headers={"content-type": "application/json"})
     assert_error(r, (400, 422))
-    r = client.post("/v1/sql", content=b"question=hi", headers={"content-type": "application/x-www-form-urlencoded"})
+    r = client.post(
+        "/v1/sql", content=b"question=hi", headers={"content-type": "application/x-www-form-urlencoded"}
+    )
     assert_error(r, (400, 422))
     assert_error(client.post("/v1/sql", json=["a", "list"]), (400, 422))
     assert_error(client.post("/v1/sql", json={"schema": SHOP_SCHEMA}), 422, "question")
     assert_error(client.post("/v1/sql", json={"question": "   ", "schema": SHOP_SCHEMA}), 422, "question")
     assert_error(client.post("/v1/sql", json={"question": 5, "schema": SHOP_SCHEMA}), 422, "question")
     assert_error(client.post("/v1/sql", json={"question": "q"}), 422, "schema")
-    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "database": "shop"}), 422)
-    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "shema": "x"}), 422, "shema")
-    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "dialect": "oracle"}), 422,
-                 "dialect")
+    assert_error(
+        client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "database": "shop"}), 422
+    )
+    assert_error(
+        client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "shema": "x"}), 422, "shema"
+    )
+    assert_error(
+        client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "dialect": "oracle"}),
+        422,
+        "dialect",
+    )
     assert_error(client.post("/v1/sql", json={"question": "q", "database": "nope"}), 404, "database")
-    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "execute": True}), 422,
-                 "execute")
-    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "execute": "maybe"}), 422,
-                 "execute")
+    assert_error(
+        client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "execute": True}), 422, "execute"
+    )
+    assert_error(
+        client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "execute": "maybe"}),
+        422,
+        "execute",
+    )
     r = client.get("/v1/nothing-here")
     assert_error(r, 404)
     assert_error(client.get("/v1/sql"), 405)
@@ -207,23 +243,41 @@ def test_oversized_inputs(client, server):
     assert_error(client.post("/v1/sql", json={"question": long_q, "schema": SHOP_SCHEMA}), 400, "question")
     long_schema = " ".join(f"CREATE TABLE t{i} (a INTEGER, b TEXT);" for i in range(60))
     assert_error(client.post("/v1/sql", json={"question": "q", "schema": long_schema}), 400, "schema")
-    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "evidence": long_q}), 400,
-                 "evidence")
+    assert_error(
+        client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "evidence": long_q}),
+        400,
+        "evidence",
+    )
     # max_new_tokens: absurd, zero, wrong type.
     for value in (10**9, 65):
-        assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": value}),
-                     422, "max_new_tokens")
-    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": 0}), 422,
-                 "max_new_tokens")
-    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": "lots"}),
-                 422, "max_new_tokens")
+        assert_error(
+            client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": value}),
+            422,
+            "max_new_tokens",
+        )
+    assert_error(
+        client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": 0}),
+        422,
+        "max_new_tokens",
+    )
+    assert_error(
+        client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": "lots"}),
+        422,
+        "max_new_tokens",
+    )
     chat = {"messages": [{"role": "user", "content": "hi"}]}
     assert_error(client.post("/v1/chat/completions", json={**chat, "max_tokens": 10**6}), 422, "max_tokens")
-    assert_error(client.post("/v1/chat/completions", json={**chat, "max_completion_tokens": 10**6}), 422,
-                 "max_completion_tokens")
+    assert_error(
+        client.post("/v1/chat/completions", json={**chat, "max_completion_tokens": 10**6}),
+        422,
+        "max_completion_tokens",
+    )
     assert_error(client.post("/v1/chat/completions", json={"messages": []}), 422, "messages")
-    assert_error(client.post("/v1/chat/completions", json={"messages": [{"role": "wizard", "content": "x"}]}), 422,
-                 "messages[0].role")
+    assert_error(
+        client.post("/v1/chat/completions", json={"messages": [{"role": "wizard", "content": "x"}]}),
+        422,
+        "messages[0].role",
+    )
     big = [{"role": "user", "content": "tell me about customers " * 60}]
     assert_error(client.post("/v1/chat/completions", json={"messages": big}), 400, "messages")
     # Streaming requests that are refused get a JSON error, not a broken stream.
@@ -241,7 +295,10 @@ def test_overload_gives_503_json_never_a_hang(overload_server):
     async def fire():
         async with httpx.AsyncClient(base_url=overload_server, timeout=60) as c:
             reqs = [
-                c.post("/v1/sql", json={"question": f"Question number {i} about customers?", "schema": SHOP_SCHEMA})
+                c.post(
+                    "/v1/sql",
+                    json={"question": f"Question number {i} about customers?", "schema": SHOP_SCHEMA},
+                )
                 for i in range(24)
             ]
             return await asyncio.wait_for(asyncio.gather(*reqs), timeout=90)
@@ -266,9 +323,18 @@ def test_prometheus_metrics(server, client):
         pytest.skip("Ray was started elsewhere: its metrics port is unknown")
     client.post("/v1/sql", json={"question": PAIRS[0][0], "schema": SHOP_SCHEMA})
     client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "max_new_tokens": 10**6})
-    want = ['sqltune_requests_total', 'route="/v1/sql"', 'outcome="ok"', 'outcome="client_error"',
-            "sqltune_request_latency_seconds_bucket", "sqltune_sql_generated_total", 'valid="true"',
-            "sqltune_batch_size_bucket", 'phase="decode"', "sqltune_generated_tokens_total"]
+    want = [
+        "sqltune_requests_total",
+        'route="/v1/sql"',
+        'outcome="ok"',
+        'outcome="client_error"',
+        "sqltune_request_latency_seconds_bucket",
+        "sqltune_sql_generated_total",
+        'valid="true"',
+        "sqltune_batch_size_bucket",
+        'phase="decode"',
+        "sqltune_generated_tokens_total",
+    ]
     deadline = time.monotonic() + 60
     text = ""
     while time.monotonic() < deadline:

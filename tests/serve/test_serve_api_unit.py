@@ -32,8 +32,13 @@ class FakeBackend:
         if self.mode == "overloaded":
             raise Overloaded("queue full")
         if method == "sql":
-            return {"text": "SELECT a FROM t;", "finish_reason": "stop", "prompt_tokens": 10,
-                    "completion_tokens": 4, "model": "fake"}
+            return {
+                "text": "SELECT a FROM t;",
+                "finish_reason": "stop",
+                "prompt_tokens": 10,
+                "completion_tokens": 4,
+                "model": "fake",
+            }
         return {"text": "hi", "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 1}
 
     async def stream(self, method, payload, *, timeout=None):
@@ -45,8 +50,15 @@ class FakeBackend:
 
 def client_for(backend, monkeypatch, **overrides) -> httpx.AsyncClient:
     monkeypatch.delenv("SQLTUNE_UNIT_TOKEN", raising=False)
-    args = ServeArgs.from_args({"model_uri": "/m", "model_name": "fake", "api_token_env": "SQLTUNE_UNIT_TOKEN",
-                                "max_body_bytes": 1024, **overrides})
+    args = ServeArgs.from_args(
+        {
+            "model_uri": "/m",
+            "model_name": "fake",
+            "api_token_env": "SQLTUNE_UNIT_TOKEN",
+            "max_body_bytes": 1024,
+            **overrides,
+        }
+    )
     app = create_app(args, backend)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
@@ -62,7 +74,11 @@ def test_open_without_token_and_sql_shape(monkeypatch):
             assert r.status_code == 200, r.text
             body = r.json()
             assert body["sql"] == "SELECT a FROM t" and body["valid"] and body["read_only"]
-            assert body["unknown_columns"] == [] and body["usage"] == {"prompt_tokens": 10, "completion_tokens": 4}
+            assert body["unknown_columns"] == [] and body["usage"] == {
+                "prompt_tokens": 10,
+                "completion_tokens": 4,
+            }
+
     run(go())
 
 
@@ -72,6 +88,7 @@ def test_timeout_gives_504_json(monkeypatch):
             r = await c.post("/v1/sql", json={"question": "q", "schema": SCHEMA})
             assert r.status_code == 504
             assert r.json()["error"]["code"] == "timeout"
+
     run(go())
 
 
@@ -79,11 +96,14 @@ def test_timeout_gives_504_json(monkeypatch):
 def test_backpressure_gives_503_json(monkeypatch, stream):
     async def go():
         async with client_for(FakeBackend("overloaded"), monkeypatch) as c:
-            r = await c.post("/v1/chat/completions",
-                             json={"messages": [{"role": "user", "content": "x"}], "stream": stream})
+            r = await c.post(
+                "/v1/chat/completions",
+                json={"messages": [{"role": "user", "content": "x"}], "stream": stream},
+            )
             assert r.status_code == 503
             assert r.json()["error"]["code"] == "overloaded"
             assert r.headers["retry-after"] == "1"
+
     run(go())
 
 
@@ -98,6 +118,7 @@ def test_chunked_body_over_the_limit_is_413(monkeypatch):
             r = await c.post("/v1/sql", content=body(), headers={"content-type": "application/json"})
             assert r.status_code == 413
             assert r.json()["error"]["param"] == "body"
+
     run(go())
 
 
@@ -108,8 +129,14 @@ def test_token_rotation_accepts_each_token(monkeypatch):
 
     async def go():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
-            for tok, status in (("old-token", 200), ("new-token", 200), ("old-token,new-token", 401), ("", 401)):
+            for tok, status in (
+                ("old-token", 200),
+                ("new-token", 200),
+                ("old-token,new-token", 401),
+                ("", 401),
+            ):
                 r = await c.get("/v1/models", headers={"Authorization": f"Bearer {tok}"})
                 assert r.status_code == status, (tok, r.text)
             assert (await c.get("/healthz")).status_code == 200
+
     run(go())

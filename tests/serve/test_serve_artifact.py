@@ -16,8 +16,9 @@ ARGS = {"max_batch_size": 2, "warmup": False, "default_max_new_tokens": 24, "max
 
 
 def _ask(server: ModelServer, question: str) -> dict:
-    return asyncio.run(server.sql({"question": question, "schema": SHOP_SCHEMA, "dialect": "sqlite",
-                                   "max_new_tokens": 24}))
+    return asyncio.run(
+        server.sql({"question": question, "schema": SHOP_SCHEMA, "dialect": "sqlite", "max_new_tokens": 24})
+    )
 
 
 def test_serves_a_published_s3_artifact(taught_model, s3_prefix, tmp_path, monkeypatch):
@@ -31,7 +32,9 @@ def test_serves_a_published_s3_artifact(taught_model, s3_prefix, tmp_path, monke
         assert server.name == "serve-test-merged"
         assert server.info()["artifact"]["kind"] == "merged"
         out = _ask(server, PAIRS[0][0])
-        assert out["text"].strip() == PAIRS[0][1]  # the artifact's prompt template reproduces training's prompt
+        assert (
+            out["text"].strip() == PAIRS[0][1]
+        )  # the artifact's prompt template reproduces training's prompt
         assert out["finish_reason"] == "stop"
     finally:
         server.shutdown()

@@ -56,10 +56,15 @@ def test_build_app_builds_and_names_bad_fields():
 
 def test_serve_run_string_args_are_parsed():
     # `serve run serve.app:build_app key=value ...` passes every value as a string.
-    args = ServeArgs.from_args({
-        "model_uri": "/models/merged", "max_batch_size": "8", "cuda_graphs": "false",
-        "databases": '{"shop": "/data/shop.sqlite"}', "base_model_uri": "",
-    })
+    args = ServeArgs.from_args(
+        {
+            "model_uri": "/models/merged",
+            "max_batch_size": "8",
+            "cuda_graphs": "false",
+            "databases": '{"shop": "/data/shop.sqlite"}',
+            "base_model_uri": "",
+        }
+    )
     assert args.max_batch_size == 8 and args.cuda_graphs is False
     assert args.databases == {"shop": "/data/shop.sqlite"}
     assert args.base_model_uri is None

@@ -37,16 +37,22 @@ def setup(tiny_model_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = _model(tiny_model_dir)
-    texts = ["SELECT name FROM customers WHERE country = 'Germany'", "How many orders were shipped?",
-             "CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER)", "Which customers?",
-             "SELECT COUNT(*) FROM orders WHERE status = 'shipped' AND total > 10", "x"]
+    texts = [
+        "SELECT name FROM customers WHERE country = 'Germany'",
+        "How many orders were shipped?",
+        "CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER)",
+        "Which customers?",
+        "SELECT COUNT(*) FROM orders WHERE status = 'shipped' AND total > 10",
+        "x",
+    ]
     prompts = [tok(t)["input_ids"] for t in texts]
     ref = []
     with torch.no_grad():
         for p in prompts:
-            out = model.generate(torch.tensor([p]), max_new_tokens=16, min_new_tokens=16, do_sample=False,
-                                 pad_token_id=0)
-            ref.append(out[0, len(p):].tolist())
+            out = model.generate(
+                torch.tensor([p]), max_new_tokens=16, min_new_tokens=16, do_sample=False, pad_token_id=0
+            )
+            ref.append(out[0, len(p) :].tolist())
     return {"dir": tiny_model_dir, "tok": tok, "prompts": prompts, "ref": ref}
 
 

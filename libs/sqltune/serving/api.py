@@ -57,8 +57,16 @@ class Backend(Protocol):
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, *, param: str | None = None, code: str = "invalid_request",
-                 type_: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str = "invalid_request",
+        type_: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status = status
         self.message = message
@@ -80,11 +88,23 @@ def _type_for(status: int) -> str:
     return "invalid_request_error"
 
 
-def error_response(status: int, message: str, *, param: str | None = None, code: str = "invalid_request",
-                   type_: str | None = None, details: list | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    err: dict[str, Any] = {"message": message, "type": type_ or _type_for(status), "param": param, "code": code,
-                           "status": status}
+def error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str = "invalid_request",
+    type_: str | None = None,
+    details: list | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    err: dict[str, Any] = {
+        "message": message,
+        "type": type_ or _type_for(status),
+        "param": param,
+        "code": code,
+        "status": status,
+    }
     if details:
         err["details"] = details
     return JSONResponse({"error": err}, status_code=status, headers=headers)
@@ -99,11 +119,19 @@ class SQLRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     question: str = Field(..., description="The natural-language question.", examples=["How many customers?"])
-    schema_text: str | None = Field(None, alias="schema", description="CREATE TABLE statements of the database.")
-    database: str | None = Field(None, description="Name of a database configured on the server (args.databases).")
-    dialect: str | None = Field(None, description="sqlite | duckdb | postgres (default: the database's, else sqlite).")
+    schema_text: str | None = Field(
+        None, alias="schema", description="CREATE TABLE statements of the database."
+    )
+    database: str | None = Field(
+        None, description="Name of a database configured on the server (args.databases)."
+    )
+    dialect: str | None = Field(
+        None, description="sqlite | duckdb | postgres (default: the database's, else sqlite)."
+    )
     evidence: str | None = Field(None, description="Optional hint / domain knowledge (BIRD 'evidence').")
-    max_new_tokens: int | None = Field(None, ge=1, description="Most tokens to generate (capped by the server).")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Most tokens to generate (capped by the server)."
+    )
     execute: bool = Field(False, description="Run the SQL on 'database' (read-only sandbox; never a write).")
 
     @field_validator("question")
@@ -254,8 +282,12 @@ class _State:
         """(location, schema text, dialect) of a configured database; the schema is read once."""
         if name not in self.args.databases:
             known = ", ".join(sorted(self.args.databases)) or "none are configured"
-            raise ApiError(404, f"unknown database {name!r}; configured: {known}", param="database",
-                           code="database_not_found")
+            raise ApiError(
+                404,
+                f"unknown database {name!r}; configured: {known}",
+                param="database",
+                code="database_not_found",
+            )
         location = self.args.databases[name]
         if name not in self.schemas:
             from sqltune.data.schema import ddl_from_database
@@ -266,8 +298,9 @@ class _State:
                 dialect = engine_of(location)
             except Exception as exc:  # noqa: BLE001 - a broken configured database is the server's problem
                 log.error("cannot read the schema of database %r: %s", name, exc)
-                raise ApiError(503, f"database {name!r} is unavailable", param="database",
-                               code="database_unavailable") from None
+                raise ApiError(
+                    503, f"database {name!r} is unavailable", param="database", code="database_unavailable"
+                ) from None
             self.schemas[name] = ddl
             self.db_dialects[name] = dialect
         return location, self.schemas[name], self.db_dialects[name]
@@ -301,15 +334,18 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _on_api_error(_request: Request, exc: ApiError):
-        return error_response(exc.status, exc.message, param=exc.param, code=exc.code, type_=exc.type,
-                              headers=exc.headers)
+        return error_response(
+            exc.status, exc.message, param=exc.param, code=exc.code, type_=exc.type, headers=exc.headers
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _on_http(_request: Request, exc: StarletteHTTPException):
         if isinstance(exc, BodyTooLarge):
             return error_response(413, str(exc.detail), param="body", code="request_too_large")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, str(exc.detail), code=code, headers=getattr(exc, "headers", None))
+        return error_response(
+            exc.status_code, str(exc.detail), code=code, headers=getattr(exc, "headers", None)
+        )
 
     @app.exception_handler(Exception)
     async def _on_error(_request: Request, exc: Exception):
@@ -322,24 +358,38 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
         try:
             result = await backend.call(method, payload, timeout=args.request_timeout_s)
         except Overloaded as exc:
-            raise ApiError(503, f"the model is at capacity, retry shortly ({exc})", code="overloaded",
-                           headers={"Retry-After": "1"}) from None
+            raise ApiError(
+                503,
+                f"the model is at capacity, retry shortly ({exc})",
+                code="overloaded",
+                headers={"Retry-After": "1"},
+            ) from None
         except BackendTimeout:
-            raise ApiError(504, f"the request took longer than {args.request_timeout_s}s", code="timeout") from None
+            raise ApiError(
+                504, f"the request took longer than {args.request_timeout_s}s", code="timeout"
+            ) from None
         except BackendFailure as exc:
             raise ApiError(500, f"the model replica failed: {exc}", code="model_error") from None
         if isinstance(result, dict) and "error" in result:
             e = result["error"]
-            raise ApiError(int(e.get("status", 400)), e.get("message", "invalid request"), param=e.get("param"),
-                           code=e.get("code", "invalid_request"))
+            raise ApiError(
+                int(e.get("status", 400)),
+                e.get("message", "invalid request"),
+                param=e.get("param"),
+                code=e.get("code", "invalid_request"),
+            )
         return result
 
     def resolve_max_tokens(value: int | None, field: str) -> int:
         if value is None:
             return args.default_max_new_tokens
         if value > args.max_new_tokens_cap:
-            raise ApiError(422, f"{field} is {value}; the limit is {args.max_new_tokens_cap}", param=field,
-                           code="too_large")
+            raise ApiError(
+                422,
+                f"{field} is {value}; the limit is {args.max_new_tokens_cap}",
+                param=field,
+                code="too_large",
+            )
         return value
 
     # -- routes ---------------------------------------------------------------------------------
@@ -358,13 +408,20 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
             return error_response(503, "model is warming up", code="not_ready")
         return {"status": "ready", **info}
 
-    @app.get("/v1/stats", tags=["ops"], summary="Engine batch sizes and counters (one replica) and ingress counts.")
+    @app.get(
+        "/v1/stats", tags=["ops"], summary="Engine batch sizes and counters (one replica) and ingress counts."
+    )
     async def stats():
         engine = await call_model("stats")
         return {"engine": engine, "ingress": dict(state.metrics.counts)}
 
-    @app.post("/v1/sql", response_model=SQLResponse, response_model_exclude_none=True, tags=["sql"],
-              summary="Translate a question into SQL (optionally run it on a configured database).")
+    @app.post(
+        "/v1/sql",
+        response_model=SQLResponse,
+        response_model_exclude_none=True,
+        tags=["sql"],
+        summary="Translate a question into SQL (optionally run it on a configured database).",
+    )
     async def sql(body: SQLRequest):
         from sqltune.errors import SQLError
         from sqltune.prompts import clean_sql
@@ -372,8 +429,12 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
 
         start = time.perf_counter()
         if (body.schema_text is None) == (body.database is None):
-            raise ApiError(422, "give exactly one of 'schema' (CREATE TABLE text) or 'database' (a configured name)",
-                           param="schema" if body.schema_text is None else "database", code="invalid_request")
+            raise ApiError(
+                422,
+                "give exactly one of 'schema' (CREATE TABLE text) or 'database' (a configured name)",
+                param="schema" if body.schema_text is None else "database",
+                code="invalid_request",
+            )
         max_new = resolve_max_tokens(body.max_new_tokens, "max_new_tokens")
         location = None
         db_dialect = None
@@ -384,15 +445,23 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
             if not schema.strip():
                 raise ApiError(422, "schema must not be empty", param="schema")
         if body.execute and location is None:
-            raise ApiError(422, "execute needs 'database' (a database configured on the server)", param="execute")
+            raise ApiError(
+                422, "execute needs 'database' (a database configured on the server)", param="execute"
+            )
         try:
             dialect = canonical_dialect(body.dialect) if body.dialect else (db_dialect or "sqlite")
         except SQLError as exc:
             raise ApiError(422, str(exc), param="dialect") from None
-        result = await call_model("sql", {
-            "question": body.question, "schema": schema, "dialect": dialect, "evidence": body.evidence,
-            "max_new_tokens": max_new,
-        })
+        result = await call_model(
+            "sql",
+            {
+                "question": body.question,
+                "schema": schema,
+                "dialect": dialect,
+                "evidence": body.evidence,
+                "max_new_tokens": max_new,
+            },
+        )
         cleaned = clean_sql(result["text"])
         analysis = await run_in_threadpool(analyze, cleaned.sql, dialect=dialect, schema=schema)
         valid = bool(analysis.parseable and analysis.num_statements == 1)
@@ -406,7 +475,10 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
             "unknown_columns": list(analysis.unknown_columns),
             "cleaned": cleaned.cleaned,
             "model": result.get("model", args.served_name),
-            "usage": {"prompt_tokens": result["prompt_tokens"], "completion_tokens": result["completion_tokens"]},
+            "usage": {
+                "prompt_tokens": result["prompt_tokens"],
+                "completion_tokens": result["completion_tokens"],
+            },
             "finish_reason": result.get("finish_reason"),
         }
         if not analysis.read_only and analysis.parseable:
@@ -429,19 +501,29 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
     @app.get("/v1/models/{model_id:path}", tags=["openai"], summary="OpenAI-compatible model lookup.")
     async def model(model_id: str):
         if model_id != args.served_name:
-            raise ApiError(404, f"model {model_id!r} not found; this server serves {args.served_name!r}",
-                           param="model", code="model_not_found")
+            raise ApiError(
+                404,
+                f"model {model_id!r} not found; this server serves {args.served_name!r}",
+                param="model",
+                code="model_not_found",
+            )
         return _model_card(args)
 
     @app.post("/v1/chat/completions", tags=["openai"], summary="OpenAI-compatible chat completion (greedy).")
     async def chat(body: ChatRequest):
         if body.model and body.model != args.served_name:
-            raise ApiError(404, f"model {body.model!r} not found; this server serves {args.served_name!r}",
-                           param="model", code="model_not_found")
+            raise ApiError(
+                404,
+                f"model {body.model!r} not found; this server serves {args.served_name!r}",
+                param="model",
+                code="model_not_found",
+            )
         if body.n not in (None, 1):
             raise ApiError(400, "only n=1 is supported (decoding is greedy)", param="n")
         if len(body.messages) > args.max_messages:
-            raise ApiError(400, f"{len(body.messages)} messages; the limit is {args.max_messages}", param="messages")
+            raise ApiError(
+                400, f"{len(body.messages)} messages; the limit is {args.max_messages}", param="messages"
+            )
         field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         max_tokens = resolve_max_tokens(body.max_completion_tokens or body.max_tokens, field)
         messages = []
@@ -451,8 +533,11 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
                 texts = []
                 for j, part in enumerate(content):
                     if part.type != "text" or part.text is None:
-                        raise ApiError(400, f"content part type {part.type!r} is not supported; send text",
-                                       param=f"messages[{i}].content[{j}]")
+                        raise ApiError(
+                            400,
+                            f"content part type {part.type!r} is not supported; send text",
+                            param=f"messages[{i}].content[{j}]",
+                        )
                     texts.append(part.text)
                 content = "".join(texts)
             role = "system" if m.role == "developer" else m.role
@@ -460,7 +545,12 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])
         if len(stops) > 4:
             raise ApiError(400, "at most 4 stop sequences", param="stop")
-        payload = {"messages": messages, "max_tokens": max_tokens, "stop": stops, "ignore_eos": body.ignore_eos}
+        payload = {
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "stop": stops,
+            "ignore_eos": body.ignore_eos,
+        }
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if body.stream:
@@ -477,12 +567,14 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
             "object": "chat.completion",
             "created": created,
             "model": args.served_name,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": result["text"]},
-                "finish_reason": result["finish_reason"],
-                "logprobs": None,
-            }],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result["text"]},
+                    "finish_reason": result["finish_reason"],
+                    "logprobs": None,
+                }
+            ],
             "usage": usage,
             "system_fingerprint": None,
         }
@@ -494,11 +586,16 @@ def _model_card(args: ServeArgs) -> dict[str, Any]:
     return {"id": args.served_name, "object": "model", "created": 0, "owned_by": "sqltune"}
 
 
-async def _execute(state: _State, sql: str, analysis: Any, location: str | None, dialect: str) -> dict[str, Any]:
+async def _execute(
+    state: _State, sql: str, analysis: Any, location: str | None, dialect: str
+) -> dict[str, Any]:
     """Run read-only SQL in the sandbox; anything else is returned unexecuted with the reason."""
     if not analysis.parseable:
         state.metrics.sql_executed("refused")
-        return {"executed": False, "execution_error": f"not executed: the SQL does not parse ({analysis.error})"}
+        return {
+            "executed": False,
+            "execution_error": f"not executed: the SQL does not parse ({analysis.error})",
+        }
     if not analysis.read_only:
         state.metrics.sql_executed("refused")
         reasons = "; ".join(analysis.reasons) or "not a single read-only query"
@@ -509,13 +606,19 @@ async def _execute(state: _State, sql: str, analysis: Any, location: str | None,
     args = state.args
     try:
         res = await run_in_threadpool(
-            execute, sql, db=location, dialect=dialect, timeout_s=args.execute_timeout_s,
+            execute,
+            sql,
+            db=location,
+            dialect=dialect,
+            timeout_s=args.execute_timeout_s,
             max_rows=args.execute_max_rows,
         )
     except SqltuneError as exc:  # the configured database is missing or unreachable: the server's problem
         log.error("execute failed on the configured database: %s", exc)
         state.metrics.sql_executed("error")
-        raise ApiError(503, "the database is unavailable", param="database", code="database_unavailable") from None
+        raise ApiError(
+            503, "the database is unavailable", param="database", code="database_unavailable"
+        ) from None
     out: dict[str, Any] = {"executed": res.error is None or res.category == "too_many_rows"}
     if res.error and res.category != "too_many_rows":
         state.metrics.sql_executed("error")
@@ -532,8 +635,9 @@ def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _stream_chat(backend: Backend, args: ServeArgs, payload: dict, cid: str, created: int,
-                       include_usage: bool):
+async def _stream_chat(
+    backend: Backend, args: ServeArgs, payload: dict, cid: str, created: int, include_usage: bool
+):
     """Server-sent events in OpenAI's chat.completion.chunk format, ending with ``data: [DONE]``.
 
     The first item is awaited before the response starts, so request errors (prompt too long, server
@@ -546,20 +650,33 @@ async def _stream_chat(backend: Backend, args: ServeArgs, payload: dict, cid: st
     except StopAsyncIteration:
         raise ApiError(500, "the model returned no output", code="model_error") from None
     except Overloaded as exc:
-        raise ApiError(503, f"the model is at capacity, retry shortly ({exc})", code="overloaded",
-                       headers={"Retry-After": "1"}) from None
+        raise ApiError(
+            503,
+            f"the model is at capacity, retry shortly ({exc})",
+            code="overloaded",
+            headers={"Retry-After": "1"},
+        ) from None
     except BackendTimeout:
-        raise ApiError(504, f"the request took longer than {args.request_timeout_s}s", code="timeout") from None
+        raise ApiError(
+            504, f"the request took longer than {args.request_timeout_s}s", code="timeout"
+        ) from None
     except BackendFailure as exc:
         raise ApiError(500, f"the model replica failed: {exc}", code="model_error") from None
     if isinstance(first, dict) and "error" in first:
         e = first["error"]
-        raise ApiError(int(e.get("status", 400)), e.get("message", "invalid request"), param=e.get("param"),
-                       code=e.get("code", "invalid_request"))
+        raise ApiError(
+            int(e.get("status", 400)),
+            e.get("message", "invalid request"),
+            param=e.get("param"),
+            code=e.get("code", "invalid_request"),
+        )
 
     def chunk(delta: dict, finish: str | None = None) -> dict:
         return {
-            "id": cid, "object": "chat.completion.chunk", "created": created, "model": args.served_name,
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": args.served_name,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
         }
 
@@ -582,8 +699,16 @@ async def _stream_chat(backend: Backend, args: ServeArgs, payload: dict, cid: st
                             "completion_tokens": u.get("completion_tokens", 0),
                             "total_tokens": u.get("prompt_tokens", 0) + u.get("completion_tokens", 0),
                         }
-                        yield _sse({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                    "model": args.served_name, "choices": [], "usage": usage})
+                        yield _sse(
+                            {
+                                "id": cid,
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": args.served_name,
+                                "choices": [],
+                                "usage": usage,
+                            }
+                        )
                     break
                 try:
                     item = await iterator.__anext__()
@@ -591,9 +716,20 @@ async def _stream_chat(backend: Backend, args: ServeArgs, payload: dict, cid: st
                     break
         except Exception as exc:  # noqa: BLE001 - the stream has started: report in-band
             log.warning("stream failed: %s", exc)
-            yield _sse({"error": {"message": f"stream failed: {type(exc).__name__}", "type": "server_error",
-                                  "param": None, "code": "stream_error"}})
+            yield _sse(
+                {
+                    "error": {
+                        "message": f"stream failed: {type(exc).__name__}",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "stream_error",
+                    }
+                }
+            )
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -26,7 +26,7 @@ def app_path(scope: dict) -> str:
     path = scope.get("path", "") or "/"
     root = scope.get("root_path", "") or ""
     if root and path.startswith(root):
-        path = path[len(root):] or "/"
+        path = path[len(root) :] or "/"
     return path
 
 
@@ -37,12 +37,17 @@ def error_body(status: int, message: str, *, param: str | None = None, code: str
 
 
 async def send_json(send, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                    *headers],
-    })
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -75,9 +80,12 @@ class BearerAuthMiddleware:
         if not self._authorized(scope):
             has_header = any(k == b"authorization" for k, _ in scope.get("headers", []))
             msg = (
-                "invalid bearer token" if has_header
+                "invalid bearer token"
+                if has_header
                 else "missing bearer token: send 'Authorization: Bearer <token>'"
             )
-            body = error_body(401, msg, param="Authorization", code="invalid_api_key", type_="authentication_error")
+            body = error_body(
+                401, msg, param="Authorization", code="invalid_api_key", type_="authentication_error"
+            )
             return await send_json(send, 401, body, [(b"www-authenticate", b'Bearer realm="sqltune"')])
         return await self.app(scope, receive, send)

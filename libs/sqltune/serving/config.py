@@ -17,22 +17,33 @@ from sqltune.errors import ConfigError
 class ServeArgs(Config):
     """Server settings (``applications[0].args`` in serve/config.yaml)."""
 
-    model_uri: str = param("", "Model artifact: local directory or s3:// prefix (merged, quantized or adapter).")
-    base_model_uri: str | None = param(None, "Base model for an adapter artifact (default: the one it records).")
-    model_name: str = param("", "Model id reported by /v1/models and in responses (default: derived from model_uri).")
+    model_uri: str = param(
+        "", "Model artifact: local directory or s3:// prefix (merged, quantized or adapter)."
+    )
+    base_model_uri: str | None = param(
+        None, "Base model for an adapter artifact (default: the one it records)."
+    )
+    model_name: str = param(
+        "", "Model id reported by /v1/models and in responses (default: derived from model_uri)."
+    )
     device: str = param("auto", "auto | cpu | cuda | cuda:N.")
     precision: Literal["auto", "fp32", "bf16", "fp16", "int8", "nf4"] = param(
         "auto", "Weights precision (auto: the artifact's own; bf16 on GPU, fp32 on CPU)."
     )
 
     # Engine
-    max_batch_size: int = param(32, "Sequences decoded together on a replica (KV-cache slots).", min=1, max=1024)
+    max_batch_size: int = param(
+        32, "Sequences decoded together on a replica (KV-cache slots).", min=1, max=1024
+    )
     batch_wait_timeout_s: float = param(
         0.01, "When idle, how long the engine waits for more arrivals before starting a batch.", min=0, max=5
     )
     max_seq_len: int = param(0, "KV-cache length per slot in tokens (0: the prompt and output caps).", min=0)
     decode_chunk: int = param(
-        0, "Decode steps between host syncs (0: 8 on GPU, 1 on CPU); stop checks happen at chunk ends.", min=0, max=64
+        0,
+        "Decode steps between host syncs (0: 8 on GPU, 1 on CPU); stop checks happen at chunk ends.",
+        min=0,
+        max=64,
     )
     cuda_graphs: bool = param(True, "Capture the decode step in CUDA graphs (GPU only).")
     compile: Literal["auto", "on", "off"] = param(
@@ -58,8 +69,12 @@ class ServeArgs(Config):
     )
 
     # Databases and execution
-    databases: dict[str, str] = param({}, "name -> SQLite/DuckDB file or postgresql:// DSN, for 'database' and execute.")
-    execute_max_rows: int = param(100, "Rows returned by execute (the rest are dropped and 'truncated' set).", min=1)
+    databases: dict[str, str] = param(
+        {}, "name -> SQLite/DuckDB file or postgresql:// DSN, for 'database' and execute."
+    )
+    execute_max_rows: int = param(
+        100, "Rows returned by execute (the rest are dropped and 'truncated' set).", min=1
+    )
     execute_timeout_s: float = param(5.0, "Time limit of one execute.", min=0.1)
 
     # Observability
@@ -67,7 +82,9 @@ class ServeArgs(Config):
 
     # Deployment options applied in build_app (serve/config.yaml 'deployments' override these on deploy).
     model_deployment: dict[str, Any] = param({}, "Ray Serve options for the SQLModel deployment (serve run).")
-    ingress_deployment: dict[str, Any] = param({}, "Ray Serve options for the APIIngress deployment (serve run).")
+    ingress_deployment: dict[str, Any] = param(
+        {}, "Ray Serve options for the APIIngress deployment (serve run)."
+    )
 
     def validate(self) -> None:
         if not self.model_uri:
@@ -96,8 +113,10 @@ class ServeArgs(Config):
         uri = self.model_uri.rstrip("/")
         parts = [p for p in uri.replace("s3://", "").split("/") if p]
         # s3://bucket/runs/tiny/merged -> tiny-merged ; /path/to/model -> model
-        return "-".join(parts[-2:]) if len(parts) >= 2 and parts[-1] in ("merged", "int8", "nf4", "adapter") else (
-            parts[-1] if parts else "sqltune"
+        return (
+            "-".join(parts[-2:])
+            if len(parts) >= 2 and parts[-1] in ("merged", "int8", "nf4", "adapter")
+            else (parts[-1] if parts else "sqltune")
         )
 
     @classmethod

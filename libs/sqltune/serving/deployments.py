@@ -157,6 +157,8 @@ def build_app(args: dict[str, Any] | None = None):
     """The Ray Serve application: ``serve run serve.app:build_app model_uri=...`` or serve/config.yaml."""
     cfg = ServeArgs.from_args(args or {})
     plain = cfg.to_dict()
-    model = SQLModel.options(**cfg.model_deployment).bind(plain) if cfg.model_deployment else SQLModel.bind(plain)
+    model = (
+        SQLModel.options(**cfg.model_deployment).bind(plain) if cfg.model_deployment else SQLModel.bind(plain)
+    )
     ingress = APIIngress.options(**cfg.ingress_deployment) if cfg.ingress_deployment else APIIngress
     return ingress.bind(model, plain)

@@ -130,14 +130,14 @@ def _pre_attn(x, ln_w, w_qkv, b_qkv, q_norm_w, k_norm_w, cos, sin, eps: float, n
     h = _rms(x, ln_w, eps)
     qkv = F.linear(h, w_qkv, b_qkv)
     lead = x.shape[:-1]
-    v = qkv[..., (nh + nkv) * hd:].reshape(*lead, nkv, hd)
+    v = qkv[..., (nh + nkv) * hd :].reshape(*lead, nkv, hd)
     if q_norm_w is None:
         # Queries and keys are rotated together: one RoPE pass instead of two.
         qk = _rope(qkv[..., : (nh + nkv) * hd].reshape(*lead, nh + nkv, hd), cos, sin)
         q, k = qk.split([nh, nkv], dim=-2)
         return q, k, v
     q = _rms(qkv[..., : nh * hd].reshape(*lead, nh, hd), q_norm_w, eps)
-    k = _rms(qkv[..., nh * hd: (nh + nkv) * hd].reshape(*lead, nkv, hd), k_norm_w, eps)
+    k = _rms(qkv[..., nh * hd : (nh + nkv) * hd].reshape(*lead, nkv, hd), k_norm_w, eps)
     return _rope(q, cos, sin), _rope(k, cos, sin), v
 
 
@@ -173,7 +173,7 @@ class _LlamaRunner:
         self.hd = getattr(hf, "head_dim", None) or hf.hidden_size // self.nh
         self.group = self.nh // self.nkv
         self.eps = float(getattr(hf, "rms_norm_eps", 1e-6))
-        self.scale = self.hd ** -0.5
+        self.scale = self.hd**-0.5
         self.embed = inner.embed_tokens
         # The activation dtype is the embedding's (quantized layers keep int weights elsewhere).
         self.dtype = self.embed.weight.dtype
@@ -214,14 +214,14 @@ class _LlamaRunner:
             qkv = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).contiguous()
             nq, nk = a.q_proj.weight.shape[0], a.k_proj.weight.shape[0]
             a.q_proj.weight = nn.Parameter(qkv[:nq], requires_grad=False)
-            a.k_proj.weight = nn.Parameter(qkv[nq:nq + nk], requires_grad=False)
-            a.v_proj.weight = nn.Parameter(qkv[nq + nk:], requires_grad=False)
+            a.k_proj.weight = nn.Parameter(qkv[nq : nq + nk], requires_grad=False)
+            a.v_proj.weight = nn.Parameter(qkv[nq + nk :], requires_grad=False)
             b_qkv = None
             if a.q_proj.bias is not None:
                 b_qkv = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).contiguous()
                 a.q_proj.bias = nn.Parameter(b_qkv[:nq], requires_grad=False)
-                a.k_proj.bias = nn.Parameter(b_qkv[nq:nq + nk], requires_grad=False)
-                a.v_proj.bias = nn.Parameter(b_qkv[nq + nk:], requires_grad=False)
+                a.k_proj.bias = nn.Parameter(b_qkv[nq : nq + nk], requires_grad=False)
+                a.v_proj.bias = nn.Parameter(b_qkv[nq + nk :], requires_grad=False)
             inter = m.gate_proj.weight.shape[0]
             gu = torch.cat([m.gate_proj.weight, m.up_proj.weight]).contiguous()
             m.gate_proj.weight = nn.Parameter(gu[:inter], requires_grad=False)
@@ -231,21 +231,23 @@ class _LlamaRunner:
                 b_gu = torch.cat([m.gate_proj.bias, m.up_proj.bias]).contiguous()
             q_norm = getattr(a, "q_norm", None)
             k_norm = getattr(a, "k_norm", None)
-            self.w.append({
-                "ln1": layer.input_layernorm.weight,
-                "qkv": qkv,
-                "b_qkv": b_qkv,
-                "q_norm": q_norm.weight if q_norm is not None else None,
-                "k_norm": k_norm.weight if k_norm is not None else None,
-                "o": a.o_proj.weight,
-                "b_o": a.o_proj.bias,
-                "ln2": layer.post_attention_layernorm.weight,
-                "gu": gu,
-                "b_gu": b_gu,
-                "down": m.down_proj.weight,
-                "b_down": m.down_proj.bias,
-                "inter": inter,
-            })
+            self.w.append(
+                {
+                    "ln1": layer.input_layernorm.weight,
+                    "qkv": qkv,
+                    "b_qkv": b_qkv,
+                    "q_norm": q_norm.weight if q_norm is not None else None,
+                    "k_norm": k_norm.weight if k_norm is not None else None,
+                    "o": a.o_proj.weight,
+                    "b_o": a.o_proj.bias,
+                    "ln2": layer.post_attention_layernorm.weight,
+                    "gu": gu,
+                    "b_gu": b_gu,
+                    "down": m.down_proj.weight,
+                    "b_down": m.down_proj.bias,
+                    "inter": inter,
+                }
+            )
 
     def _decode_backends(self):
         """Decode attention has a per-row mask: memory-efficient kernel (or math), never cuDNN/flash."""
@@ -269,8 +271,20 @@ class _LlamaRunner:
     def _layer_pre(self, i: int, x, cos, sin):
         if self.fast:
             w = self.w[i]
-            return self.pre(x, w["ln1"], w["qkv"], w["b_qkv"], w["q_norm"], w["k_norm"], cos, sin,
-                            self.eps, self.nh, self.nkv, self.hd)
+            return self.pre(
+                x,
+                w["ln1"],
+                w["qkv"],
+                w["b_qkv"],
+                w["q_norm"],
+                w["k_norm"],
+                cos,
+                sin,
+                self.eps,
+                self.nh,
+                self.nkv,
+                self.hd,
+            )
         layer = self.layers[i]
         a = layer.self_attn
         h = layer.input_layernorm(x)
@@ -285,8 +299,19 @@ class _LlamaRunner:
     def _layer_post(self, i: int, x, attn):
         if self.fast:
             w = self.w[i]
-            return self.post(x, attn, w["o"], w["b_o"], w["ln2"], w["gu"], w["b_gu"], w["down"], w["b_down"],
-                             self.eps, w["inter"])
+            return self.post(
+                x,
+                attn,
+                w["o"],
+                w["b_o"],
+                w["ln2"],
+                w["gu"],
+                w["b_gu"],
+                w["down"],
+                w["b_down"],
+                self.eps,
+                w["inter"],
+            )
         layer = self.layers[i]
         x = x + layer.self_attn.o_proj(attn)
         return x + layer.mlp(layer.post_attention_layernorm(x))
@@ -307,8 +332,8 @@ class _LlamaRunner:
         for i in range(self.nl):
             q, k, v = self._layer_pre(i, x, cos, sin)  # [n, T, heads, hd]
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            kc[i, slot0:slot0 + n, :, :T].copy_(k)
-            vc[i, slot0:slot0 + n, :, :T].copy_(v)
+            kc[i, slot0 : slot0 + n, :, :T].copy_(k)
+            vc[i, slot0 : slot0 + n, :, :T].copy_(v)
             if self.group > 1:
                 k = k.repeat_interleave(self.group, dim=1)
                 v = v.repeat_interleave(self.group, dim=1)
@@ -453,8 +478,15 @@ class Engine:
         self._queue.put(req)
         return req
 
-    def generate(self, prompts: list[list[int]], max_new_tokens: int, *, stop_ids=frozenset(),
-                 text_stop=None, timeout: float | None = None) -> list[GenRequest]:
+    def generate(
+        self,
+        prompts: list[list[int]],
+        max_new_tokens: int,
+        *,
+        stop_ids=frozenset(),
+        text_stop=None,
+        timeout: float | None = None,
+    ) -> list[GenRequest]:
         """Submit every prompt at once and wait for all of them (benchmarks, warm-up, tests)."""
         done = threading.Semaphore(0)
 
@@ -514,7 +546,9 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - fall back step by step: eager layers, then math attention
                 err: Exception | None = exc
                 if self.compiled:
-                    log.warning("compiled step failed (%s: %s); running the layers eagerly", type(exc).__name__, exc)
+                    log.warning(
+                        "compiled step failed (%s: %s); running the layers eagerly", type(exc).__name__, exc
+                    )
                     self.runner.disable_compile()
                     self.compiled = False
                     try:
@@ -523,7 +557,9 @@ class Engine:
                     except Exception as exc2:  # noqa: BLE001
                         err = exc2
                 if err is not None and self.runner.attn != "math":
-                    log.warning("decode attention failed (%s: %s); using math attention", type(err).__name__, err)
+                    log.warning(
+                        "decode attention failed (%s: %s); using math attention", type(err).__name__, err
+                    )
                     self.runner.attn = "math"
                     self._trial()
                 elif err is not None:
@@ -535,7 +571,9 @@ class Engine:
         was_running = self._thread is not None
         if not was_running:
             self.start()
-        self.generate([[1, 2, 3, 4]] * min(2, self.cfg.max_slots), max_new_tokens=min(4, self.cfg.seq_len - 4))
+        self.generate(
+            [[1, 2, 3, 4]] * min(2, self.cfg.max_slots), max_new_tokens=min(4, self.cfg.seq_len - 4)
+        )
         self.generate([[5] * 8], max_new_tokens=2)
         self.reset_stats()
         self.ready = True
@@ -640,8 +678,8 @@ class Engine:
                 for r in g:
                     self._finish(r, "error", error=f"prefill failed: {type(exc).__name__}: {exc}")
                 continue
-            self.tokens_buf[slot0:slot0 + n].copy_(first)
-            self.pos_buf[slot0:slot0 + n].copy_(len_d)
+            self.tokens_buf[slot0 : slot0 + n].copy_(first)
+            self.pos_buf[slot0 : slot0 + n].copy_(len_d)
             first_host = first.cpu().tolist()  # the one sync per prefill (.cpu() waits without the GIL)
             self.stats_counts["requests"] += n
             self._record("prefill", n)
@@ -688,7 +726,9 @@ class Engine:
         elif req.on_update and take:
             req.on_update(req, take, False)
 
-    def _finish(self, req: GenRequest, reason: str, *, error: str | None = None, new: list[int] | None = None):
+    def _finish(
+        self, req: GenRequest, reason: str, *, error: str | None = None, new: list[int] | None = None
+    ):
         if req.finished:
             return
         req.finish_reason = reason
@@ -749,8 +789,9 @@ class Engine:
 
     def _step_eager(self, B: int, L: int) -> None:
         pos = self.pos_buf[:B]
-        nxt = self.runner.decode(self.tokens_buf[:B], pos, self.k_cache, self.v_cache, L,
-                                 self.arange_s[:B], self.arange_l)
+        nxt = self.runner.decode(
+            self.tokens_buf[:B], pos, self.k_cache, self.v_cache, L, self.arange_s[:B], self.arange_l
+        )
         self.out_buf[:B].index_copy_(1, self.step_buf, nxt[:, None])
         self.tokens_buf[:B].copy_(nxt)
         self.pos_buf[:B].copy_(torch.clamp(pos + 1, max=L - 1))
@@ -836,8 +877,12 @@ class GenerateEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.stats_counts: dict[str, Any] = {
-            "decode_batch_sizes": Counter(), "prefill_batch_sizes": Counter(), "requests": 0,
-            "generated_tokens": 0, "decode_steps": 0, "errors": 0,
+            "decode_batch_sizes": Counter(),
+            "prefill_batch_sizes": Counter(),
+            "requests": 0,
+            "generated_tokens": 0,
+            "decode_steps": 0,
+            "errors": 0,
         }
         self.on_batch: Callable[[str, int], None] | None = None
         self._lock = threading.Lock()
@@ -897,12 +942,16 @@ class GenerateEngine:
     def _run(self, batch: list[GenRequest]) -> None:
         n = len(batch)
         width = max(len(r.prompt_ids) for r in batch)
-        pad = self.tokenizer.pad_token_id if self.tokenizer is not None and self.tokenizer.pad_token_id is not None else 0
+        pad = (
+            self.tokenizer.pad_token_id
+            if self.tokenizer is not None and self.tokenizer.pad_token_id is not None
+            else 0
+        )
         ids = torch.full((n, width), pad, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.long)
         for i, r in enumerate(batch):
-            ids[i, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
-            mask[i, width - len(r.prompt_ids):] = 1
+            ids[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+            mask[i, width - len(r.prompt_ids) :] = 1
             r.started_at = time.perf_counter()
             r.prefill_batch = n
             r.max_batch = n
@@ -910,8 +959,12 @@ class GenerateEngine:
         max_new = max(r.max_new_tokens for r in batch)
         kwargs: dict[str, Any] = {"eos_token_id": stops} if stops else {"min_new_tokens": max_new}
         out = self.model.generate(
-            input_ids=ids.to(self.device), attention_mask=mask.to(self.device), max_new_tokens=max_new,
-            do_sample=False, pad_token_id=pad, **kwargs,
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            max_new_tokens=max_new,
+            do_sample=False,
+            pad_token_id=pad,
+            **kwargs,
         )
         self.stats_counts["requests"] += n
         self._record("prefill", n)
@@ -941,7 +994,8 @@ def build_engine(model: Any, tokenizer: Any, config: EngineConfig) -> Engine | G
     hf = getattr(model, "config", None)
     mtype = getattr(hf, "model_type", "")
     sliding = bool(getattr(hf, "use_sliding_window", False)) or (
-        mtype == "mistral" and getattr(hf, "sliding_window", None) not in (None, 0)
+        mtype == "mistral"
+        and getattr(hf, "sliding_window", None) not in (None, 0)
         and getattr(hf, "sliding_window", 0) < config.seq_len
     )
     rope_type = ""

@@ -28,8 +28,11 @@ class BodySizeLimitMiddleware:
 
     def _too_large(self) -> bytes:
         return error_body(
-            413, f"request body exceeds the limit of {self.max_bytes} bytes", param="body",
-            code="request_too_large", type_="invalid_request_error",
+            413,
+            f"request body exceeds the limit of {self.max_bytes} bytes",
+            param="body",
+            code="request_too_large",
+            type_="invalid_request_error",
         )
 
     async def __call__(self, scope, receive, send):
@@ -40,8 +43,13 @@ class BodySizeLimitMiddleware:
                 try:
                     declared = int(v)
                 except ValueError:
-                    body = error_body(400, "invalid Content-Length header", param="Content-Length",
-                                      code="invalid_header", type_="invalid_request_error")
+                    body = error_body(
+                        400,
+                        "invalid Content-Length header",
+                        param="Content-Length",
+                        code="invalid_header",
+                        type_="invalid_request_error",
+                    )
                     return await send_json(send, 400, body)
                 if declared > self.max_bytes:
                     return await send_json(send, 413, self._too_large())

@@ -66,14 +66,25 @@ def _make(kind: str, name: str, description: str, tag_keys: tuple[str, ...], bou
 
 class IngressMetrics:
     def __init__(self) -> None:
-        self.requests = _make("Counter", "sqltune_requests_total", "HTTP requests by route and outcome.",
-                              ("route", "outcome", "status"))
-        self.latency = _make("Histogram", "sqltune_request_latency_seconds", "Request latency in the ingress.",
-                             ("route",), LATENCY_BUCKETS)
-        self.sql = _make("Counter", "sqltune_sql_generated_total", "Generated SQL by validity.",
-                         ("valid", "read_only"))
-        self.executed = _make("Counter", "sqltune_sql_executed_total", "Executions of generated SQL.",
-                              ("outcome",))
+        self.requests = _make(
+            "Counter",
+            "sqltune_requests_total",
+            "HTTP requests by route and outcome.",
+            ("route", "outcome", "status"),
+        )
+        self.latency = _make(
+            "Histogram",
+            "sqltune_request_latency_seconds",
+            "Request latency in the ingress.",
+            ("route",),
+            LATENCY_BUCKETS,
+        )
+        self.sql = _make(
+            "Counter", "sqltune_sql_generated_total", "Generated SQL by validity.", ("valid", "read_only")
+        )
+        self.executed = _make(
+            "Counter", "sqltune_sql_executed_total", "Executions of generated SQL.", ("outcome",)
+        )
         self.counts: dict[str, int] = {}
 
     def request(self, route: str, status: int, seconds: float) -> None:
@@ -105,8 +116,9 @@ class IngressMetrics:
 
 class EngineMetrics:
     def __init__(self) -> None:
-        self.batch = _make("Histogram", "sqltune_batch_size", "Sequences per engine step.", ("phase",),
-                           BATCH_BUCKETS)
+        self.batch = _make(
+            "Histogram", "sqltune_batch_size", "Sequences per engine step.", ("phase",), BATCH_BUCKETS
+        )
         self.generated = _make("Counter", "sqltune_generated_tokens_total", "Tokens generated.", ())
         self.prompt = _make("Counter", "sqltune_prompt_tokens_total", "Prompt tokens processed.", ())
 

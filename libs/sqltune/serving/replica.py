@@ -18,7 +18,9 @@ from sqltune.serving.config import ServeArgs
 log = logging.getLogger(__name__)
 
 
-def request_error(status: int, param: str | None, message: str, code: str = "invalid_request") -> dict[str, Any]:
+def request_error(
+    status: int, param: str | None, message: str, code: str = "invalid_request"
+) -> dict[str, Any]:
     return {"error": {"status": status, "param": param, "message": message, "code": code}}
 
 
@@ -26,7 +28,7 @@ def verify_artifact(uri: str, *, require_manifest: bool = False) -> None:
     """Check a local artifact against its manifest (s3:// artifacts are verified when fetched)."""
     if uri.startswith("s3://"):
         return
-    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
+    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri).expanduser()
     if not path.is_dir():
         return  # load_for_inference reports missing paths (and hub ids) itself
     if (path / "manifest.json").is_file():
@@ -159,7 +161,9 @@ class ModelServer:
 
         return check
 
-    async def _run(self, prompt_ids: list[int], max_new_tokens: int, text_stop=None, ignore_eos: bool = False):
+    async def _run(
+        self, prompt_ids: list[int], max_new_tokens: int, text_stop=None, ignore_eos: bool = False
+    ):
         from sqltune.serving.engine import EngineError, GenRequest
 
         loop = asyncio.get_running_loop()
@@ -209,7 +213,10 @@ class ModelServer:
             n = self.count_tokens(evidence)
             if n > a.max_question_tokens:
                 return request_error(
-                    400, "evidence", f"evidence is {n} tokens; the limit is {a.max_question_tokens}", "too_long"
+                    400,
+                    "evidence",
+                    f"evidence is {n} tokens; the limit is {a.max_question_tokens}",
+                    "too_long",
                 )
         n = self.count_tokens(schema)
         if n > a.max_schema_tokens:
@@ -239,7 +246,10 @@ class ModelServer:
         ids = self._encode(prompt)
         if len(ids) > self.args.prompt_token_cap:
             return request_error(
-                400, "schema", f"the prompt is {len(ids)} tokens; the limit is {self.args.prompt_token_cap}", "too_long"
+                400,
+                "schema",
+                f"the prompt is {len(ids)} tokens; the limit is {self.args.prompt_token_cap}",
+                "too_long",
             )
         req, err = await self._run(ids, int(payload["max_new_tokens"]), self._statement_stop)
         if err:
@@ -261,11 +271,15 @@ class ModelServer:
         try:
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # noqa: BLE001 - a template error is the request's fault (e.g. odd roles)
-            return None, request_error(400, "messages", f"cannot render the messages with the chat template: {exc}")
+            return None, request_error(
+                400, "messages", f"cannot render the messages with the chat template: {exc}"
+            )
         ids = self._encode(prompt)
         if len(ids) > self.args.prompt_token_cap:
             return None, request_error(
-                400, "messages", f"the prompt is {len(ids)} tokens; the limit is {self.args.prompt_token_cap}",
+                400,
+                "messages",
+                f"the prompt is {len(ids)} tokens; the limit is {self.args.prompt_token_cap}",
                 "context_length_exceeded",
             )
         return ids, None
@@ -277,7 +291,9 @@ class ModelServer:
             return err
         stops = [s for s in (payload.get("stop") or []) if s]
         req, err = await self._run(
-            ids, int(payload["max_tokens"]), self._string_stop(stops) if stops else None,
+            ids,
+            int(payload["max_tokens"]),
+            self._string_stop(stops) if stops else None,
             ignore_eos=bool(payload.get("ignore_eos")),
         )
         if err:
@@ -315,8 +331,11 @@ class ModelServer:
             loop.call_soon_threadsafe(q.put_nowait, (snapshot, finished))
 
         req = GenRequest(
-            ids, int(payload["max_tokens"]), frozenset() if payload.get("ignore_eos") else self.stop_ids,
-            self._string_stop(stops) if stops else None, update,
+            ids,
+            int(payload["max_tokens"]),
+            frozenset() if payload.get("ignore_eos") else self.stop_ids,
+            self._string_stop(stops) if stops else None,
+            update,
         )
         try:
             self.engine.submit(req)
@@ -340,7 +359,7 @@ class ModelServer:
                     cut = max(len(sent), cut - hold) if hold else cut
                 text = text[:cut]
                 if len(text) > len(sent) and text.startswith(sent):
-                    yield {"delta": text[len(sent):]}
+                    yield {"delta": text[len(sent) :]}
                     sent = text
                 if finished:
                     break
