@@ -268,10 +268,10 @@ class _LlamaRunner:
 
     # -- per-layer pieces --------------------------------------------------------------------------
 
-    def _layer_pre(self, i: int, x, cos, sin):
+    def _layer_pre(self, i: int, x, cos, sin, compiled: bool = True):
         if self.fast:
             w = self.w[i]
-            return self.pre(
+            return (self.pre if compiled else _pre_attn)(
                 x,
                 w["ln1"],
                 w["qkv"],
@@ -296,10 +296,10 @@ class _LlamaRunner:
             q, k = a.q_norm(q), a.k_norm(k)
         return _rope(q, cos, sin), _rope(k, cos, sin), v
 
-    def _layer_post(self, i: int, x, attn):
+    def _layer_post(self, i: int, x, attn, compiled: bool = True):
         if self.fast:
             w = self.w[i]
-            return self.post(
+            return (self.post if compiled else _post_attn)(
                 x,
                 attn,
                 w["o"],
@@ -316,9 +316,9 @@ class _LlamaRunner:
         x = x + layer.self_attn.o_proj(attn)
         return x + layer.mlp(layer.post_attention_layernorm(x))
 
-    def _greedy(self, x):
+    def _greedy(self, x, compiled: bool = True):
         if self.fast:
-            return self.head(x, self.norm.weight, self.lm_head.weight, self.eps)
+            return (self.head if compiled else _head)(x, self.norm.weight, self.lm_head.weight, self.eps)
         return self.lm_head(self.norm(x)).argmax(dim=-1)
 
     # -- passes ------------------------------------------------------------------------------------
@@ -330,7 +330,8 @@ class _LlamaRunner:
         cos = self.cos[:T][None, :, None, :]
         sin = self.sin[:T][None, :, None, :]
         for i in range(self.nl):
-            q, k, v = self._layer_pre(i, x, cos, sin)  # [n, T, heads, hd]
+            # Prefill is GEMM-bound: the compiled (fused elementwise) pieces are kept for decode.
+            q, k, v = self._layer_pre(i, x, cos, sin, compiled=False)  # [n, T, heads, hd]
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
             kc[i, slot0 : slot0 + n, :, :T].copy_(k)
             vc[i, slot0 : slot0 + n, :, :T].copy_(v)
@@ -338,9 +339,9 @@ class _LlamaRunner:
                 k = k.repeat_interleave(self.group, dim=1)
                 v = v.repeat_interleave(self.group, dim=1)
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
-            x = self._layer_post(i, x, o.transpose(1, 2).reshape(n, T, self.nh * self.hd))
+            x = self._layer_post(i, x, o.transpose(1, 2).reshape(n, T, self.nh * self.hd), compiled=False)
         last = x[torch.arange(n, device=x.device), lengths - 1]
-        return self._greedy(last)
+        return self._greedy(last, compiled=False)
 
     def decode(self, tokens, pos, kc, vc, L: int, bidx, arange_l):
         """One decode step for the first B slots (B = len(tokens)) over cache positions < L."""
