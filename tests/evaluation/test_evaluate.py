@@ -265,7 +265,7 @@ def test_http_variant_against_sqltunes_own_server(local_ray, embedded_dir, expor
                 {"name": "served-bad-token", "kind": "http", "url": base, "api_key_env": "SQLTUNE_NO_SUCH_TOKEN"},
             ],
             "generation": {"max_new_tokens": 24, "batch_size": 8},
-            "ray": {"num_cpus_per_actor": 0.5},
+            "ray": {"num_cpus_per_actor": 0.5, "max_parallel": 2},  # the third waits for a free slot
             "agreement": {"pairs": [["merged", "served"]]},
         })
         report = run_evaluation(cfg, progress=False).report

@@ -47,3 +47,14 @@ def test_redact_dsn_passwords():
     cfg = {"dataset": {"db": "postgresql://ro:s3cret@db.internal:5432/wh"}, "x": ["postgres://a:b@h/d", 3]}
     out = redact(cfg)
     assert out == {"dataset": {"db": "postgresql://ro:***@db.internal:5432/wh"}, "x": ["postgres://a:***@h/d", 3]}
+
+
+def test_contention_note():
+    r = _report()
+    r["variants"]["base"]["info"] = {"device": "cpu"}
+    r["variants"]["other"] = {"status": "ok", "info": {"device": "cpu"}, "aggregate": r["variants"]["base"]["aggregate"],
+                              "by_category": {}}
+    r["config"]["ray"] = {"max_parallel": None}
+    assert "include contention" in render_markdown(r)
+    r["config"]["ray"] = {"max_parallel": 1}
+    assert "Variants ran one at a time." in render_markdown(r)

@@ -121,6 +121,10 @@ class RayConfig(Config):
     http_num_cpus: float = param(0.1, "CPUs reserved by each http variant's actor (it mostly waits).", min=0.0)
     local_num_cpus: int | None = param(None, "CPUs of the local Ray started when there is no cluster (null: all).", min=1)
     load_timeout_s: float = param(1800.0, "A variant whose model has not loaded after this long is reported failed.", min=1)
+    max_parallel: int | None = param(
+        None, "At most this many variants run at once (null: all). On a shared CPU machine, 1 gives latency and "
+        "tokens/s without contention between variants; with one GPU per variant, null.", min=1
+    )
 
 
 @dataclass

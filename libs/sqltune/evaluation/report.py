@@ -163,6 +163,18 @@ def error_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _parallel_note(report: dict[str, Any]) -> str:
+    ray_cfg = report["config"].get("ray", {})
+    n = len(report["variants"])
+    par = ray_cfg.get("max_parallel") or n
+    on_cpu = sum(1 for v in report["variants"].values() if (v.get("info") or {}).get("device") == "cpu")
+    if par > 1 and on_cpu > 1:
+        return (f"Variants ran {min(par, n)} at a time (one Ray actor each) and {on_cpu} of them on CPUs: where they "
+                "shared cores, latencies include contention between them (ray.max_parallel=1 gives uncontended "
+                "timings).")
+    return "Variants ran one at a time." if par == 1 and n > 1 else ""
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     ds = report["dataset"]
     out = [
@@ -179,7 +191,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         "Exec: same result as the gold query on the example's database, run in the read-only sandbox, with a "
         f"seeded bootstrap {report['config']['metrics']['confidence']:.0%} interval. p50/p95: per-example latency "
         f"(local variants: the wall time of the batch of {report['config']['generation']['batch_size']} the example "
-        "was decoded in; http: the request).",
+        "was decoded in; http: the request). "
+        + _parallel_note(report),
         "",
     ]
     flagged = (ds.get("gold_flagged") or {}).get("n", 0)

@@ -170,17 +170,25 @@ def run_variants(
             actor = actors.pop(name, None)
             if actor is not None:
                 ray.kill(actor, no_restart=True)
+            start_next()
 
-        for v in cfg.variants:
-            opts, use_gpu, threads = actor_options(cfg, v, gpus)
-            token = (tokens or {}).get(v.name)
-            actor_cls = ray.remote(max_restarts=0, max_task_retries=0, **opts)(VariantWorker)
-            actor = actor_cls.remote(v.to_dict(), threads=threads, use_gpu=use_gpu, token=token)
-            actors[v.name] = actor
-            pending[actor.load.remote()] = (v.name, "load")
-            submitted_at[v.name] = time.perf_counter()
-            runs[v.name].info["resources"] = opts
+        queue = list(cfg.variants)
+        limit = cfg.ray.max_parallel or len(queue)
 
+        def start_next() -> None:
+            """Start variants until ``ray.max_parallel`` are running (all of them by default)."""
+            while queue and len(actors) < limit:
+                v = queue.pop(0)
+                opts, use_gpu, threads = actor_options(cfg, v, gpus)
+                token = (tokens or {}).get(v.name)
+                actor_cls = ray.remote(max_restarts=0, max_task_retries=0, **opts)(VariantWorker)
+                actor = actor_cls.remote(v.to_dict(), threads=threads, use_gpu=use_gpu, token=token)
+                actors[v.name] = actor
+                pending[actor.load.remote()] = (v.name, "load")
+                submitted_at[v.name] = time.perf_counter()
+                runs[v.name].info["resources"] = opts
+
+        start_next()
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=5.0)
             now = time.perf_counter()
@@ -230,6 +238,7 @@ def run_variants(
                 actor = actors.pop(name, None)
                 if actor is not None:
                     ray.kill(actor, no_restart=True)  # free its slot for variants still waiting
+                start_next()
         bar.close()
         for actor in actors.values():
             ray.kill(actor, no_restart=True)

@@ -1,0 +1,105 @@
+"""Variants in-process (no Ray): prompt modes, the adapter on an NF4 base, HTTP retries and errors."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from sqltune.errors import ModelError
+from sqltune.evaluation import VariantConfig
+from sqltune.evaluation.variants import HttpVariant, LocalVariant, with_mode
+from sqltune.prompts import PromptTemplate
+
+ITEM = {"question": "How many customers?", "schema": "CREATE TABLE customers (id INTEGER);", "dialect": "sqlite"}
+
+
+def test_prompt_modes():
+    custom = PromptTemplate(system="Only SQL for {dialect}.")
+    assert with_mode(custom, "strict") is custom  # the artifact's own strict template is kept
+    plain = with_mode(custom, "plain")
+    assert plain.mode == "plain" and plain.system is None
+    assert "helpful assistant" in plain.system_text("sqlite")
+    assert with_mode(PromptTemplate(mode="plain"), "strict").mode == "strict"
+
+
+def test_adapter_on_nf4_base(eval_tiny_adapter):
+    v = LocalVariant(VariantConfig.from_dict({"name": "a", "kind": "adapter", "model": str(eval_tiny_adapter),
+                                              "precision": "nf4"}), device="cpu")
+    info = v.load()
+    assert info["artifact_kind"] == "adapter"
+    layer = v.loaded.model.base_model.model.model.layers[0].self_attn.q_proj.base_layer
+    assert type(layer).__name__ == "Linear4bit"
+    (out,) = v.generate([ITEM], max_new_tokens=4)
+    assert out.output_tokens <= 4 and out.latency_s > 0
+
+
+def test_kind_must_match_the_artifact(eval_tiny_adapter):
+    v = LocalVariant(VariantConfig.from_dict({"name": "m", "kind": "merged", "model": str(eval_tiny_adapter)}),
+                     device="cpu")
+    with pytest.raises(ModelError, match="is an adapter; use kind=adapter"):
+        v.load()
+
+
+class _Flaky:
+    """An endpoint that answers 503 ``fail`` times, then succeeds; 400 for the question 'bad'."""
+
+    def __init__(self, fail: int):
+        self.calls = 0
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code, body):
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802
+                self._send(404, {})
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.calls += 1
+                if "Question: bad" in body["messages"][-1]["content"]:
+                    return self._send(400, {"error": {"message": "field 'messages' is bad"}})
+                if outer.calls <= fail:
+                    return self._send(503, {"error": {"message": "overloaded"}})
+                self._send(200, {"choices": [{"message": {"role": "assistant", "content": "SELECT 1"}}]})
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"  # a /v1 suffix is accepted too
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_http_retries_5xx_and_reports_4xx():
+    flaky = _Flaky(fail=2)
+    try:
+        v = HttpVariant(VariantConfig.from_dict({"name": "h", "kind": "http", "url": flaky.url, "retries": 2}))
+        assert v.load()["served_models"] == []  # /v1/models is optional
+        (out,) = v.generate([ITEM], max_new_tokens=8)
+        assert out.text == "SELECT 1" and out.output_tokens is None and flaky.calls == 3
+        with pytest.raises(ModelError, match="HTTP 400.*messages"):
+            v.generate([{**ITEM, "question": "bad"}], max_new_tokens=8)
+        v.close()
+    finally:
+        flaky.close()
+
+
+def test_http_missing_token_env(monkeypatch):
+    monkeypatch.delenv("SQLTUNE_NOT_SET", raising=False)
+    v = HttpVariant(VariantConfig.from_dict({"name": "h", "kind": "http", "url": "http://127.0.0.1:9",
+                                             "api_key_env": "SQLTUNE_NOT_SET"}))
+    with pytest.raises(Exception, match="SQLTUNE_NOT_SET"):
+        v.load()
