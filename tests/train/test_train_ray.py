@@ -38,6 +38,7 @@ def test_qlora_two_workers_survives_a_killed_worker_and_publishes_to_s3(
     d = train_dict
     d.update(run_name="kill-test", output_uri=s3_prefix)
     d["eval"].update(exec_accuracy=True, exec_examples=4, max_new_tokens=24, gen_batch_size=4)
+    d["tracking"] = {"backend": "file", "file_store": str(tmp_path / "mlruns"), "experiment": "train-test"}
     cfg = TrainConfig.from_dict(d)
     prep = preflight(cfg)
     assert not prep.resuming
@@ -80,6 +81,17 @@ def test_qlora_two_workers_survives_a_killed_worker_and_publishes_to_s3(
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(train_base), local)
     tuned_loss = _val_loss(tuned, tok, examples)
     assert tuned_loss < base_loss - 0.5, (base_loss, tuned_loss)
+
+    # MLflow (local file store) has the same numbers as metrics.json.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    exp = client.get_experiment_by_name("train-test")
+    (run_info,) = client.search_runs([exp.experiment_id])
+    assert run_info.data.metrics["final_step"] == 30
+    assert run_info.data.metrics["final_eval_loss"] == pytest.approx(published["final"]["eval_loss"])
+    history = [(m.step, m.value) for m in client.get_metric_history(run_info.info.run_id, "train_loss")]
+    assert history == [(h["step"], pytest.approx(h["train_loss"])) for h in published["history"] if "train_loss" in h]
 
 
 def test_failed_run_publishes_nothing_and_resubmitting_resumes(

@@ -99,21 +99,23 @@ def pretrain_tiny_base(
     steps: int = 300,
     lr: float = 2e-3,
     batch_tokens: int = 4096,
+    row_tokens: int = 256,
     seed: int = 0,
     threads: int | None = None,
 ) -> Path:
     """Full-parameter LM training of ``base_dir`` on ``docs``; saves a model + tokenizer to ``out_dir``.
 
     Cached: if ``out_dir`` holds a result for the same base, documents and settings it is returned as is.
-    Documents are packed padding-free (position ids restart per document, no attention across them).
+    Documents are packed into rows of ``row_tokens`` (position ids restart per document, no attention
+    across documents), ``batch_tokens // row_tokens`` rows per step; longer documents are truncated.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sqltune.train.data import collate_packed
+    from sqltune.train.data import collate_packed_rows, pack_greedy
     from sqltune.train.optim import lr_lambda
 
-    settings = {"steps": steps, "lr": lr, "batch_tokens": batch_tokens, "seed": seed}
+    settings = {"steps": steps, "lr": lr, "batch_tokens": batch_tokens, "row_tokens": row_tokens, "seed": seed}
     key = cache_key(base_dir, docs, settings)
     out = Path(out_dir)
     marker = out / PRETRAIN_FILE
@@ -127,7 +129,8 @@ def pretrain_tiny_base(
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model.train()
     eos = tok.eos_token_id
-    max_len = batch_tokens // 4
+    max_len = row_tokens
+    n_rows = max(1, batch_tokens // row_tokens)
     rows = []
     for d in docs:
         ids = tok(d, add_special_tokens=False)["input_ids"][: max_len - 1] + [eos]
@@ -146,24 +149,26 @@ def pretrain_tiny_base(
     for step in range(steps):
         picked: list[int] = []
         used = 0
-        while True:
+        while used < batch_tokens * 0.97:
             if not order:
                 order = list(range(len(rows)))
                 rng.shuffle(order)
-            if picked and used + lengths[order[-1]] > batch_tokens:
-                break
             i = order.pop()
             picked.append(i)
             used += lengths[i]
-        batch = collate_packed([rows[i] for i in picked])
+        packed = pack_greedy(picked, lengths, row_tokens)
+        groups = packed[:n_rows]
+        order.extend(i for g in packed[n_rows:] for i in g)  # not used this step: back in the queue
+        batch = collate_packed_rows([[rows[i] for i in g] for g in groups], row_tokens, tok.pad_token_id)
+        real = int(batch.pop("real_tokens"))
         out_ = model(**batch, use_cache=False)
         out_.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        tokens += int(batch["input_ids"].numel())
-        loss = float(out_.loss)
+        tokens += real
+        loss = float(out_.loss.detach())
         loss_avg = loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss
         if (step + 1) % 50 == 0 or step + 1 == steps:
             log.info("pretrain step %d/%d loss %.3f (%.0f tok/s)", step + 1, steps, loss_avg,
@@ -179,3 +184,49 @@ def pretrain_tiny_base(
     }, indent=2) + "\n")
     log.info("pre-trained tiny base saved to %s (%d steps, %.0fs)", out, steps, time.perf_counter() - t0)
     return out
+
+
+def pretrain_from_config(
+    base_dir: str | Path, out_dir: str | Path, train_config: str | Path | None = None, *,
+    overrides: list[str] | None = None, steps: int = 200, threads: int | None = None,
+) -> Path:
+    """Pre-train ``base_dir`` on the training split that ``train_config`` (a TrainConfig preset) selects."""
+    from sqltune.config import load_config
+    from sqltune.train.config import TrainConfig
+    from sqltune.train.run import load_splits
+
+    cfg = load_config(TrainConfig, train_config, list(overrides or []) + [f"model.base={base_dir}"])
+    train, _, _, _ = load_splits(cfg)
+    dbs = sorted({ex.db for ex in train if ex.db and str(ex.db).endswith((".sqlite", ".db"))})
+    if not dbs:
+        raise ValueError("the training split names no SQLite database to draw row documents from")
+    docs: list[str] = []
+    for db in dbs:
+        docs.extend(build_corpus([ex for ex in train if ex.db == db], db, seed=cfg.data.split_seed))
+    return pretrain_tiny_base(base_dir, out_dir, docs, steps=steps, seed=cfg.train.seed, threads=threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m sqltune.train.pretrain",
+        description="Cached LM pre-training of the tiny base on the warehouse's rows, DDL, SQL and questions "
+        "(never a question paired with its SQL), before QLoRA.",
+    )
+    ap.add_argument("--base", required=True, help="tiny base model directory (sqltune.models.tiny)")
+    ap.add_argument("--out", required=True, help="output directory (reused when its cache key matches)")
+    ap.add_argument("--config", default="jobs/configs/tiny.yaml", help="training preset whose data split to use")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("overrides", nargs="*", help="key=value overrides of the preset (e.g. data.source=...)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    out = pretrain_from_config(args.base, args.out, args.config, overrides=args.overrides, steps=args.steps,
+                               threads=args.threads)
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -358,6 +358,8 @@ def track(cfg: TrainConfig, metrics: dict[str, Any], adapter_uri: str) -> str | 
     from mlflow.tracking import MlflowClient
 
     if backend == "file":
+        # MLflow 3 keeps the file store only behind this opt-in; mlflow-skinny has no SQL backend.
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         uri = Path(cfg.tracking.file_store).resolve().as_uri()
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
