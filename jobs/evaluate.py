@@ -17,14 +17,15 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from sqltune.config import parse_cli
     from sqltune.errors import SqltuneError
-    from sqltune.evaluation import EvalConfig, run_evaluation
+    from sqltune.evaluation import EvalConfig
+    from sqltune.evaluation.run import run, setup
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("transformers", "bitsandbytes", "httpx", "peft"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         cfg = parse_cli(EvalConfig, argv, prog="python -m jobs.evaluate")
-        result = run_evaluation(cfg)
+        result = run(setup(cfg))
     except SqltuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,12 +15,13 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     from sqltune.config import parse_cli
     from sqltune.errors import SqltuneError
-    from sqltune.export import ExportConfig, run_export
+    from sqltune.export import ExportConfig
+    from sqltune.export.run import run, setup
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = parse_cli(ExportConfig, argv, prog="python -m jobs.export")
-        result = run_export(cfg)
+        result = run(setup(cfg))
     except SqltuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """The evaluation job: load the split, check gold queries, run every variant, score, aggregate, publish.
 
-    result = run_evaluation(cfg)          # cfg: EvalConfig
+    result = run(setup(cfg))             # cfg: EvalConfig; same as run_evaluation(cfg)
     print(result.table)                   # Model | Parseable | Exact | Exec (95% CI) | p50 | p95
 
 The report is staged locally and published atomically (manifest last) to ``<output_uri>/<eval_name>/``.
@@ -158,22 +158,33 @@ def _check_destination(cfg: EvalConfig) -> str:
     return uri
 
 
-def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
-    from sqltune.evaluation.aggregate import agreement, by_category, summarize
-    from sqltune.evaluation.metrics import check_gold, score_example
-    from sqltune.evaluation.report import comparison_table, dataset_hash, now_iso, redact, write_report
-    from sqltune.evaluation.runner import run_variants
+@dataclass
+class EvalPlan:
+    """What :func:`setup` prepared: everything checked before any model is loaded."""
+
+    cfg: EvalConfig
+    uri: str
+    examples: list[Any]
+    ds_info: dict[str, Any]
+    databases: dict[str, dict[str, Any]]
+    gold: list[Any]
+    schemas: dict[tuple[str, str], Any]
+    gold_flagged: dict[str, Any]
+    started: float = 0.0
+
+
+def setup(cfg: EvalConfig) -> EvalPlan:
+    """Checks and preparation that fail fast, before Ray starts: the destination, the dataset and its split,
+    the databases (hashed), and one sandboxed run of every gold query."""
+    from sqltune.evaluation.metrics import check_gold
     from sqltune.sql import Schema
-    from sqltune.storage import publish
 
     t0 = time.perf_counter()
     uri = _check_destination(cfg)
     examples, ds_info = load_eval_examples(cfg.dataset)
-    n = len(examples)
-    log.info("scoring %d examples (%s split of %s) with %d variants", n, cfg.dataset.split, cfg.dataset.source,
-             len(cfg.variants))
+    log.info("scoring %d examples (%s split of %s) with %d variants", len(examples), cfg.dataset.split,
+             cfg.dataset.source, len(cfg.variants))
     databases = database_state(examples)
-
     m = cfg.metrics
     gold = [check_gold(ex, exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows) for ex in examples]
     schemas: dict[tuple[str, str], Any] = {}
@@ -184,7 +195,28 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
                 schemas[key] = Schema.from_ddl(ex.schema, dialect=key[1])
             except Exception:  # noqa: BLE001 - grounding then falls back to analyze's own parsing
                 schemas[key] = None
-    gold_flagged = _check_gold_grounding(examples, schemas)
+    return EvalPlan(cfg=cfg, uri=uri, examples=examples, ds_info=ds_info, databases=databases, gold=gold,
+                    schemas=schemas, gold_flagged=_check_gold_grounding(examples, schemas), started=t0)
+
+
+def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
+    """``run(setup(cfg))``."""
+    return run(setup(cfg), progress=progress)
+
+
+def run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
+    """Generate with every variant (Ray actors), score, aggregate, and publish the report."""
+    from sqltune.evaluation.aggregate import agreement, by_category, summarize
+    from sqltune.evaluation.metrics import score_example
+    from sqltune.evaluation.report import comparison_table, dataset_hash, now_iso, redact, write_report
+    from sqltune.evaluation.runner import run_variants
+    from sqltune.storage import publish
+
+    cfg, uri, examples, ds_info = plan.cfg, plan.uri, plan.examples, plan.ds_info
+    databases, gold, schemas, gold_flagged = plan.databases, plan.gold, plan.schemas, plan.gold_flagged
+    t0 = plan.started or time.perf_counter()
+    n = len(examples)
+    m = cfg.metrics
     items = [{"question": ex.question, "schema": ex.schema, "dialect": ex.dialect, "evidence": ex.evidence}
              for ex in examples]
     scores: dict[str, list[Any]] = {v.name: [None] * n for v in cfg.variants}

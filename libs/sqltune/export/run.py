@@ -70,19 +70,29 @@ def _check_destinations(cfg: ExportConfig, dest: str) -> dict[str, str]:
     return skipped
 
 
-def run_export(cfg: ExportConfig) -> ExportResult:
-    """Run the export described by ``cfg`` and return where each artifact was published."""
-    from sqltune.export.merge import adapter_base, logit_diff, logits_of, measure_merge_choices, merge_adapter, probe_inputs
-    from sqltune.export.quantize import _copy_side_files, export_quantized, torch_dtype
-    from sqltune.models.loading import best_device, load_causal_lm, load_tokenizer, resolve_source, write_artifact_info
+@dataclass
+class ExportPlan:
+    """What :func:`setup` resolved and checked before any model is loaded."""
+
+    cfg: ExportConfig
+    destination: str
+    skipped: dict[str, str]
+    adapter_dir: Path
+    base_uri: str
+    base_dir: str
+    device: str
+    template: Any
+    tokenizer: Any
+
+
+def setup(cfg: ExportConfig) -> ExportPlan:
+    """Fail fast: destinations free (or overwrite), adapter fetched and verified, base model found."""
+    from sqltune.export.merge import adapter_base
+    from sqltune.models.loading import best_device, load_tokenizer, resolve_source
     from sqltune.prompts import TEMPLATE_FILE, PromptTemplate
-    from sqltune.storage import join, publish
 
-    start = time.perf_counter()
     dest = cfg.destination()
-    result = ExportResult(destination=dest)
-    result.skipped.update(_check_destinations(cfg, dest))
-
+    skipped = _check_destinations(cfg, dest)
     adapter_dir = Path(resolve_source(cfg.adapter))
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ModelError(f"{cfg.adapter} holds no adapter_config.json: not a PEFT adapter artifact")
@@ -97,7 +107,28 @@ def run_export(cfg: ExportConfig) -> ExportResult:
         log.warning("adapter %s has no %s; the exports get the default template", cfg.adapter, TEMPLATE_FILE)
         template = PromptTemplate()
     tok_src = str(adapter_dir) if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
-    tokenizer = load_tokenizer(tok_src)
+    return ExportPlan(cfg=cfg, destination=dest, skipped=skipped, adapter_dir=adapter_dir, base_uri=base_uri,
+                      base_dir=base_dir, device=device, template=template, tokenizer=load_tokenizer(tok_src))
+
+
+def run_export(cfg: ExportConfig) -> ExportResult:
+    """``run(setup(cfg))``: run the export described by ``cfg``; returns where each artifact was published."""
+    return run(setup(cfg))
+
+
+def run(plan: ExportPlan) -> ExportResult:
+    """Build every requested format in a staging directory, then publish each (nothing on failure)."""
+    from sqltune.export.merge import logit_diff, logits_of, measure_merge_choices, merge_adapter, probe_inputs
+    from sqltune.export.quantize import _copy_side_files, export_quantized, torch_dtype
+    from sqltune.models.loading import load_causal_lm, write_artifact_info
+    from sqltune.storage import join, publish
+
+    start = time.perf_counter()
+    cfg, dest = plan.cfg, plan.destination
+    adapter_dir, base_uri, base_dir, device = plan.adapter_dir, plan.base_uri, plan.base_dir, plan.device
+    template, tokenizer = plan.template, plan.tokenizer
+    result = ExportResult(destination=dest)
+    result.skipped.update(plan.skipped)
     common = {"base_model": base_uri, "adapter": cfg.adapter, "run_name": dest.rstrip("/").rsplit("/", 1)[-1],
               "config": cfg.to_dict()}
 
