@@ -169,7 +169,7 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, eval_tiny_base, 
 
 
 def test_gold_failure_is_reported_not_counted(local_ray, tmp_path):
-    from conftest import build_shop
+    from eval_helpers import build_shop
 
     db = build_shop("sqlite", tmp_path)
     schema = "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, segment TEXT);"
@@ -206,7 +206,7 @@ def test_cli_runs_and_errors_cleanly(local_ray, tmp_path):
                           "dataset.split=dev"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2 and "dataset.split" in bad.stderr and "Traceback" not in bad.stderr
     with CannedServer({}, default="SELECT name FROM customers") as server:
-        from conftest import build_shop
+        from eval_helpers import build_shop
 
         db = build_shop("sqlite", tmp_path)
         data = tmp_path / "ex.jsonl"

@@ -8,7 +8,7 @@ import yaml
 from sqltune.evaluation.aggregate import agreement, bootstrap_ci, by_category, percentile, summarize
 from sqltune.evaluation.metrics import ExampleScore
 
-from conftest import FIXTURES
+from eval_helpers import FIXTURES
 
 DATA = yaml.safe_load((FIXTURES / "aggregate_rows.yaml").read_text())
 

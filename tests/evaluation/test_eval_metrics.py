@@ -12,7 +12,7 @@ import yaml
 from sqltune.data import Example
 from sqltune.evaluation.metrics import check_gold, lcs_length, rouge_l, score_example, sql_tokens
 
-from conftest import FIXTURES, SHOP_SCHEMA
+from eval_helpers import FIXTURES, SHOP_SCHEMA
 
 CASES = yaml.safe_load((FIXTURES / "metric_cases.yaml").read_text())
 HOSTILE = yaml.safe_load((FIXTURES / "hostile.yaml").read_text())
@@ -77,7 +77,7 @@ def test_hostile_outputs_score_zero_and_change_nothing(case, shop_db, tmp_path):
 
 
 def test_gold_failure_is_flagged_not_scored(tmp_path):
-    from conftest import build_shop
+    from eval_helpers import build_shop
 
     db = build_shop("sqlite", tmp_path)
     ex = _example("SELECT no_such_column FROM customers", "sqlite", db)
