@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-FIXTURES = Path(__file__).parent / "fixtures"
-
-# t(a, b) plus a few typed tables for execution_match.
-ROWS_T = [(1, "x"), (2, "y"), (3, None)]
+from sql_helpers import FIXTURES, ROWS_T  # noqa: F401 - re-exported for fixtures below
 SETUP_SQL = [
     "CREATE TABLE t (a INTEGER, b TEXT)",
     "CREATE TABLE nums (id INTEGER, grp TEXT, val DOUBLE PRECISION, qty INTEGER)",

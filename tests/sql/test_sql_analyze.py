@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import FIXTURES
+from sql_helpers import FIXTURES
 
 from sqltune.errors import SQLError
 from sqltune.sql import Schema, analyze, split_statements

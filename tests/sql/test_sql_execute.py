@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import ROWS_T
+from sql_helpers import ROWS_T
 
 from sqltune.errors import SQLError
 from sqltune.sql import execute

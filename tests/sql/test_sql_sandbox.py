@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import FIXTURES, ROWS_T
+from sql_helpers import FIXTURES, ROWS_T
 
 from sqltune.sql import execute
 
