@@ -46,7 +46,13 @@ def _render_value(v: Any) -> tuple[str, str]:
 
 
 def row_documents(db: str | Path, *, rows_per_table: int, seed: int) -> list[str]:
-    """Record + INSERT documents for random rows of every table of a SQLite database."""
+    """Documents about random rows of every table of a SQLite database, each in two forms.
+
+    A row is written as a ``key value`` record and then either as the matching ``INSERT`` or as a
+    ``SELECT * FROM t WHERE k = v AND ...`` over some of its columns (keys shuffled differently in each
+    form). Both teach that a quoted SQL literal repeats the value a column name was given earlier in
+    prose form, which BPE spells with different tokens (`` Netherlands`` vs ``'Netherlands'``).
+    """
     rng = random.Random(seed)
     docs: list[str] = []
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
@@ -56,27 +62,42 @@ def row_documents(db: str | Path, *, rows_per_table: int, seed: int) -> list[str
             cols = [r[1] for r in conn.execute(f'PRAGMA table_info("{table}")')]
             rows = conn.execute(f'SELECT * FROM "{table}"').fetchall()
             for row in rng.sample(rows, min(rows_per_table, len(rows))):
-                pairs = list(zip(cols, row))
-                k = rng.randint(min(2, len(pairs)), len(pairs))
+                pairs = [(c, v) for c, v in zip(cols, row) if v is not None]
+                k = rng.randint(min(2, len(pairs)), min(5, len(pairs)))
                 chosen = rng.sample(pairs, k)
                 prose = ", ".join(f"{c} {_render_value(v)[0]}" for c, v in chosen)
                 rng.shuffle(chosen)
-                names = ", ".join(c for c, _ in chosen)
-                values = ", ".join(_render_value(v)[1] for _, v in chosen)
-                docs.append(f"{table} record: {prose}.\nINSERT INTO {table} ({names}) VALUES ({values});")
+                if rng.random() < 0.5:
+                    names = ", ".join(c for c, _ in chosen)
+                    values = ", ".join(_render_value(v)[1] for _, v in chosen)
+                    sql = f"INSERT INTO {table} ({names}) VALUES ({values});"
+                else:
+                    cond = " AND ".join(f"{c} = {_render_value(v)[1]}" for c, v in chosen[: rng.randint(1, 3)])
+                    sql = f"SELECT * FROM {table} WHERE {cond};"
+                docs.append(f"{table} record: {prose}.\n{sql}")
     finally:
         conn.close()
     return docs
 
 
-def build_corpus(train_examples: Sequence[Any], db: str | Path, *, rows_per_table: int = 400, seed: int = 0) -> list[str]:
-    """The pre-training documents (see the module docstring); training-split examples only."""
+def build_corpus(
+    train_examples: Sequence[Any], db: str | Path, *, rows_per_table: int = 400, seed: int = 0,
+    repeat_fraction: float = 0.5,
+) -> list[str]:
+    """The pre-training documents (see the module docstring); training-split examples only.
+
+    ``repeat_fraction`` of the documents are written twice in a row (``doc`` blank line ``doc``): the
+    second copy is only predictable by looking back, which grows the copy (induction) heads a random
+    network lacks far faster than the rest of the corpus does.
+    """
+    rng = random.Random(seed)
     docs = row_documents(db, rows_per_table=rows_per_table, seed=seed)
     schemas = sorted({ex.schema for ex in train_examples})
     docs.extend(schemas)
     docs.extend(ex.sql for ex in train_examples)
     docs.extend(ex.question for ex in train_examples)
-    random.Random(seed).shuffle(docs)
+    docs = [f"{d}\n\n{d}" if rng.random() < repeat_fraction else d for d in docs]
+    rng.shuffle(docs)
     return docs
 
 
@@ -100,6 +121,8 @@ def pretrain_tiny_base(
     lr: float = 2e-3,
     batch_tokens: int = 4096,
     row_tokens: int = 256,
+    copy_steps: int = 120,
+    copy_every: int = 4,
     seed: int = 0,
     threads: int | None = None,
 ) -> Path:
@@ -108,6 +131,12 @@ def pretrain_tiny_base(
     Cached: if ``out_dir`` holds a result for the same base, documents and settings it is returned as is.
     Documents are packed into rows of ``row_tokens`` (position ids restart per document, no attention
     across documents), ``batch_tokens // row_tokens`` rows per step; longer documents are truncated.
+
+    The first ``copy_steps`` steps, and every ``copy_every``-th step after them, train on a generic copy
+    task instead: random sequences of the corpus' tokens written twice, loss on the second copy. A random
+    4-layer model learns that in ~100 steps (measured: loss 7.5 -> 0.05), far sooner than it learns to copy
+    from the corpus alone, and the copy heads are what the text-to-SQL adapter needs to move values from
+    the question into the SQL. The copy task holds no SQL and no question.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -115,7 +144,8 @@ def pretrain_tiny_base(
     from sqltune.train.data import collate_packed_rows, pack_greedy
     from sqltune.train.optim import lr_lambda
 
-    settings = {"steps": steps, "lr": lr, "batch_tokens": batch_tokens, "row_tokens": row_tokens, "seed": seed}
+    settings = {"steps": steps, "lr": lr, "batch_tokens": batch_tokens, "row_tokens": row_tokens, "seed": seed,
+                "copy_steps": copy_steps, "copy_every": copy_every}
     key = cache_key(base_dir, docs, settings)
     out = Path(out_dir)
     marker = out / PRETRAIN_FILE
@@ -136,17 +166,45 @@ def pretrain_tiny_base(
         ids = tok(d, add_special_tokens=False)["input_ids"][: max_len - 1] + [eos]
         rows.append({"input_ids": ids, "labels": list(ids)})
     lengths = [len(r["input_ids"]) for r in rows]
+    vocab = sorted({t for r in rows for t in r["input_ids"]} - set(tok.all_special_ids))
+    gen = torch.Generator().manual_seed(seed)
+
+    def copy_batch() -> dict[str, Any]:
+        span = 24
+        n = max(1, batch_tokens // (2 * span))
+        x = torch.tensor(vocab)[torch.randint(len(vocab), (n, span), generator=gen)]
+        ids = torch.cat([x, x], 1)
+        labels = ids.clone()
+        labels[:, : span + 1] = -100
+        return {"input_ids": ids, "labels": labels, "real_tokens": int(ids.numel())}
+
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     warm = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_lambda(s, total=steps, warmup=warm, schedule="cosine", min_ratio=0.1)
-    )
     rng = random.Random(seed)
     order: list[int] = []
     t0 = time.perf_counter()
     tokens = 0
     loss_avg = None
-    for step in range(steps):
+    total = copy_steps + steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: lr_lambda(s, total=total, warmup=warm, schedule="cosine", min_ratio=0.1)
+    )
+    copy_loss = None
+    for step in range(total):
+        if step < copy_steps or (copy_every and (step - copy_steps) % copy_every == copy_every - 1):
+            batch = copy_batch()
+            real = int(batch.pop("real_tokens"))
+            out_ = model(**batch, use_cache=False)
+            out_.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            tokens += real
+            copy_loss = float(out_.loss.detach())
+            if (step + 1) % 50 == 0:
+                log.info("pretrain step %d/%d copy loss %.3f", step + 1, total, copy_loss)
+            continue
         picked: list[int] = []
         used = 0
         while used < batch_tokens * 0.97:
@@ -170,9 +228,9 @@ def pretrain_tiny_base(
         tokens += real
         loss = float(out_.loss.detach())
         loss_avg = loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss
-        if (step + 1) % 50 == 0 or step + 1 == steps:
-            log.info("pretrain step %d/%d loss %.3f (%.0f tok/s)", step + 1, steps, loss_avg,
-                     tokens / (time.perf_counter() - t0))
+        if (step + 1) % 50 == 0 or step + 1 == total:
+            log.info("pretrain step %d/%d loss %.3f, copy loss %s (%.0f tok/s)", step + 1, total, loss_avg,
+                     f"{copy_loss:.3f}" if copy_loss is not None else "n/a", tokens / (time.perf_counter() - t0))
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
@@ -180,7 +238,7 @@ def pretrain_tiny_base(
         (out / extra.name).write_text(extra.read_text())
     marker.write_text(json.dumps({
         "key": key, "base": str(base_dir), "documents": len(docs), "tokens": tokens,
-        "final_loss": loss_avg, "seconds": round(time.perf_counter() - t0, 1), **settings,
+        "final_loss": loss_avg, "final_copy_loss": copy_loss, "seconds": round(time.perf_counter() - t0, 1), **settings,
     }, indent=2) + "\n")
     log.info("pre-trained tiny base saved to %s (%d steps, %.0fs)", out, steps, time.perf_counter() - t0)
     return out
