@@ -225,8 +225,10 @@ def _ray_init(cfg: TrainConfig) -> bool:
     if address:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     else:
+        # address="local": start a new local Ray even if some other cluster runs on this machine
+        # (ray.init() alone would join the latest `ray start` cluster).
         ray.init(
-            num_cpus=cfg.scaling.local_num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+            address="local", num_cpus=cfg.scaling.local_num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
             runtime_env=runtime_env,
             log_to_driver=True,
         )
