@@ -175,22 +175,25 @@ def bench_generate(model, prompts, new_tokens, levels, n_latency, device, static
 # ---------------------------------------------------------------------------------------- (b) engine
 
 
-def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, opts) -> dict:
+def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, opts, eng=None) -> dict:
+    """``eng``: an engine already warmed up (profile_serve.py reuses its own); else one is built here."""
     from sqltune.serving.engine import Engine, EngineConfig, GenRequest
 
-    max_len = max(len(p) for p in prompts)
-    cfg = EngineConfig(
-        max_slots=max(levels),
-        seq_len=max_len + new_tokens + 16,
-        decode_chunk=opts.decode_chunk,
-        cuda_graphs=not opts.no_graphs,
-        compile=opts.compile,
-        attn=opts.attn,
-    )
-    eng = Engine(model, None, cfg)
-    t0 = time.perf_counter()
-    eng.warmup()
-    warm = time.perf_counter() - t0
+    warm = 0.0
+    if eng is None:
+        max_len = max(len(p) for p in prompts)
+        cfg = EngineConfig(
+            max_slots=max(levels),
+            seq_len=max_len + new_tokens + 16,
+            decode_chunk=opts.decode_chunk,
+            cuda_graphs=not opts.no_graphs,
+            compile=opts.compile,
+            attn=opts.attn,
+        )
+        eng = Engine(model, None, cfg)
+        t0 = time.perf_counter()
+        eng.warmup()
+        warm = time.perf_counter() - t0
     log(f"engine mode={eng.mode} warm-up {warm:.1f}s")
     res: dict = {"mode": eng.mode, "warmup_s": warm, "decode_chunk": eng.chunk, "throughput": {}}
     try:
@@ -255,9 +258,16 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
                 "latency_p50_s": pct(done_lat, 50),
                 "latency_p95_s": pct(done_lat, 95),
                 "mean_decode_batch": sum(k * v for k, v in sizes.items()) / steps,
+                "prefill_s": st.get("prefill_s"),
+                "decode_s": st.get("decode_s"),
+                "decode_steps": st.get("decode_steps"),
+                "prefill_batches": st.get("prefill_batch_sizes"),
                 "mode": "closed-loop clients",
             }
-            log(f"engine c={c}: {tokens[0] / wall:,.0f} tok/s, p50 {pct(done_lat, 50):.3f}s")
+            log(
+                f"engine c={c}: {tokens[0] / wall:,.0f} tok/s, p50 {pct(done_lat, 50):.3f}s, "
+                f"prefill {st.get('prefill_s', 0):.3f}s decode {st.get('decode_s', 0):.3f}s of {wall:.3f}s"
+            )
     finally:
         eng.stop()
     return res
@@ -287,6 +297,14 @@ def save_artifact(model, out: Path, prompt_len: int, vocab_limit: int) -> str:
     return " ".join(text_words)
 
 
+def _worker_pythonpath() -> list[str]:
+    paths = [str(ROOT / "libs"), str(ROOT)]
+    for p in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+        if p and p not in paths:
+            paths.append(p)
+    return paths
+
+
 def bench_http(
     model_dir: str, text: str, prompt_len, new_tokens, levels, n_latency, rounds, device, opts
 ) -> dict:
@@ -302,7 +320,9 @@ def bench_http(
         num_gpus=1 if cuda else 0,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT / "libs")}},
+        # Prepend, never replace: where ray itself comes from PYTHONPATH (a --target install), workers
+        # started with only libs/ on the path cannot import ray and never start.
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_worker_pythonpath())}},
     )
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -459,7 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="engine torch.compile")
     ap.add_argument("--no-graphs", action="store_true", help="engine without CUDA graphs")
     ap.add_argument("--decode-chunk", type=int, default=0, help="engine decode steps per host sync (0: auto)")
-    ap.add_argument("--attn", default="sdpa", choices=["sdpa", "math"], help="engine decode attention")
+    ap.add_argument(
+        "--attn",
+        default="auto",
+        choices=["auto", "triton", "sdpa", "math"],
+        help="engine decode attention (auto: Triton split-K on CUDA, else SDPA)",
+    )
     ap.add_argument("--http-ingress-replicas", type=int, default=2)
     ap.add_argument(
         "--out", default=None, help="write the JSON here (default benchmarks/results/serve-*.json)"

@@ -78,10 +78,20 @@ def test_matches_generate_with_more_requests_than_slots(setup):
 def test_staggered_arrivals_join_the_running_batch(setup):
     eng = _engine(setup, decode_chunk=1)
     try:
-        reqs = []
-        for i, p in enumerate(setup["prompts"][:4]):
-            reqs.append(eng.submit(E.GenRequest(p, 16 - 2 * i)))  # different lengths: slots get compacted
-            time.sleep(0.005)
+        # Different lengths: slots get compacted. Each request arrives while the previous one is still
+        # decoding (submitted from its callback after its 2nd token), however fast the steps run.
+        reqs = [E.GenRequest(p, 16 - 2 * i) for i, p in enumerate(setup["prompts"][:4])]
+
+        def submit_next(i):
+            def cb(req, _new, _finished):
+                if i + 1 < len(reqs) and not reqs[i + 1].submitted_at and len(req.tokens) >= 2:
+                    eng.submit(reqs[i + 1])
+
+            return cb
+
+        for i, r in enumerate(reqs):
+            r.on_update = submit_next(i)
+        eng.submit(reqs[0])
         deadline = time.time() + 60
         while not all(r.finished for r in reqs) and time.time() < deadline:
             time.sleep(0.01)

@@ -41,7 +41,7 @@ class ServeArgs(Config):
     max_seq_len: int = param(0, "KV-cache length per slot in tokens (0: the prompt and output caps).", min=0)
     decode_chunk: int = param(
         0,
-        "Decode steps between host syncs (0: 8 on GPU, 1 on CPU); stop checks happen at chunk ends.",
+        "Decode steps between host syncs (0: 16 on GPU, 1 on CPU); stop checks happen at chunk ends.",
         min=0,
         max=64,
     )
