@@ -50,30 +50,10 @@ _TOKEN = re.compile(
 
 @lru_cache(maxsize=1)
 def statement_keys() -> frozenset[str]:
-    """sqlglot expression keys of SQL *statements* (queries, DML, DDL, commands, PRAGMA, ATTACH, ...).
+    """sqlglot keys of SQL statements; bare expressions are not parseable SQL (see sqltune.sql.analyze)."""
+    from sqltune.sql.analyze import statement_keys as keys
 
-    sqlglot also parses bare expressions: ``anadaanada`` is a column, ``foo bar`` an alias, ``x = 1`` a
-    comparison. Those are not SQL a database would run, so a model output that only parses as one is
-    scored as a syntax error, not as parseable SQL (nor as a read-only violation). A statement kind
-    missing here would be scored ``syntax`` rather than ``not_read_only``: still 0, still never executed.
-    """
-    from sqlglot import exp
-
-    names = ("Query", "Subquery", "Values", "DML", "DDL", "Command", "Transaction", "Commit", "Rollback", "Set",
-             "Use", "Pragma", "Attach", "Detach", "Copy", "Describe", "Grant", "Revoke", "Merge", "TruncateTable",
-             "Analyze", "Kill", "Install", "LoadData", "Export", "Cache", "Uncache", "Refresh", "Declare",
-             "Execute", "Lock", "Show", "Summarize", "Drop", "Alter", "Comment", "Block", "IfBlock")
-    bases = tuple(getattr(exp, n) for n in names if isinstance(getattr(exp, n, None), type))
-    keys, stack, seen = set(), [exp.Expression], set()
-    while stack:
-        cls = stack.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        if issubclass(cls, bases):
-            keys.add(cls.key)
-        stack.extend(cls.__subclasses__())
-    return frozenset(keys)
+    return keys()
 
 
 def sql_tokens(sql: str) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import re
 from collections.abc import Mapping
@@ -105,6 +107,30 @@ def parse(sql: str, dialect: str) -> list[exp.Expression]:
         sg_log.setLevel(old)
 
 
+@functools.lru_cache(maxsize=1)
+def statement_keys() -> frozenset[str]:
+    """sqlglot expression keys of SQL *statements* (queries, DML, DDL, commands, PRAGMA, ATTACH, ...).
+
+    sqlglot also parses bare expressions: ``anadaanada`` is a column, ``foo bar`` an alias, ``x = 1`` a
+    comparison. No database runs those, so text that only parses as one is not parseable SQL.
+    """
+    names = ("Query", "Subquery", "Values", "DML", "DDL", "Command", "Transaction", "Commit", "Rollback", "Set",
+             "Use", "Pragma", "Attach", "Detach", "Copy", "Describe", "Grant", "Revoke", "Merge", "TruncateTable",
+             "Analyze", "Kill", "Install", "LoadData", "Export", "Cache", "Uncache", "Refresh", "Declare",
+             "Execute", "Lock", "Show", "Summarize", "Drop", "Alter", "Comment", "Block", "IfBlock")
+    bases = tuple(getattr(exp, n) for n in names if isinstance(getattr(exp, n, None), type))
+    keys, stack, seen = set(), [exp.Expression], set()
+    while stack:
+        cls = stack.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if issubclass(cls, bases):
+            keys.add(cls.key)
+        stack.extend(cls.__subclasses__())
+    return frozenset(keys)
+
+
 def analyze(sql: str, *, dialect: str, schema: Schema | str | Mapping | None = None) -> Analysis:
     """Analyse ``sql`` without running it. Never raises for bad SQL (only for a bad dialect/schema arg).
 
@@ -126,6 +152,10 @@ def analyze(sql: str, *, dialect: str, schema: Schema | str | Mapping | None = N
     if not statements:
         return Analysis(sql, dialect, False, 0, "", [], False, error="empty SQL: no statement found")
     types = [s.key.lower() for s in statements]
+    bare = [t for t in types if t not in statement_keys()]
+    if bare:
+        return Analysis(sql, dialect, False, len(statements), types[0], types, False,
+                        error=f"not a SQL statement: the text parses only as a bare expression ({bare[0]})")
     reasons: list[str] = []
     if len(statements) > 1:
         reasons.append(f"{len(statements)} statements; exactly one is allowed")
