@@ -199,8 +199,8 @@ class ScalingSettings(Config):
 class TrackingConfig(Config):
     """Experiment tracking. metrics.json beside the adapter holds the same numbers."""
 
-    backend: Literal["auto", "mlflow", "file", "off"] = param(
-        "auto", "auto = MLflow when MLFLOW_TRACKING_URI is set, else off; file = a local MLflow file store."
+    backend: Literal["auto", "mlflow", "file", "none"] = param(
+        "auto", "auto = MLflow when MLFLOW_TRACKING_URI is set, else none; file = a local MLflow file store."
     )
     experiment: str = param("sqltune", "MLflow experiment name.")
     file_store: str = param("mlruns", "Directory of the local file store (backend=file).")

@@ -182,7 +182,7 @@ def preflight(cfg: TrainConfig) -> Prepared:
         except ImportError:
             raise ConfigError(
                 "tracking: MLflow is requested (MLFLOW_TRACKING_URI is set or tracking.backend=mlflow) but mlflow "
-                "is not installed; pip install 'sqltune[tracking]' or set tracking.backend=off"
+                "is not installed; pip install 'sqltune[tracking]' or set tracking.backend=none"
             ) from None
     _check_base_model(cfg.model.base)
     train, val, test, info = load_splits(cfg)
@@ -354,7 +354,7 @@ def track(cfg: TrainConfig, metrics: dict[str, Any], adapter_uri: str) -> str | 
     """Log params, the metric history and the final numbers to MLflow; returns the run id or None."""
     backend = cfg.tracking.backend
     uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if backend == "off" or (backend == "auto" and not uri):
+    if backend == "none" or (backend == "auto" and not uri):
         return None
     import mlflow
     from mlflow.tracking import MlflowClient
