@@ -1,0 +1,302 @@
+"""`make demo`: the whole sqltune flow on embedded defaults, through the same interfaces as a real cluster.
+
+1. starts the embedded S3-compatible server (moto, 127.0.0.1) and a local Ray head (`ray start --head`);
+2. builds the embedded dataset + databases and the tiny base model, publishes both to the embedded S3;
+3. submits the training job with `ray job submit` (tiny preset, NF4 QLoRA, 2 workers) and follows it;
+4. submits the export job (merged, int8) and the evaluation job (base, adapter, merged, int8) and prints
+   the comparison table; the report and plots land in S3 and under .demo/report/;
+5. deploys the server with `serve deploy`, asks it a few questions over HTTP, prints question, SQL and
+   rows, then shuts everything down (no process left running).
+
+Usage: python scripts/demo.py [--quick] [--keep-running]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "libs"))
+
+log = logging.getLogger("sqltune.demo")
+BUCKET = "sqltune"  # the presets in jobs/configs/ default to s3://sqltune/...
+RAY_PORT = 6390
+DASHBOARD_PORT = 8266
+SERVE_PORT = 8000
+PRETRAIN_STEPS = 200
+RAY_TEMP = "/tmp/sqltune-demo-ray"  # short: Ray puts unix sockets under it
+
+
+def sh(cmd: list[str], *, env: dict[str, str], check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
+    log.info("$ %s", " ".join(cmd))
+    return subprocess.run(cmd, env=env, cwd=ROOT, check=check, text=True, capture_output=capture)
+
+
+def own_ray_processes() -> list:
+    """The processes of the demo's Ray cluster: those started with its temp dir, and their descendants.
+
+    `ray stop` would stop every Ray cluster on the machine (a test suite's too); the demo stops its own.
+    """
+    import psutil
+
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(RAY_TEMP in part for part in (proc.info["cmdline"] or [])):
+                roots.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    procs = {p.pid: p for p in roots}
+    for root in roots:
+        try:
+            procs.update({c.pid: c for c in root.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            continue
+    procs.pop(os.getpid(), None)
+    return list(procs.values())
+
+
+def stop_own_ray(timeout: float = 20.0) -> None:
+    import psutil
+
+    procs = own_ray_processes()
+    for proc in procs:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    if procs:
+        log.info("stopped the demo's Ray cluster (%d processes)", len(procs))
+
+
+def bin_path(name: str) -> str:
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+class Demo:
+    def __init__(self, work: Path, quick: bool) -> None:
+        self.work = work
+        self.quick = quick
+        self.env = dict(os.environ)
+        self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"
+        self.env["PYTHONPATH"] = f"{ROOT}:{ROOT / 'libs'}"
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        # Ray 2.60's `ray start` turns token auth on by default, but the job/serve CLIs only send the token
+        # (~/.ray/auth_token) when the mode is set explicitly: set it for the head and every client.
+        self.env["RAY_AUTH_MODE"] = "token"
+        self.s3 = None
+        self.started_ray = False
+        self.timings: dict[str, float] = {}
+
+    # -- services ---------------------------------------------------------------------------------
+    def start_services(self) -> None:
+        from sqltune.storage import EmbeddedS3
+
+        self.s3 = EmbeddedS3().start()
+        self.env.update(self.s3.env())
+        os.environ.update(self.s3.env())
+        self.s3.create_bucket(BUCKET)
+        log.info("embedded S3 at %s, bucket s3://%s", self.s3.endpoint, BUCKET)
+        stop_own_ray()  # leftovers of an interrupted demo; other Ray clusters on this machine are left alone
+        sh(
+            [
+                bin_path("ray"), "start", "--head", f"--temp-dir={RAY_TEMP}", "--node-ip-address=127.0.0.1", f"--port={RAY_PORT}",
+                f"--dashboard-port={DASHBOARD_PORT}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
+                "--disable-usage-stats",
+            ],
+            env=self.env,
+        )
+        self.started_ray = True
+        self.env["RAY_ADDRESS"] = f"http://127.0.0.1:{DASHBOARD_PORT}"
+
+    def stop_services(self) -> None:
+        if self.started_ray:
+            sh([bin_path("serve"), "shutdown", "-y", "-a", f"http://127.0.0.1:{DASHBOARD_PORT}"], env=self.env,
+               check=False, capture=True)
+            stop_own_ray()
+        if self.s3 is not None:
+            self.s3.stop()
+
+    # -- steps ------------------------------------------------------------------------------------
+    def build_assets(self) -> None:
+        from sqltune.data.embedded import build_embedded
+        from sqltune.models.tiny import build_tiny_model
+        from sqltune.storage import publish
+
+        data_dir = self.work / "dataset"
+        random_dir = self.work / "tiny-random"
+        base_dir = self.work / "tiny-base"
+        shutil.rmtree(data_dir, ignore_errors=True)
+        build_embedded(data_dir, seed=0)
+        if not (random_dir / "config.json").is_file():
+            build_tiny_model(random_dir)
+        # The random tiny base cannot copy values from question to SQL; a short, cached LM pre-training on
+        # the warehouse's rows, DDL, training SQL and training questions (never a question paired with its
+        # SQL) teaches it the language, not the task. See README "Demo".
+        sh(
+            [sys.executable, "-m", "sqltune.train.pretrain", "--base", str(random_dir), "--out", str(base_dir),
+             "--config", "jobs/configs/tiny.yaml", "--steps", str(20 if self.quick else PRETRAIN_STEPS),
+             f"data.source={data_dir}"],
+            env=self.env,
+        )
+        publish(data_dir, f"s3://{BUCKET}/datasets/embedded", kind="dataset", overwrite=True)
+        publish(base_dir, f"s3://{BUCKET}/models/tiny-base", kind="base", overwrite=True)
+
+    def submit(self, module: str, config: str, overrides: list[str]) -> None:
+        """`ray job submit`, then follow its logs; fails unless the job ends SUCCEEDED."""
+        job_id = f"sqltune-{module.split('.')[-1]}-{int(time.time())}"
+        address = ["--address", self.env["RAY_ADDRESS"]]
+        cmd = [
+            bin_path("ray"), "job", "submit", *address, "--submission-id", job_id, "--no-wait",
+            "--working-dir", ".", "--", "python", "-m", module, "--config", config, *overrides,
+        ]
+        for attempt in range(12):
+            out = sh(cmd, env=self.env, check=False, capture=True)
+            if out.returncode == 0:
+                break
+            # Right after `ray start` the job agent may not be up yet on a loaded machine.
+            if "No available agent" not in (out.stdout + out.stderr) or attempt == 11:
+                raise RuntimeError(f"ray job submit failed:\n{out.stdout}{out.stderr}")
+            time.sleep(5)
+        sh([bin_path("ray"), "job", "logs", *address, "--follow", job_id], env=self.env, check=False)
+        status = sh([bin_path("ray"), "job", "status", *address, job_id], env=self.env, check=False, capture=True)
+        if "SUCCEEDED" not in status.stdout:
+            raise RuntimeError(f"job {job_id} ({module}) did not succeed:\n{status.stdout}{status.stderr}")
+        log.info("job %s succeeded", job_id)
+
+    def train(self) -> None:
+        overrides = [
+            f"model.base=s3://{BUCKET}/models/tiny-base",
+            f"data.source=s3://{BUCKET}/datasets/embedded",
+            f"output_uri=s3://{BUCKET}/runs",
+            "run_name=tiny",
+        ]
+        if self.quick:
+            overrides.append("train.max_steps=6")
+        self.submit("jobs.train", "jobs/configs/tiny.yaml", overrides)
+
+    def export(self) -> None:
+        self.submit("jobs.export", "jobs/configs/export-tiny.yaml",
+                    [f"adapter=s3://{BUCKET}/runs/tiny/adapter", f"output_uri=s3://{BUCKET}/runs", "run_name=tiny"])
+
+    def evaluate(self) -> None:
+        overrides = [f"output_uri=s3://{BUCKET}/eval", "eval_name=tiny", f"run_uri=s3://{BUCKET}/runs/tiny",
+                     f"base_uri=s3://{BUCKET}/models/tiny-base", f"dataset.source=s3://{BUCKET}/datasets/embedded"]
+        if self.quick:
+            overrides.append("dataset.limit=16")
+        self.submit("jobs.evaluate", "jobs/configs/eval-tiny.yaml", overrides)
+        from sqltune.storage import fetch
+
+        report_dir = self.work / "report"
+        shutil.rmtree(report_dir, ignore_errors=True)
+        report = fetch(f"s3://{BUCKET}/eval/tiny", report_dir)
+        print((Path(report) / "report.md").read_text())
+
+    def serve_and_ask(self) -> None:
+        import yaml
+
+        cfg = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
+        app = cfg["applications"][0]
+        app["args"]["model_uri"] = f"s3://{BUCKET}/runs/tiny/merged"
+        app["args"]["databases"] = {"warehouse": str(self.work / "dataset" / "warehouse.sqlite")}
+        for dep in app.get("deployments", []):
+            dep.setdefault("autoscaling_config", {})["max_replicas"] = 1
+        cfg["http_options"]["host"] = "127.0.0.1"
+        cfg["http_options"]["port"] = SERVE_PORT
+        path = self.work / "serve.yaml"
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        sh([bin_path("serve"), "deploy", str(path), "-a", self.env["RAY_ADDRESS"]], env=self.env)
+        base = f"http://127.0.0.1:{SERVE_PORT}"
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            try:
+                with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            status = sh([bin_path("serve"), "status", "-a", self.env["RAY_ADDRESS"]], env=self.env, check=False,
+                        capture=True).stdout
+            if "DEPLOY_FAILED" in status:
+                raise RuntimeError(f"serve deploy failed:\n{status}")
+            time.sleep(3)
+        else:
+            raise RuntimeError("the server did not become ready within 300 s; see `ray status` / serve logs")
+        for q in QUESTIONS:
+            body = json.dumps({"question": q, "database": "warehouse", "dialect": "sqlite", "execute": True}).encode()
+            req = urllib.request.Request(f"{base}/v1/sql", data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                out = json.loads(resp.read())
+            print(f"\nQ: {q}\nSQL: {out['sql']}\nvalid={out['valid']} read_only={out['read_only']} "
+                  f"latency={out['latency_ms']:.0f} ms")
+            for row in (out.get("rows") or [])[:5]:
+                print("   ", row)
+
+    def run(self, keep_running: bool) -> None:
+        steps = [
+            ("services", self.start_services),
+            ("build dataset + tiny model", self.build_assets),
+            ("train (ray job submit)", self.train),
+            ("export (ray job submit)", self.export),
+            ("evaluate (ray job submit)", self.evaluate),
+            ("serve + ask", self.serve_and_ask),
+        ]
+        t0 = time.time()
+        try:
+            for name, fn in steps:
+                start = time.time()
+                log.info("=== %s", name)
+                fn()
+                self.timings[name] = time.time() - start
+        finally:
+            if not keep_running:
+                self.stop_services()
+        left = own_ray_processes()
+        if left and not keep_running:
+            log.warning("%d Ray processes of the demo are still running", len(left))
+        print("\nDemo timings:")
+        for name, secs in self.timings.items():
+            print(f"  {name:<30} {secs:7.1f} s")
+        print(f"  {'total':<30} {time.time() - t0:7.1f} s")
+
+
+QUESTIONS = [
+    "How many customers are there in Germany?",
+    "What is the total revenue of orders placed in 2024?",
+    "List the 5 products with the highest price.",
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few training steps (CI's end-to-end test)")
+    parser.add_argument("--keep-running", action="store_true", help="leave S3, Ray and the server up")
+    parser.add_argument("--work-dir", default=str(ROOT / ".demo"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    Demo(work, args.quick).run(args.keep_running)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
