@@ -228,7 +228,7 @@ def _ray_init(cfg: TrainConfig) -> bool:
         # address="local": start a new local Ray even if some other cluster runs on this machine
         # (ray.init() alone would join the latest `ray start` cluster).
         ray.init(
-            address="local", num_cpus=cfg.scaling.local_num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+            address="local", num_cpus=cfg.scaling.local_num_cpus, include_dashboard=None, dashboard_host="127.0.0.1",
             runtime_env=runtime_env,
             log_to_driver=True,
         )
@@ -401,7 +401,22 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def setup(cfg: TrainConfig) -> Prepared:
     """Preflight (no Ray). Entry points call ``setup`` then :func:`run`."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    return preflight(cfg)
+    return preflight(_absolute_local_paths(cfg))
+
+
+def _absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
+    """Relative local paths made absolute: Ray Train workers run in another working directory, where a
+    relative dataset or model path (and the relative database paths derived from it) would not resolve."""
+    import dataclasses
+
+    def absolute(value: str) -> str:
+        if value and "://" not in value and Path(value).exists() and not Path(value).is_absolute():
+            return str(Path(value).resolve())
+        return value
+
+    data = dataclasses.replace(cfg.data, source=absolute(cfg.data.source))
+    model = dataclasses.replace(cfg.model, base=absolute(cfg.model.base))
+    return dataclasses.replace(cfg, data=data, model=model, output_uri=absolute(cfg.output_uri))
 
 
 def run(prep: Prepared) -> RunResult:
