@@ -54,13 +54,20 @@ class TinyModelConfig(Config):
 def train_tokenizer(corpus: Iterable[str], vocab_size: int):
     """Train a byte-level BPE tokenizer and wrap it as a transformers fast tokenizer with ChatML."""
     try:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
         from transformers import PreTrainedTokenizerFast
     except ImportError as exc:  # pragma: no cover - exercised only without the model extra
         raise missing("transformers/tokenizers", "model") from exc
 
     tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Whitespace runs and punctuation are pre-tokens of their own, so a word gets the same ids wherever it
+    # stands: "Netherlands" in the question and in 'Netherlands' in the SQL. (Qwen's byte-level BPE glues
+    # the leading space or quote to the word, which a tiny random model cannot learn to copy across in a
+    # few minutes.) ByteLevel without its regex only maps bytes, so decoding stays lossless.
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\s+|[^\w\s]"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
