@@ -86,6 +86,14 @@ def stop_own_ray(timeout: float = 20.0) -> None:
         log.info("stopped the demo's Ray cluster (%d processes)", len(procs))
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def bin_path(name: str) -> str:
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
@@ -121,6 +129,10 @@ class Demo:
                 bin_path("ray"), "start", "--head", f"--temp-dir={RAY_TEMP}", "--node-ip-address=127.0.0.1", f"--port={RAY_PORT}",
                 f"--dashboard-port={DASHBOARD_PORT}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
                 "--disable-usage-stats",
+                # Ray's fixed default agent/metrics ports clash with any other Ray on the machine (a test
+                # suite's): then the job agent never comes up ("No available agent to submit job").
+                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
             ],
             env=self.env,
         )

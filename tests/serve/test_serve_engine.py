@@ -145,7 +145,7 @@ def test_rejects_too_long_and_cancels(setup):
         with pytest.raises(E.EngineError, match="empty"):
             eng.submit(E.GenRequest([], 4))
         done = threading.Event()
-        req = E.GenRequest(setup["prompts"][0], 80, on_update=lambda r, t, f: f and done.set())
+        req = E.GenRequest(setup["prompts"][0], 64, on_update=lambda r, t, f: f and done.set())
         req.cancelled = True
         eng.submit(req)
         assert done.wait(30)

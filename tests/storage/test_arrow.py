@@ -67,6 +67,8 @@ def test_ray_train_checkpoints_to_embedded_s3(s3_server, s3_prefix):
             ray.train.report({"loss": 1.0}, checkpoint=Checkpoint.from_directory(d))
 
     fs, path = pyarrow_filesystem(join(s3_prefix, "ray-results"))
+    if ray.is_initialized():  # a session fixture of another package may have left one up
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": s3_server.env()})
     try:
         result = TorchTrainer(

@@ -46,6 +46,8 @@ def ray_cluster(s3_server):
     lookup below use the state API). Started after the S3 server so workers inherit its AWS_* env."""
     import ray
 
+    if ray.is_initialized():  # a session fixture of another package may have left one up
+        ray.shutdown()
     ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     try:
         yield ray
