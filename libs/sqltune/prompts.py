@@ -171,8 +171,8 @@ class Cleaned:
     """True when anything besides surrounding whitespace had to be removed."""
 
 
-def _first_statement(text: str) -> str:
-    """Text up to and excluding the first semicolon that is outside quotes and comments."""
+def first_semicolon(text: str) -> int:
+    """Index of the first ``;`` outside quotes and ``--`` comments (the end of the statement), or -1."""
     quote: str | None = None
     i = 0
     while i < len(text):
@@ -184,12 +184,20 @@ def _first_statement(text: str) -> str:
             quote = ch
         elif ch == "-" and text.startswith("--", i):
             j = text.find("\n", i)
-            i = len(text) if j < 0 else j
+            if j < 0:
+                return -1
+            i = j
             continue
         elif ch == ";":
-            return text[:i]
+            return i
         i += 1
-    return text
+    return -1
+
+
+def _first_statement(text: str) -> str:
+    """Text up to and excluding the first top-level semicolon."""
+    end = first_semicolon(text)
+    return text if end < 0 else text[:end]
 
 
 def clean_sql(text: str) -> Cleaned:

@@ -7,6 +7,8 @@ bad request: they return ``{"error": {...}}`` naming the field, which the ingres
 
 from __future__ import annotations
 
+from sqltune.prompts import first_semicolon
+
 import asyncio
 import logging
 import time
@@ -42,29 +44,6 @@ def verify_artifact(uri: str, *, require_manifest: bool = False) -> None:
         raise IntegrityError(f"{path} has no manifest.json; publish it with sqltune.storage.publish")
     else:
         log.warning("%s has no manifest.json: serving it unverified (publish artifacts for production)", path)
-
-
-def _top_level_semicolon(text: str) -> int:
-    """Index of the first ``;`` outside quotes and ``--`` comments, or -1."""
-    quote: str | None = None
-    i = 0
-    while i < len(text):
-        ch = text[i]
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in ("'", '"', "`"):
-            quote = ch
-        elif ch == "-" and text.startswith("--", i):
-            j = text.find("\n", i)
-            if j < 0:
-                return -1
-            i = j
-            continue
-        elif ch == ";":
-            return i
-        i += 1
-    return -1
 
 
 class ModelServer:
@@ -142,10 +121,10 @@ class ModelServer:
     def _statement_stop(self, tokens: list[int]) -> int | None:
         """End of statement: keep tokens up to the one that completes the first top-level ``;``."""
         text = self._decode(tokens)
-        if _top_level_semicolon(text) < 0:
+        if first_semicolon(text) < 0:
             return None
         keep = len(tokens)
-        while keep > 1 and _top_level_semicolon(self._decode(tokens[: keep - 1])) >= 0:
+        while keep > 1 and first_semicolon(self._decode(tokens[: keep - 1])) >= 0:
             keep -= 1
         return keep
 
