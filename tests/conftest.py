@@ -103,3 +103,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-model")
     return build_tiny_model(out, TinyModelConfig(vocab_size=512, hidden_size=64, num_layers=2, num_heads=2,
                                                  num_kv_heads=1, intermediate_size=128), corpus=TINY_CORPUS)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The tiny base model of the export and evaluation tests (tests/adapter_fixture.py)."""
+    from adapter_fixture import build_tiny_base
+
+    return build_tiny_base(tmp_path_factory.mktemp("tiny-base") / "base")
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_base, tmp_path_factory) -> Path:
+    """A LoRA adapter trained for a few steps on :func:`tiny_base`, saved as training saves it."""
+    from adapter_fixture import build_adapter
+
+    return build_adapter(tiny_base, tmp_path_factory.mktemp("runs") / "tiny" / "adapter")

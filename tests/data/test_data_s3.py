@@ -17,22 +17,8 @@ BUCKET = "sqltune-data-test"
 
 
 @pytest.fixture(scope="module")
-def s3_root():
-    from sqltune.storage import EmbeddedS3, clear_client_cache
-
-    mp = pytest.MonkeyPatch()
-    with EmbeddedS3() as server:
-        for key in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
-            mp.delenv(key, raising=False)
-        for key, value in server.env().items():
-            mp.setenv(key, value)
-        clear_client_cache()
-        server.create_bucket(BUCKET)
-        try:
-            yield f"s3://{BUCKET}/{uuid.uuid4().hex[:10]}"
-        finally:
-            mp.undo()
-            clear_client_cache()
+def s3_root(s3_server):
+    return f"{s3_server.create_bucket(BUCKET)}/{uuid.uuid4().hex[:10]}"
 
 
 def test_s3_file(s3_root, tmp_path):

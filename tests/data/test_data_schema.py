@@ -10,7 +10,7 @@ import pytest
 import sqlglot
 
 from sqltune.data import ddl_from_database, ddl_from_tables_json, fit_schema
-from sqltune.data.schema import approx_token_count, split_statements
+from sqltune.data.schema import approx_token_count, select_tables, split_statements
 from sqltune.errors import DataError
 
 
@@ -113,6 +113,46 @@ def test_ddl_from_postgres(postgres_db):
         conn.execute("DROP TABLE orders, customers, sales.regions")
         for stmt in split_statements(ddl):
             conn.execute(stmt)
+
+
+def test_compact_ddl_from_database(tmp_path):
+    """The compact style is one line per table, no NOT NULL/foreign keys, composite keys kept."""
+    path = tmp_path / "shop.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+            CREATE TABLE lines (order_id INTEGER, line INTEGER, customer_id INTEGER REFERENCES customers(id),
+                                "order" TEXT, PRIMARY KEY (order_id, line));
+            """
+        )
+    ddl = ddl_from_database(path, style="compact")
+    assert ddl.splitlines() == [
+        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);",
+        'CREATE TABLE lines (order_id INTEGER, line INTEGER, customer_id INTEGER, "order" TEXT, '
+        "PRIMARY KEY (order_id, line));",
+    ]
+    sqlite3.connect(":memory:").executescript(ddl)
+    with pytest.raises(ValueError, match="schema style 'tiny'"):
+        ddl_from_database(path, style="tiny")
+
+
+def test_compact_ddl_of_the_warehouse_is_the_embedded_prompt_schema(tmp_path):
+    """What the server puts in a prompt for the built warehouse is the text the examples were made with."""
+    from sqltune.data.embedded import build_embedded, warehouse
+
+    built = build_embedded(tmp_path / "embedded")
+    live = ddl_from_database(built.root / "warehouse.sqlite", style="compact")
+    assert live == warehouse.compact_schema(warehouse.TABLE_NAMES, "sqlite")
+    for ex in built.examples[:50]:
+        assert select_tables(live, ex.extra["tables"]) == ex.schema
+
+
+def test_select_tables(tmp_path):
+    ddl = "CREATE TABLE a (x INTEGER);\nCREATE TABLE b (y TEXT);\nCREATE TABLE c (z REAL);"
+    assert select_tables(ddl, ["C", "a"]) == "CREATE TABLE a (x INTEGER);\nCREATE TABLE c (z REAL);"
+    with pytest.raises(DataError, match="unknown table.*'d'.*has: a, b, c"):
+        select_tables(ddl, ["a", "d"])
 
 
 def test_ddl_from_database_errors(tmp_path):

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parents[1] / "export"))  # the shared tiny model/adapter builders
 
 from eval_helpers import build_shop  # noqa: E402
 
@@ -20,20 +19,6 @@ def shop_db(request, tmp_path) -> tuple[str, str]:
     if engine == "postgres":
         return engine, build_shop(engine, request.getfixturevalue("postgres_db"))
     return engine, build_shop(engine, tmp_path)
-
-
-@pytest.fixture(scope="session")
-def eval_tiny_base(tmp_path_factory) -> Path:
-    from adapter_fixture import build_tiny_base
-
-    return build_tiny_base(tmp_path_factory.mktemp("eval-base") / "base")
-
-
-@pytest.fixture(scope="session")
-def eval_tiny_adapter(eval_tiny_base, tmp_path_factory) -> Path:
-    from adapter_fixture import build_adapter
-
-    return build_adapter(eval_tiny_base, tmp_path_factory.mktemp("eval-runs") / "tiny" / "adapter")
 
 
 @pytest.fixture(scope="module")

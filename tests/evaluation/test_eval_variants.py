@@ -25,8 +25,8 @@ def test_prompt_modes():
     assert with_mode(PromptTemplate(mode="plain"), "strict").mode == "strict"
 
 
-def test_adapter_on_nf4_base(eval_tiny_adapter):
-    v = LocalVariant(VariantConfig.from_dict({"name": "a", "kind": "adapter", "model": str(eval_tiny_adapter),
+def test_adapter_on_nf4_base(tiny_adapter):
+    v = LocalVariant(VariantConfig.from_dict({"name": "a", "kind": "adapter", "model": str(tiny_adapter),
                                               "precision": "nf4"}), device="cpu")
     info = v.load()
     assert info["artifact_kind"] == "adapter"
@@ -36,8 +36,8 @@ def test_adapter_on_nf4_base(eval_tiny_adapter):
     assert out.output_tokens <= 4 and out.latency_s > 0
 
 
-def test_kind_must_match_the_artifact(eval_tiny_adapter):
-    v = LocalVariant(VariantConfig.from_dict({"name": "m", "kind": "merged", "model": str(eval_tiny_adapter)}),
+def test_kind_must_match_the_artifact(tiny_adapter):
+    v = LocalVariant(VariantConfig.from_dict({"name": "m", "kind": "merged", "model": str(tiny_adapter)}),
                      device="cpu")
     with pytest.raises(ModelError, match="is an adapter; use kind=adapter"):
         v.load()

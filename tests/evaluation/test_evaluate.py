@@ -38,11 +38,11 @@ def embedded_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exports(eval_tiny_base, eval_tiny_adapter, tmp_path_factory) -> dict[str, str]:
+def exports(tiny_base, tiny_adapter, tmp_path_factory) -> dict[str, str]:
     from sqltune.export import ExportConfig, run_export
 
     out = tmp_path_factory.mktemp("exports")
-    cfg = ExportConfig.from_dict({"adapter": str(eval_tiny_adapter), "output_uri": str(out), "run_name": "tiny",
+    cfg = ExportConfig.from_dict({"adapter": str(tiny_adapter), "output_uri": str(out), "run_name": "tiny",
                                   "formats": ["merged", "int8"], "dtype": "fp32", "measure_merge": False,
                                   "verify": False, "device": "cpu"})
     return run_export(cfg).artifacts
@@ -69,7 +69,7 @@ def _canned(examples) -> tuple[dict[str, str], dict[str, bool]]:
     return answers, correct
 
 
-def test_report_for_every_variant_kind(local_ray, embedded_dir, eval_tiny_base, eval_tiny_adapter, exports,
+def test_report_for_every_variant_kind(local_ray, embedded_dir, tiny_base, tiny_adapter, exports,
                                        tmp_path, monkeypatch):
     from sqltune.storage import verify
 
@@ -79,8 +79,8 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, eval_tiny_base, 
         "output_uri": str(tmp_path / "reports"),
         "dataset": dataset,
         "variants": [
-            {"name": "base", "kind": "base", "model": str(eval_tiny_base), "prompt_mode": "plain"},
-            {"name": "adapter", "kind": "adapter", "model": str(eval_tiny_adapter)},
+            {"name": "base", "kind": "base", "model": str(tiny_base), "prompt_mode": "plain"},
+            {"name": "adapter", "kind": "adapter", "model": str(tiny_adapter)},
             {"name": "merged", "kind": "merged", "model": exports["merged"]},
             {"name": "int8", "kind": "int8", "model": exports["int8"]},
             {"name": "http", "kind": "http", "url": "", "api_model": "canned", "api_key_env": "SQLTUNE_TEST_TOKEN"},

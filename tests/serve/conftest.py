@@ -80,7 +80,10 @@ def taught_model(tmp_path_factory, shop_db) -> Path:
         ),
         corpus=CORPUS * 20,
     )
-    _teach(src, [SHOP_SCHEMA, ddl_from_database(shop_db)])
+    # SHOP_SCHEMA is also the compact form the server renders by default (schema_style); the full form
+    # is what schema_style="full" gives.
+    assert ddl_from_database(shop_db, style="compact") == SHOP_SCHEMA
+    _teach(src, [SHOP_SCHEMA, ddl_from_database(shop_db, style="full")])
     write_artifact_info(src, kind="merged", base_model="tiny", precision="fp32", run_name="serve-test")
     dest = work / "published" / "merged"
     publish(src, str(dest), kind="merged")

@@ -83,6 +83,21 @@ def test_execute_on_configured_database_returns_rows(client, server):
     assert body["columns"] == ["name"]
 
 
+def test_database_tables_pick_the_prompt_schema(client):
+    r = client.post(
+        "/v1/sql",
+        json={"question": PAIRS[0][0], "database": "shop", "tables": ["Customers"], "execute": True},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"] == [[3]]
+    err = assert_error(client.post("/v1/sql", json={"question": "q", "database": "shop", "tables": ["nope"]}), 422,
+                       "tables")
+    assert "'nope'" in err["message"] and "customers" in err["message"]
+    assert_error(client.post("/v1/sql", json={"question": "q", "database": "shop", "tables": []}), 422, "tables")
+    assert_error(client.post("/v1/sql", json={"question": "q", "schema": SHOP_SCHEMA, "tables": ["customers"]}),
+                 422, "tables")
+
+
 def test_execute_never_runs_a_write(client, server):
     before = sha256(server["db"])
     r = client.post("/v1/sql", json={"question": PAIRS[1][0], "database": "shop", "execute": True})

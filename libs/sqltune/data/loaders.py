@@ -19,7 +19,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -438,6 +438,19 @@ def _dataset_paths(
     return files, tables_path, dbs if dbs.is_dir() else None
 
 
+def _benchmark_items(files: Sequence[Path], name: str) -> Iterator[tuple[Path, int, str, dict]]:
+    """(file, index, location for errors, item) of every item of Spider/BIRD-style JSON list files."""
+    for file in files:
+        data = _read_json(file, str(file))
+        if not isinstance(data, list):
+            raise DataError(f"{file}: expected a JSON list of {name} items")
+        for idx, item in enumerate(data):
+            where = f"{file} item {idx}"
+            if not isinstance(item, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(item).__name__}")
+            yield file, idx, where, item
+
+
 _SPIDER_SPLITS: dict[str | None, list[str]] = {
     None: ["dev.json"],
     "dev": ["dev.json"],
@@ -468,32 +481,25 @@ def load_spider(
     )
     schemas = _SchemaSource(tables_path, dbs, str(source))
     out: list[Example] = []
-    for file in files:
-        data = _read_json(file, str(file))
-        if not isinstance(data, list):
-            raise DataError(f"{file}: expected a JSON list of Spider items")
-        for idx, item in enumerate(data):
-            if limit is not None and len(out) >= limit:
-                return out
-            where = f"{file} item {idx}"
-            if not isinstance(item, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(item).__name__}")
-            question = _require(where, item, "question")
-            sql = _require(where, item, "query" if "query" in item or "SQL" not in item else "SQL")
-            db_id = _require(where, item, "db_id")
-            schema, db_path = schemas.get(db_id, where)
-            out.append(
-                Example(
-                    id=f"spider-{file.stem}-{idx:05d}",
-                    question=question,
-                    schema=schema,
-                    sql=sql,
-                    dialect="sqlite",
-                    db=db_path,
-                    difficulty=spider_hardness(item.get("sql")) if isinstance(item.get("sql"), dict) else None,
-                    extra={"db_id": db_id},
-                )
+    for file, idx, where, item in _benchmark_items(files, "Spider"):
+        if limit is not None and len(out) >= limit:
+            return out
+        question = _require(where, item, "question")
+        sql = _require(where, item, "query" if "query" in item or "SQL" not in item else "SQL")
+        db_id = _require(where, item, "db_id")
+        schema, db_path = schemas.get(db_id, where)
+        out.append(
+            Example(
+                id=f"spider-{file.stem}-{idx:05d}",
+                question=question,
+                schema=schema,
+                sql=sql,
+                dialect="sqlite",
+                db=db_path,
+                difficulty=spider_hardness(item.get("sql")) if isinstance(item.get("sql"), dict) else None,
+                extra={"db_id": db_id},
             )
+        )
     return out
 
 
@@ -525,42 +531,35 @@ def load_bird(
     schemas = _SchemaSource(tables_path, dbs, str(source))
     out: list[Example] = []
     seen: dict[str, str] = {}
-    for file in files:
-        data = _read_json(file, str(file))
-        if not isinstance(data, list):
-            raise DataError(f"{file}: expected a JSON list of BIRD items")
-        for idx, item in enumerate(data):
-            if limit is not None and len(out) >= limit:
-                return out
-            where = f"{file} item {idx}"
-            if not isinstance(item, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(item).__name__}")
-            question = _require(where, item, "question")
-            sql = _require(where, item, "SQL")
-            db_id = _require(where, item, "db_id")
-            qid = str(item["question_id"]) if item.get("question_id") is not None else str(idx)
-            ex_id = f"bird-{file.stem}-{qid}"
-            if ex_id in seen:
-                raise DataError(f"{where}: question_id {qid!r} was already used at {seen[ex_id]}")
-            seen[ex_id] = where
-            evidence = item.get("evidence")
-            if evidence is not None and not isinstance(evidence, str):
-                raise DataError(f"{where}: field 'evidence' must be text, got {type(evidence).__name__}")
-            schema, db_path = schemas.get(db_id, where)
-            difficulty = item.get("difficulty")
-            out.append(
-                Example(
-                    id=ex_id,
-                    question=question,
-                    schema=schema,
-                    sql=sql,
-                    dialect="sqlite",
-                    db=db_path,
-                    evidence=(evidence or "").strip() or None,
-                    difficulty=str(difficulty) if difficulty else None,
-                    extra={"db_id": db_id, "question_id": item.get("question_id", idx)},
-                )
+    for file, idx, where, item in _benchmark_items(files, "BIRD"):
+        if limit is not None and len(out) >= limit:
+            return out
+        question = _require(where, item, "question")
+        sql = _require(where, item, "SQL")
+        db_id = _require(where, item, "db_id")
+        qid = str(item["question_id"]) if item.get("question_id") is not None else str(idx)
+        ex_id = f"bird-{file.stem}-{qid}"
+        if ex_id in seen:
+            raise DataError(f"{where}: question_id {qid!r} was already used at {seen[ex_id]}")
+        seen[ex_id] = where
+        evidence = item.get("evidence")
+        if evidence is not None and not isinstance(evidence, str):
+            raise DataError(f"{where}: field 'evidence' must be text, got {type(evidence).__name__}")
+        schema, db_path = schemas.get(db_id, where)
+        difficulty = item.get("difficulty")
+        out.append(
+            Example(
+                id=ex_id,
+                question=question,
+                schema=schema,
+                sql=sql,
+                dialect="sqlite",
+                db=db_path,
+                evidence=(evidence or "").strip() or None,
+                difficulty=str(difficulty) if difficulty else None,
+                extra={"db_id": db_id, "question_id": item.get("question_id", idx)},
             )
+        )
     return out
 
 

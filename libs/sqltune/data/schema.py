@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqltune.errors import DataError, missing
 
@@ -21,6 +21,7 @@ __all__ = [
     "ddl_from_tables_json",
     "ddl_from_database",
     "fit_schema",
+    "select_tables",
     "approx_token_count",
     "quote_ident",
     "split_statements",
@@ -46,6 +47,9 @@ _RESERVED = frozenset(
 )
 _SIMPLE_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+
+SchemaStyle = Literal["full", "compact"]
+"""How a live database's schema is rendered: multi-line DDL with constraints, or one line per table."""
 
 def quote_ident(name: str) -> str:
     """Quote ``name`` with double quotes when it is not a plain identifier or is a reserved word."""
@@ -162,12 +166,24 @@ def _render_table(
     foreign_keys: Sequence[tuple[str, str, str]] | Sequence[str],
     *,
     schema: str | None = None,
+    compact: bool = False,
 ) -> str:
     """CREATE TABLE text; ``columns`` are (name, type, not_null); foreign keys are (col, table, col)
-    triples or already-rendered constraint strings."""
+    triples or already-rendered constraint strings.
+
+    ``compact``: the one-line prompt form: ``name TYPE`` per column, a one-column primary key inline,
+    no NOT NULL and no foreign keys (the joins are in the column names), about half the tokens.
+    """
+    name = f"{quote_ident(schema)}.{quote_ident(table)}" if schema else quote_ident(table)
+    if compact:
+        inline_pk = primary_key[0] if len(primary_key) == 1 else None
+        cols = [f"{quote_ident(n)} {t}".rstrip() + (" PRIMARY KEY" if n == inline_pk else "") for n, t, _ in columns]
+        if len(primary_key) > 1:
+            cols.append("PRIMARY KEY (" + ", ".join(quote_ident(c) for c in primary_key) + ")")
+        return f"CREATE TABLE {name} ({', '.join(cols)});"
     parts = []
-    for name, typ, not_null in columns:
-        parts.append(f"{quote_ident(name)} {typ}".rstrip() + (" NOT NULL" if not_null else ""))
+    for col_name, typ, not_null in columns:
+        parts.append(f"{quote_ident(col_name)} {typ}".rstrip() + (" NOT NULL" if not_null else ""))
     if primary_key:
         parts.append("PRIMARY KEY (" + ", ".join(quote_ident(c) for c in primary_key) + ")")
     for fk in foreign_keys:
@@ -178,7 +194,6 @@ def _render_table(
             parts.append(
                 f"FOREIGN KEY ({quote_ident(col)}) REFERENCES {quote_ident(ref_table)}({quote_ident(ref_col)})"
             )
-    name = f"{quote_ident(schema)}.{quote_ident(table)}" if schema else quote_ident(table)
     return f"CREATE TABLE {name} (\n  " + ",\n  ".join(parts) + "\n);"
 
 
@@ -205,22 +220,26 @@ def _kind_of(db: str) -> str:
     raise DataError(f"database {db!r} is neither a SQLite nor a DuckDB file (unknown header)")
 
 
-def ddl_from_database(db: str | os.PathLike[str]) -> str:
+def ddl_from_database(db: str | os.PathLike[str], *, style: SchemaStyle = "full") -> str:
     """Introspect a live database's tables into CREATE TABLE statements (types, NOT NULL, keys).
 
     ``db`` is a SQLite file, a DuckDB file (detected by header, then suffix) or a ``postgresql://``
-    DSN (every non-system schema; tables outside ``public`` are schema-qualified).
+    DSN (every non-system schema; tables outside ``public`` are schema-qualified). ``style="compact"``
+    gives one line per table (see :func:`_render_table`), the form the embedded dataset's prompts use.
     """
+    if style not in ("full", "compact"):
+        raise ValueError(f"schema style {style!r} is not one of 'full', 'compact'")
     db = os.fspath(db)
     kind = _kind_of(db)
+    compact = style == "compact"
     if kind == "sqlite":
-        return _ddl_sqlite(db)
+        return _ddl_sqlite(db, compact)
     if kind == "duckdb":
-        return _ddl_duckdb(db)
-    return _ddl_postgres(db)
+        return _ddl_duckdb(db, compact)
+    return _ddl_postgres(db, compact)
 
 
-def _ddl_sqlite(path: str) -> str:
+def _ddl_sqlite(path: str, compact: bool = False) -> str:
     uri = Path(path).resolve().as_uri() + "?mode=ro"
     try:
         conn = sqlite3.connect(uri, uri=True)
@@ -254,15 +273,15 @@ def _ddl_sqlite(path: str) -> str:
                     ref_col = parent_pk[0] if parent_pk else r[3]
                 fks.append((r[3], r[2], ref_col))
             if cols:
-                out.append(_render_table(table, cols, pk, fks))
-        return "\n\n".join(out)
+                out.append(_render_table(table, cols, pk, fks, compact=compact))
+        return ("\n" if compact else "\n\n").join(out)
     except sqlite3.Error as exc:
         raise DataError(f"cannot read the schema of SQLite database {path}: {exc}") from exc
     finally:
         conn.close()
 
 
-def _ddl_duckdb(path: str) -> str:
+def _ddl_duckdb(path: str, compact: bool = False) -> str:
     import duckdb
 
     try:
@@ -293,10 +312,10 @@ def _ddl_duckdb(path: str) -> str:
         raise DataError(f"cannot read the schema of DuckDB database {path}: {exc}") from exc
     finally:
         conn.close()
-    return _render_introspected(rows, cons, default_schema="main")
+    return _render_introspected(rows, cons, default_schema="main", compact=compact)
 
 
-def _render_introspected(rows: list[tuple], cons: list[tuple], *, default_schema: str) -> str:
+def _render_introspected(rows: list[tuple], cons: list[tuple], *, default_schema: str, compact: bool = False) -> str:
     order: list[tuple[str, str]] = []
     cols: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
     for schema, table, column, typ, nullable in rows:
@@ -325,11 +344,11 @@ def _render_introspected(rows: list[tuple], cons: list[tuple], *, default_schema
         pk = pks.get(key, [])
         columns = [(n, t, nn and n not in pk) for n, t, nn in cols[key]]
         qualifier = None if schema == default_schema else schema
-        out.append(_render_table(table, columns, pk, fks.get(key, []), schema=qualifier))
-    return "\n\n".join(out)
+        out.append(_render_table(table, columns, pk, fks.get(key, []), schema=qualifier, compact=compact))
+    return ("\n" if compact else "\n\n").join(out)
 
 
-def _ddl_postgres(dsn: str) -> str:
+def _ddl_postgres(dsn: str, compact: bool = False) -> str:
     try:
         import psycopg
     except ImportError as exc:
@@ -368,7 +387,8 @@ def _ddl_postgres(dsn: str) -> str:
     kinds = {"p": "PRIMARY KEY", "f": "FOREIGN KEY"}
     cons_rows = [(s, t, kinds[ct], list(cols or []), rt, list(rcols or [])) for s, t, ct, _oid, cols, rt, rcols in cons]
     return _render_introspected(
-        [(s, t, c, typ, "NO" if nn else "YES") for s, t, c, typ, nn in rows], cons_rows, default_schema="public"
+        [(s, t, c, typ, "NO" if nn else "YES") for s, t, c, typ, nn in rows], cons_rows, default_schema="public",
+        compact=compact,
     )
 
 
@@ -561,6 +581,24 @@ def _mentioned(name: str, question_lower: str, words: set[str]) -> bool:
         if len(variant) > 2 and variant in words:
             return True
     return False
+
+
+def select_tables(ddl: str, tables: Sequence[str]) -> str:
+    """The CREATE TABLE statements of ``ddl`` for ``tables`` (case-insensitive), in ``ddl``'s order.
+
+    Raises :class:`DataError` naming the unknown tables and the known ones. The statements keep their
+    text, so the result has the same style as ``ddl`` (one line per table for a compact schema).
+    """
+    parsed = [t for t in (_parse_table(stmt, i) for i, stmt in enumerate(split_statements(ddl))) if t]
+    known = {t.name.lower(): t for t in parsed}
+    wanted = {name.lower() for name in tables}
+    unknown = sorted(name for name in tables if name.lower() not in known)
+    if unknown:
+        raise DataError(
+            f"unknown table(s) {', '.join(map(repr, unknown))}; the database has: {', '.join(t.name for t in parsed)}"
+        )
+    joiner = "\n" if all("\n" not in t.text.strip() for t in parsed) else "\n\n"
+    return joiner.join(t.text.strip() for t in parsed if t.name.lower() in wanted)
 
 
 def fit_schema(

@@ -76,6 +76,33 @@ class ApiError(Exception):
         self.headers = headers
 
 
+
+BACKEND_ERRORS = (Overloaded, BackendTimeout, BackendFailure)
+
+
+def backend_error(exc: Exception, timeout_s: float) -> ApiError:
+    """The HTTP error for one of :data:`BACKEND_ERRORS` (the backend call itself failed)."""
+    if isinstance(exc, Overloaded):
+        return ApiError(
+            503, f"the model is at capacity, retry shortly ({exc})", code="overloaded", headers={"Retry-After": "1"}
+        )
+    if isinstance(exc, BackendTimeout):
+        return ApiError(504, f"the request took longer than {timeout_s}s", code="timeout")
+    return ApiError(500, f"the model replica failed: {exc}", code="model_error")
+
+
+def raise_replica_error(result: Any) -> None:
+    """Replicas answer a bad request with ``{"error": {...}}`` rather than raising: re-raise it here."""
+    if isinstance(result, dict) and "error" in result:
+        e = result["error"]
+        raise ApiError(
+            int(e.get("status", 400)),
+            e.get("message", "invalid request"),
+            param=e.get("param"),
+            code=e.get("code", "invalid_request"),
+        )
+
+
 def _type_for(status: int) -> str:
     if status == 401:
         return "authentication_error"
@@ -124,6 +151,12 @@ class SQLRequest(BaseModel):
     )
     database: str | None = Field(
         None, description="Name of a database configured on the server (args.databases)."
+    )
+    tables: list[str] | None = Field(
+        None,
+        description="With 'database': put only these of its tables in the prompt (schema linking done by "
+        "the caller; a model trained on per-question table subsets wants the same here).",
+        examples=[["customers", "orders"]],
     )
     dialect: str | None = Field(
         None, description="sqlite | duckdb | postgres (default: the database's, else sqlite)."
@@ -294,7 +327,7 @@ class _State:
             from sqltune.sql import engine_of
 
             try:
-                ddl = await run_in_threadpool(ddl_from_database, location)
+                ddl = await run_in_threadpool(ddl_from_database, location, style=self.args.schema_style)
                 dialect = engine_of(location)
             except Exception as exc:  # noqa: BLE001 - a broken configured database is the server's problem
                 log.error("cannot read the schema of database %r: %s", name, exc)
@@ -357,27 +390,9 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
     async def call_model(method: str, payload: Any = None) -> Any:
         try:
             result = await backend.call(method, payload, timeout=args.request_timeout_s)
-        except Overloaded as exc:
-            raise ApiError(
-                503,
-                f"the model is at capacity, retry shortly ({exc})",
-                code="overloaded",
-                headers={"Retry-After": "1"},
-            ) from None
-        except BackendTimeout:
-            raise ApiError(
-                504, f"the request took longer than {args.request_timeout_s}s", code="timeout"
-            ) from None
-        except BackendFailure as exc:
-            raise ApiError(500, f"the model replica failed: {exc}", code="model_error") from None
-        if isinstance(result, dict) and "error" in result:
-            e = result["error"]
-            raise ApiError(
-                int(e.get("status", 400)),
-                e.get("message", "invalid request"),
-                param=e.get("param"),
-                code=e.get("code", "invalid_request"),
-            )
+        except BACKEND_ERRORS as exc:
+            raise backend_error(exc, args.request_timeout_s) from None
+        raise_replica_error(result)
         return result
 
     def resolve_max_tokens(value: int | None, field: str) -> int:
@@ -440,6 +455,18 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
         db_dialect = None
         if body.database is not None:
             location, schema, db_dialect = await state.database(body.database)
+            if body.tables is not None:
+                from sqltune.data.schema import select_tables
+                from sqltune.errors import DataError
+
+                if not body.tables:
+                    raise ApiError(422, "tables must name at least one table (or be left out)", param="tables")
+                try:
+                    schema = select_tables(schema, body.tables)
+                except DataError as exc:
+                    raise ApiError(422, str(exc), param="tables") from None
+        elif body.tables is not None:
+            raise ApiError(422, "tables needs 'database'; with 'schema', send just the tables you want", param="tables")
         else:
             schema = body.schema_text or ""
             if not schema.strip():
@@ -649,27 +676,9 @@ async def _stream_chat(
         first = await iterator.__anext__()
     except StopAsyncIteration:
         raise ApiError(500, "the model returned no output", code="model_error") from None
-    except Overloaded as exc:
-        raise ApiError(
-            503,
-            f"the model is at capacity, retry shortly ({exc})",
-            code="overloaded",
-            headers={"Retry-After": "1"},
-        ) from None
-    except BackendTimeout:
-        raise ApiError(
-            504, f"the request took longer than {args.request_timeout_s}s", code="timeout"
-        ) from None
-    except BackendFailure as exc:
-        raise ApiError(500, f"the model replica failed: {exc}", code="model_error") from None
-    if isinstance(first, dict) and "error" in first:
-        e = first["error"]
-        raise ApiError(
-            int(e.get("status", 400)),
-            e.get("message", "invalid request"),
-            param=e.get("param"),
-            code=e.get("code", "invalid_request"),
-        )
+    except BACKEND_ERRORS as exc:
+        raise backend_error(exc, args.request_timeout_s) from None
+    raise_replica_error(first)
 
     def chunk(delta: dict, finish: str | None = None) -> dict:
         return {

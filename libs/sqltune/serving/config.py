@@ -72,6 +72,12 @@ class ServeArgs(Config):
     databases: dict[str, str] = param(
         {}, "name -> SQLite/DuckDB file or postgresql:// DSN, for 'database' and execute."
     )
+    schema_style: Literal["compact", "full"] = param(
+        "compact",
+        "How a 'database' schema is put in the prompt: 'compact' (one CREATE TABLE line per table, no "
+        "NOT NULL/foreign keys: the embedded dataset's form, half the tokens) or 'full' (multi-line DDL "
+        "with constraints). Use the form your training data had.",
+    )
     execute_max_rows: int = param(
         100, "Rows returned by execute (the rest are dropped and 'truncated' set).", min=1
     )

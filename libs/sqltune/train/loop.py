@@ -297,11 +297,14 @@ class Trainer:
             "step": s["step"],
             "epoch": round(s["step"] / max(1, self.plan.steps_per_epoch()), 4),
             "eval_loss": s["eval_loss"] if s["eval_loss"] is not None else 1e9,
-            "eval_exec_accuracy": s["eval_exec_accuracy"] if s["eval_exec_accuracy"] is not None else 0.0,
             "tokens": s["tokens"],
             "resumed_from": list(s["resumed_from"]),
             "done": s["done"],
         }
+        # Reported only once measured, so a run without exec-accuracy validation shows no fake 0.0; Ray's
+        # checkpoint scoring needs the key on every report when it ranks by it.
+        if s["eval_exec_accuracy"] is not None or name == "eval_exec_accuracy":
+            metrics["eval_exec_accuracy"] = s["eval_exec_accuracy"] if s["eval_exec_accuracy"] is not None else 0.0
         metrics.update(extra or {})
         assert name in metrics and order in ("min", "max")
         return metrics

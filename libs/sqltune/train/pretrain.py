@@ -190,18 +190,22 @@ def pretrain_tiny_base(
         opt, lambda s: lr_lambda(s, total=total, warmup=warm, schedule="cosine", min_ratio=0.1)
     )
     copy_loss = None
+
+    def step_on(batch: dict[str, Any]) -> float:
+        nonlocal tokens
+        real = int(batch.pop("real_tokens"))
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        tokens += real
+        return float(loss.detach())
+
     for step in range(total):
         if step < copy_steps or (copy_every and (step - copy_steps) % copy_every == copy_every - 1):
-            batch = copy_batch()
-            real = int(batch.pop("real_tokens"))
-            out_ = model(**batch, use_cache=False)
-            out_.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            tokens += real
-            copy_loss = float(out_.loss.detach())
+            copy_loss = step_on(copy_batch())
             if (step + 1) % 50 == 0:
                 log.info("pretrain step %d/%d copy loss %.3f", step + 1, total, copy_loss)
             continue
@@ -217,16 +221,7 @@ def pretrain_tiny_base(
         packed = pack_greedy(picked, lengths, row_tokens)
         groups = packed[:n_rows]
         order.extend(i for g in packed[n_rows:] for i in g)  # not used this step: back in the queue
-        batch = collate_packed_rows([[rows[i] for i in g] for g in groups], row_tokens, tok.pad_token_id)
-        real = int(batch.pop("real_tokens"))
-        out_ = model(**batch, use_cache=False)
-        out_.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        tokens += real
-        loss = float(out_.loss.detach())
+        loss = step_on(collate_packed_rows([[rows[i] for i in g] for g in groups], row_tokens, tok.pad_token_id))
         loss_avg = loss if loss_avg is None else 0.9 * loss_avg + 0.1 * loss
         if (step + 1) % 50 == 0 or step + 1 == total:
             log.info("pretrain step %d/%d loss %.3f, copy loss %s (%.0f tok/s)", step + 1, total, loss_avg,

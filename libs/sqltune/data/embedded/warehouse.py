@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sqltune.errors import ConfigError, SQLError, missing
+from sqltune.data.schema import quote_ident
 
 DIALECTS = ("sqlite", "duckdb", "postgres")
 
@@ -106,7 +107,9 @@ def table_ddl(name: str, dialect: str = "sqlite", *, compact: bool = False) -> s
     table = _BY_NAME[name]
     parts = []
     for col in table.columns:
-        text = f"{col.name} {_TYPES[col.type][dialect]}"
+        # Quoted as sqltune.data.schema renders a live database, so prompts built from this text and from
+        # `ddl_from_database(style="compact")` of the built warehouse are identical.
+        text = f"{quote_ident(col.name)} {_TYPES[col.type][dialect]}"
         if col.pk:
             text += " PRIMARY KEY"
         elif not compact:
