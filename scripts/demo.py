@@ -253,15 +253,29 @@ class Demo:
             time.sleep(3)
         else:
             raise RuntimeError("the server did not become ready within 300 s; see `ray status` / serve logs")
-        for q in QUESTIONS:
-            body = json.dumps({"question": q, "database": "warehouse", "dialect": "sqlite", "execute": True}).encode()
+        for ex in self.demo_questions():
+            # The embedded examples' prompts carry the tables their question is about; `tables` puts the same
+            # ones in the server's prompt (without it the server sends the whole database's schema).
+            body = json.dumps({"question": ex.question, "database": "warehouse", "tables": ex.extra["tables"],
+                               "dialect": "sqlite", "execute": True, "max_new_tokens": 256}).encode()
             req = urllib.request.Request(f"{base}/v1/sql", data=body, headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=60) as resp:
                 out = json.loads(resp.read())
-            print(f"\nQ: {q}\nSQL: {out['sql']}\nvalid={out['valid']} read_only={out['read_only']} "
+            print(f"\nQ: {ex.question}   (tables: {', '.join(ex.extra['tables'])})\nSQL:  {out['sql']}\n"
+                  f"gold: {ex.sql}\nvalid={out['valid']} read_only={out['read_only']} "
                   f"latency={out['latency_ms']:.0f} ms")
+            if out.get("execution_error"):
+                print("    execution error:", out["execution_error"])
             for row in (out.get("rows") or [])[:5]:
                 print("   ", row)
+
+    def demo_questions(self) -> list:
+        """One held-out test question of each of DEMO_CATEGORIES, split exactly as eval-tiny.yaml does."""
+        from sqltune.data import load_dataset, split_examples
+
+        examples = load_dataset(self.work / "dataset", format="embedded")
+        test = split_examples(examples, ratios=(0.8, 0.1, 0.1), seed=0, stratify="category").test
+        return [next(ex for ex in test if ex.category == cat) for cat in DEMO_CATEGORIES]
 
     def run(self, keep_running: bool) -> None:
         steps = [
@@ -291,11 +305,7 @@ class Demo:
         print(f"  {'total':<30} {time.time() - t0:7.1f} s")
 
 
-QUESTIONS = [
-    "How many customers are there in Germany?",
-    "What is the total revenue of orders placed in 2024?",
-    "List the 5 products with the highest price.",
-]
+DEMO_CATEGORIES = ("single_table", "join", "revenue")
 
 
 def main() -> int:
