@@ -37,3 +37,12 @@ def test_recipes_match_the_projects_they_replace():
     assert (c.model.base, c.data.format) == ("Qwen/Qwen2.5-1.5B-Instruct", "sql-create-context")
     c = load_config(TrainConfig, CONFIGS / "tiny.yaml")
     assert c.model.mode == "qlora" and c.scaling.num_workers == 2 and not c.scaling.use_gpu
+
+
+def test_prompt_system_overrides_the_instruction_and_travels_in_the_template():
+    cfg = load_config(TrainConfig, CONFIGS / "tiny.yaml", ["prompt_system=Reply with one {dialect} query."])
+    template = cfg.prompt_template()
+    assert template.system_text("duckdb") == "Reply with one DuckDB query."
+    assert type(template).from_dict(template.to_dict()) == template  # what the artifact's JSON gives back
+    default = load_config(TrainConfig, CONFIGS / "qwen2.5-3b-qlora.yaml").prompt_template()
+    assert default.system is None and "SQL" in default.system_text("sqlite")

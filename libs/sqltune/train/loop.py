@@ -138,7 +138,6 @@ class Trainer:
         import torch
 
         from sqltune.data.record import Example
-        from sqltune.prompts import PromptTemplate
         from sqltune.train.data import BatchPlan, tokenize_examples
         from sqltune.train.model import build_model
         from sqltune.train.optim import build_optimizer, build_scheduler
@@ -148,7 +147,7 @@ class Trainer:
         self.built = build_model(cfg, self.device)
         self.model = self.built.model
         self.tokenizer = self.built.tokenizer
-        self.template = PromptTemplate(mode=cfg.prompt_mode)
+        self.template = cfg.prompt_template()
         train_ex = [Example.from_dict(d) for d in self.payload["train"]]
         self.val_ex = [Example.from_dict(d) for d in self.payload["validation"]]
         self.train_set = tokenize_examples(train_ex, self.tokenizer, self.template, cfg.data.max_length)

@@ -308,7 +308,6 @@ def _choose_checkpoint(cfg: TrainConfig, result: Any):
 def assemble_artifact(cfg: TrainConfig, prep: Prepared, ckpt_dir: Path, out: Path, extra: dict[str, Any]) -> dict[str, Any]:
     """Lay out the adapter artifact in ``out`` from a checkpoint directory; returns metrics.json's content."""
     from sqltune.models.loading import write_artifact_info
-    from sqltune.prompts import PromptTemplate
     from sqltune.train.loop import MODEL_SUBDIR, STATE_JSON
 
     model_dir = ckpt_dir / MODEL_SUBDIR
@@ -317,7 +316,7 @@ def assemble_artifact(cfg: TrainConfig, prep: Prepared, ckpt_dir: Path, out: Pat
     shutil.copytree(model_dir, out, dirs_exist_ok=True)
     state = json.loads((ckpt_dir / STATE_JSON).read_text())
     (out / "config.yaml").write_text(cfg.to_yaml())
-    PromptTemplate(mode=cfg.prompt_mode).save(out)
+    cfg.prompt_template().save(out)
     final = {k: state.get(k) for k in (
         "step", "total_steps", "tokens", "target_tokens", "train_seconds", "tokens_per_second", "eval_loss",
         "eval_exec_accuracy", "eval_parseable", "optimizer", "world_size", "train_examples",
