@@ -80,49 +80,6 @@ def row_documents(db: str | Path, *, rows_per_table: int, seed: int) -> list[str
     return docs
 
 
-_LOOKUP_SKIP = ("email", "phone")
-_CONNECTORS = (" ", ", ", " in ", " from ", " with ", " and ", " of ", " for ", " by ")
-
-
-def lookup_documents(db: str | Path, *, n: int, seed: int) -> list[str]:
-    """Short documents that name 2-3 values of a random row *without their column names*, then a ``WHERE``
-    clause setting those columns to them (``Utrecht, SMB and Felix Ricci`` -> ``WHERE name = 'Felix Ricci'
-    AND segment = 'SMB' ...``).
-
-    Finding a value in prose by its kind, not by a key written next to it, is the copy a text-to-SQL model
-    needs (``customers in Netherlands`` -> ``country = 'Netherlands'``); these documents carry it densely
-    (every clause is a copy), with values from the database's rows, not from any question.
-    """
-    rng = random.Random(seed)
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    pools: list[tuple[str, list[str], list[tuple]]] = []
-    try:
-        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"):
-            info = conn.execute(f'PRAGMA table_info("{table}")').fetchall()
-            cols = [r[1] for r in info if (r[2] or "").upper() == "TEXT" and not r[1].endswith(_LOOKUP_SKIP)]
-            if len(cols) < 2:
-                continue
-            rows = conn.execute(f'SELECT {", ".join(chr(34) + c + chr(34) for c in cols)} FROM "{table}"').fetchall()
-            pools.append((table, cols, rows))
-    finally:
-        conn.close()
-    docs = []
-    for _ in range(n):
-        table, cols, rows = rng.choice(pools)
-        row = rng.choice(rows)
-        pairs = [(c, v) for c, v in zip(cols, row) if v is not None]
-        if len(pairs) < 2:
-            continue
-        chosen = rng.sample(pairs, rng.randint(2, min(3, len(pairs))))
-        prose = ""
-        for i, (_, v) in enumerate(chosen):
-            prose += (rng.choice(_CONNECTORS) if i else "") + str(v)
-        rng.shuffle(chosen)
-        cond = " AND ".join(f"{c} = {_render_value(v)[1]}" for c, v in chosen)
-        docs.append(f"{table}: {prose}.\nWHERE {cond}")
-    return docs
-
-
 def build_corpus(
     train_examples: Sequence[Any], db: str | Path, *, rows_per_table: int = 400, seed: int = 0,
     repeat_fraction: float = 0.5,
