@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "libs"))
 log = logging.getLogger("sqltune.bench.tiny_recipe")
 
 
-def teacher_forced_accuracy(model, rows, pad_id: int) -> tuple[float, float]:
+def teacher_forced_accuracy(model, rows, pad_id: int, device: str = "cpu") -> tuple[float, float]:
     """(share of rows whose every label token is the argmax, token accuracy) over ``rows``."""
     import torch
 
@@ -38,7 +38,7 @@ def teacher_forced_accuracy(model, rows, pad_id: int) -> tuple[float, float]:
     full = correct = total = 0
     with torch.no_grad():
         for i in range(0, len(rows), 16):
-            b = collate_padded(rows[i : i + 16], pad_id)
+            b = {k: v.to(device) for k, v in collate_padded(rows[i : i + 16], pad_id).items()}
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             pred, lab = logits[:, :-1].argmax(-1), b["labels"][:, 1:]
             mask = lab != -100
@@ -68,16 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--every", type=int, default=40, help="measure every N steps")
     ap.add_argument("--val", type=int, default=64, help="validation examples measured")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--system", default=None, help="system instruction (default: the preset's)")
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the preset")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
     cfg = load_config(TrainConfig, args.config, [*args.overrides, f"model.base={args.base}"])
     train, val, _, _ = load_splits(cfg)
-    built = build_model(cfg, "cpu")
+    built = build_model(cfg, args.device)
     model, tok = built.model, built.tokenizer
     template = cfg.prompt_template()
     if args.system is not None:
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     va = tokenize_examples(val[: args.val], tok, template, cfg.data.max_length)
     log.info("trainable params %d, %d training rows of %.0f tokens on average", built.trainable_params,
              len(tr.rows), sum(tr.lengths) / len(tr.rows))
-    opt, _ = build_optimizer(model, cfg.optim, "cpu")
+    opt, _ = build_optimizer(model, cfg.optim, args.device)
     sched = build_scheduler(opt, cfg.optim, args.steps)
     rng = random.Random(0)
     order: list[int] = []
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             rng.shuffle(epoch)
             order += epoch
         batch = collate_padded([tr.rows[order.pop()] for _ in range(args.batch)], tok.pad_token_id)
+        batch = {k: v.to(args.device) for k, v in batch.items()}
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step % args.every == 0 or step == args.steps:
-            seq, tok_acc = teacher_forced_accuracy(model, va.rows, tok.pad_token_id)
+            seq, tok_acc = teacher_forced_accuracy(model, va.rows, tok.pad_token_id, args.device)
             print(f"step {step} loss {loss.item():.4f} val teacher-forced seq-acc {seq:.3f} token-acc {tok_acc:.4f} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
     return 0
