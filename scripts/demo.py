@@ -270,11 +270,15 @@ class Demo:
                 print("   ", row)
 
     def demo_questions(self) -> list:
-        """One held-out test question of each of DEMO_CATEGORIES, split exactly as eval-tiny.yaml does."""
+        """One held-out test question of each of DEMO_CATEGORIES, from the split eval-tiny.yaml scores."""
+        from sqltune.config import load_config
         from sqltune.data import load_dataset, split_examples
+        from sqltune.evaluation.config import EvalConfig
 
+        d = load_config(EvalConfig, ROOT / "jobs/configs/eval-tiny.yaml").dataset
         examples = load_dataset(self.work / "dataset", format="embedded")
-        test = split_examples(examples, ratios=(0.8, 0.1, 0.1), seed=0, stratify="category").test
+        test = split_examples(examples, ratios=tuple(d.split_ratios), seed=d.split_seed,
+                              stratify=d.stratify or "none").test
         return [next(ex for ex in test if ex.category == cat) for cat in DEMO_CATEGORIES]
 
     def run(self, keep_running: bool) -> None:

@@ -438,16 +438,10 @@ def _dataset_paths(
     return files, tables_path, dbs if dbs.is_dir() else None
 
 
-def _benchmark_items(files: Sequence[Path], name: str) -> Iterator[tuple[Path, int, str, dict]]:
+def _benchmark_items(files: Sequence[Path]) -> Iterator[tuple[Path, int, str, dict]]:
     """(file, index, location for errors, item) of every item of Spider/BIRD-style JSON list files."""
     for file in files:
-        data = _read_json(file, str(file))
-        if not isinstance(data, list):
-            raise DataError(f"{file}: expected a JSON list of {name} items")
-        for idx, item in enumerate(data):
-            where = f"{file} item {idx}"
-            if not isinstance(item, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(item).__name__}")
+        for idx, (where, item) in enumerate(_iter_json(file, str(file))):
             yield file, idx, where, item
 
 
@@ -481,7 +475,7 @@ def load_spider(
     )
     schemas = _SchemaSource(tables_path, dbs, str(source))
     out: list[Example] = []
-    for file, idx, where, item in _benchmark_items(files, "Spider"):
+    for file, idx, where, item in _benchmark_items(files):
         if limit is not None and len(out) >= limit:
             return out
         question = _require(where, item, "question")
@@ -531,7 +525,7 @@ def load_bird(
     schemas = _SchemaSource(tables_path, dbs, str(source))
     out: list[Example] = []
     seen: dict[str, str] = {}
-    for file, idx, where, item in _benchmark_items(files, "BIRD"):
+    for file, idx, where, item in _benchmark_items(files):
         if limit is not None and len(out) >= limit:
             return out
         question = _require(where, item, "question")

@@ -51,6 +51,7 @@ _SIMPLE_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SchemaStyle = Literal["full", "compact"]
 """How a live database's schema is rendered: multi-line DDL with constraints, or one line per table."""
 
+
 def quote_ident(name: str) -> str:
     """Quote ``name`` with double quotes when it is not a plain identifier or is a reserved word."""
     if _SIMPLE_IDENT.match(name) and name.lower() not in _RESERVED:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from sqltune.prompts import clean_sql
@@ -46,14 +45,6 @@ _TOKEN = re.compile(
     r"""|<=|>=|<>|!=|==|\|\||::|->>|->"""
     r"""|\S""",
 )
-
-
-@lru_cache(maxsize=1)
-def statement_keys() -> frozenset[str]:
-    """sqlglot keys of SQL statements; bare expressions are not parseable SQL (see sqltune.sql.analyze)."""
-    from sqltune.sql.analyze import statement_keys as keys
-
-    return keys()
 
 
 def sql_tokens(sql: str) -> list[str]:
@@ -190,8 +181,7 @@ def score_example(
         score.hybrid = 0.0
         return score
     analysis = analyze(sql, dialect=dialect, schema=schema if schema is not None else example.schema)
-    keys = statement_keys()
-    is_statement = analysis.parseable and all(t in keys for t in analysis.statement_types)
+    is_statement = analysis.parseable  # analyze already refuses text that parses only as a bare expression
     score.parseable = is_statement
     score.read_only = is_statement and analysis.read_only
     score.read_only_violation = is_statement and not analysis.read_only

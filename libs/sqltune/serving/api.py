@@ -76,7 +76,6 @@ class ApiError(Exception):
         self.headers = headers
 
 
-
 BACKEND_ERRORS = (Overloaded, BackendTimeout, BackendFailure)
 
 

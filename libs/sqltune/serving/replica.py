@@ -7,14 +7,13 @@ bad request: they return ``{"error": {...}}`` naming the field, which the ingres
 
 from __future__ import annotations
 
-from sqltune.prompts import first_semicolon
-
 import asyncio
 import logging
 import time
 from pathlib import Path
 from typing import Any
 
+from sqltune.prompts import first_semicolon
 from sqltune.serving.config import ServeArgs
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.errors import ConfigError, SQLError, missing
 from sqltune.data.schema import quote_ident
+from sqltune.errors import ConfigError, SQLError, missing
 
 DIALECTS = ("sqlite", "duckdb", "postgres")
 
