@@ -65,3 +65,46 @@ def test_missing_model_path_is_named():
 
     with pytest.raises(ModelError, match=r"model './nowhere' not found"):
         resolve_source("./nowhere")
+
+
+def test_tiny_tokenizer_is_the_same_through_every_loader(tiny_model_dir):
+    """tokenizer.json, AutoTokenizer (which builds Qwen2Tokenizer for a qwen2 config and imposes Qwen's
+    pre-tokenizer) and sqltune's load_tokenizer split alike: digits one by one, a value keeps its ids in
+    the question and inside the SQL's quotes."""
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
+
+    from sqltune.models.loading import load_tokenizer
+
+    text = "Orders of Karin Hernandez in 2024 with total_amount > 50?\nWHERE c.name = 'Karin Hernandez'"
+    raw = Tokenizer.from_file(str(tiny_model_dir / "tokenizer.json")).encode(text).ids
+    assert AutoTokenizer.from_pretrained(tiny_model_dir)(text, add_special_tokens=False)["input_ids"] == raw
+    tok = load_tokenizer(str(tiny_model_dir))
+    assert tok(text, add_special_tokens=False)["input_ids"] == raw
+    pieces = tok.convert_ids_to_tokens(raw)
+    assert pieces[pieces.index("2"):pieces.index("2") + 4] == ["2", "0", "2", "4"]
+    name_ids = tok(" Karin Hernandez", add_special_tokens=False)["input_ids"][1:]
+    quoted_ids = tok("'Karin Hernandez'", add_special_tokens=False)["input_ids"][1:-1]
+    assert name_ids == quoted_ids
+
+
+def test_load_tokenizer_keeps_a_generic_checkpoints_own_pre_tokenizer(tmp_path, tiny_model_dir):
+    """A checkpoint declaring the generic backend is tokenized by its tokenizer.json, not by the tokenizer
+    class transformers associates with the model type."""
+    import json
+    import shutil
+
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    from sqltune.models.loading import load_tokenizer
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_model_dir, ckpt)
+    tj = Tokenizer.from_file(str(ckpt / "tokenizer.json"))
+    tj.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.ByteLevel(
+        add_prefix_space=False, use_regex=False)])
+    tj.save(str(ckpt / "tokenizer.json"))
+    assert json.loads((ckpt / "tokenizer_config.json").read_text())["tokenizer_class"] in (
+        "TokenizersBackend", "PreTrainedTokenizerFast")
+    text = "SELECT 2024"
+    assert load_tokenizer(str(ckpt))(text, add_special_tokens=False)["input_ids"] == tj.encode(text).ids

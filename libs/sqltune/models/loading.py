@@ -106,10 +106,34 @@ def torch_dtype(precision: Precision, device: str):
     }.get(precision, compute_dtype(device) if device.startswith("cuda") else torch.float32)
 
 
-def load_tokenizer(source: str):
-    from transformers import AutoTokenizer
+# Classes a checkpoint declares when its tokenizer.json is the whole definition of its tokenizer.
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 
-    tok = AutoTokenizer.from_pretrained(source)
+
+def declared_tokenizer_class(source: str) -> str | None:
+    """``tokenizer_class`` from a local checkpoint's tokenizer_config.json (None if absent or remote)."""
+    path = Path(source) / "tokenizer_config.json"
+    try:
+        return json.loads(path.read_text()).get("tokenizer_class")
+    except (OSError, ValueError):
+        return None
+
+
+def load_tokenizer(source: str):
+    """The checkpoint's tokenizer, exactly as its tokenizer.json defines it.
+
+    transformers 5's ``AutoTokenizer`` picks the tokenizer class from the model type (``Qwen2Tokenizer``
+    for a qwen2 config) and that class rebuilds the pre-tokenizer from Qwen's regex, silently replacing the
+    one saved in tokenizer.json. Hub Qwen checkpoints declare ``Qwen2Tokenizer`` and are unaffected; a
+    checkpoint that declares the generic backend (the tiny model sqltune builds, with its own
+    pre-tokenizer) is loaded through it, so training, evaluation and serving tokenize as it was built.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    if declared_tokenizer_class(source) in GENERIC_TOKENIZER_CLASSES:
+        tok = PreTrainedTokenizerFast.from_pretrained(source)
+    else:
+        tok = AutoTokenizer.from_pretrained(source)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok

@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
+# Qwen2.5's pre-tokenizer split (transformers' Qwen2Tokenizer uses the same).
+QWEN2_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
 # Qwen2.5's ChatML template, reduced to what sqltune uses (system/user/assistant turns).
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -54,18 +59,18 @@ class TinyModelConfig(Config):
 def train_tokenizer(corpus: Iterable[str], vocab_size: int):
     """Train a byte-level BPE tokenizer and wrap it as a transformers fast tokenizer with ChatML."""
     try:
-        from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+        from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
         from transformers import PreTrainedTokenizerFast
     except ImportError as exc:  # pragma: no cover - exercised only without the model extra
         raise missing("transformers/tokenizers", "model") from exc
 
     tok = Tokenizer(models.BPE(unk_token=None))
-    # Whitespace runs and punctuation are pre-tokens of their own, so a word gets the same ids wherever it
-    # stands: "Netherlands" in the question and in 'Netherlands' in the SQL. (Qwen's byte-level BPE glues
-    # the leading space or quote to the word, which a tiny random model cannot learn to copy across in a
-    # few minutes.) ByteLevel without its regex only maps bytes, so decoding stays lossless.
+    # Merges are learned on pre-tokens that isolate whitespace runs, punctuation, "_" and single digits, so
+    # no merge ever joins a space or a quote to a word: "Netherlands" keeps the same ids in the question and
+    # in 'Netherlands' in the SQL. (Qwen's own BPE glues the leading space or quote to the word, which a tiny
+    # random model cannot learn to copy across in a few minutes.)
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"\s+|[^\w\s]"), behavior="isolated"),
+        pre_tokenizers.Split(Regex(r"\s+|[^\w\s]|_|\d"), behavior="isolated"),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     tok.decoder = decoders.ByteLevel()
@@ -76,6 +81,15 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int):
         show_progress=False,
     )
     tok.train_from_iterator(corpus, trainer=trainer)
+    # Then it pre-tokenizes exactly as Qwen2.5 does (NFC, Qwen's split regex: digits one by one). For a
+    # qwen2 config transformers' AutoTokenizer builds Qwen2Tokenizer, which imposes these two whatever
+    # tokenizer.json says; saving them makes tokenizer.json, AutoTokenizer and sqltune's load_tokenizer
+    # tokenize alike. With the merges above, the result equals the isolating split (a test pins it).
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",

@@ -382,7 +382,7 @@ class Trainer:
 
         if self.built.autocast_dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.built.autocast_dtype)
+        return torch.autocast(torch.device(self.device).type, dtype=self.built.autocast_dtype)
 
     def _run_eval(self, *, exec_accuracy: bool) -> dict[str, float]:
         t0 = time.perf_counter()

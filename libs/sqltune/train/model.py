@@ -28,7 +28,8 @@ class BuiltModel:
     total_params: int
     compute_dtype: Any
     autocast_dtype: Any | None
-    """dtype for ``torch.autocast`` in the forward pass (full/LoRA on GPU), or None."""
+    """dtype for ``torch.autocast`` in the forward pass (full on GPU; full/QLoRA on CPU when
+    ``model.compute_dtype`` asks for bf16), or None."""
 
 
 def compute_dtype(cfg: TrainConfig, device: str):
@@ -94,12 +95,15 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
         # Non-quantized weights (embeddings, norms, head) load in the compute dtype on GPU;
         # prepare_model_for_kbit_training then upcasts the trainable-sensitive ones to fp32.
         kwargs["dtype"] = cdtype if on_gpu else torch.float32
+        # On CPU the fp32 LoRA/embedding matmuls dominate a tiny model's step; CPUs with AVX-512 BF16 or
+        # AMX run them about twice as fast under bf16 autocast (benchmarks/results/NOTES-tiny-accuracy.md).
+        autocast = cdtype if (not on_gpu and cfg.model.compute_dtype == "bf16") else None
     elif mode == "lora":
         # "Plain LoRA in bf16": a 16-bit frozen base on GPU; fp32 on CPU unless asked (CPU bf16 is slow).
         kwargs["dtype"] = cdtype if (on_gpu or cfg.model.compute_dtype != "auto") else torch.float32
     else:  # full fine-tuning: fp32 master weights, bf16/fp16 autocast on GPU
         kwargs["dtype"] = torch.float32
-        autocast = cdtype if on_gpu else None
+        autocast = cdtype if (on_gpu or cfg.model.compute_dtype in ("bf16", "fp16")) else None
     try:
         model = AutoModelForCausalLM.from_pretrained(local, **kwargs)
     except (OSError, ValueError) as exc:

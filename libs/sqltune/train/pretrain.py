@@ -141,8 +141,9 @@ def pretrain_tiny_base(
     the question into the SQL. The copy task holds no SQL and no question.
     """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    from sqltune.models.loading import load_tokenizer
     from sqltune.train.data import collate_packed_rows, pack_greedy
     from sqltune.train.optim import lr_lambda
 
@@ -157,7 +158,7 @@ def pretrain_tiny_base(
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    tok = AutoTokenizer.from_pretrained(base_dir)
+    tok = load_tokenizer(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     model.train()
     eos = tok.eos_token_id
