@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from serve_helpers import CORPUS, PAIRS, SHOP_SCHEMA, TOKEN, TOKEN_ENV, free_port
+from serve_helpers import CORPUS, OTHER_SCHEMA, PAIRS, SHOP_SCHEMA, TOKEN, TOKEN_ENV, free_port
 
 
 def _teach(model_dir: Path, schemas: list[str], steps: int = 120) -> None:
@@ -83,7 +83,7 @@ def taught_model(tmp_path_factory, shop_db) -> Path:
     # SHOP_SCHEMA is also the compact form the server renders by default (schema_style); the full form
     # is what schema_style="full" gives.
     assert ddl_from_database(shop_db, style="compact") == SHOP_SCHEMA
-    _teach(src, [SHOP_SCHEMA, ddl_from_database(shop_db, style="full")])
+    _teach(src, [SHOP_SCHEMA, ddl_from_database(shop_db, style="full"), OTHER_SCHEMA])
     write_artifact_info(src, kind="merged", base_model="tiny", precision="fp32", run_name="serve-test")
     dest = work / "published" / "merged"
     publish(src, str(dest), kind="merged")

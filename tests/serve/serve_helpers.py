@@ -25,6 +25,8 @@ CORPUS = [
     *[q for q, _ in PAIRS],
     *[s for _, s in PAIRS],
 ]
+# A schema without the shop's tables: the taught model still answers with them (an ungrounded answer).
+OTHER_SCHEMA = "CREATE TABLE users (id INTEGER);"
 
 
 def free_port() -> int:

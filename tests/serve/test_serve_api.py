@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from serve_helpers import PAIRS, SHOP_SCHEMA, sha256
+from serve_helpers import OTHER_SCHEMA, PAIRS, SHOP_SCHEMA, sha256
 
 pytestmark = pytest.mark.ray
 
@@ -60,7 +60,7 @@ def test_sql_answers_with_the_contract(client):
 
 def test_sql_flags_unknown_identifiers_and_writes(client):
     # The schema lacks 'customers': the (correct for the shop) SQL is reported as ungrounded.
-    r = client.post("/v1/sql", json={"question": PAIRS[2][0], "schema": "CREATE TABLE users (id INTEGER);"})
+    r = client.post("/v1/sql", json={"question": PAIRS[2][0], "schema": OTHER_SCHEMA})
     assert r.status_code == 200, r.text
     assert r.json()["unknown_tables"] == ["customers"]
     r = client.post("/v1/sql", json={"question": PAIRS[1][0], "schema": SHOP_SCHEMA})
