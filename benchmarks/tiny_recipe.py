@@ -29,48 +29,143 @@ sys.path.insert(0, str(ROOT / "libs"))
 log = logging.getLogger("sqltune.bench.tiny_recipe")
 
 
-def teacher_forced_accuracy(model, rows, pad_id: int, device: str = "cpu") -> tuple[float, float]:
-    """(share of rows whose every label token is the argmax, token accuracy) over ``rows``."""
+def teacher_forced_accuracy(model, rows, pad_id: int, device: str = "cpu") -> tuple[float, float, float]:
+    """(share of rows whose every label token is the argmax, token accuracy, value-token accuracy).
+
+    Value tokens are the label tokens inside the SQL literals copied from the question (rows carry
+    ``weights`` > 1 there, see :func:`add_literal_weights`); -1 when no row marks them.
+    """
     import torch
 
     from sqltune.train.data import collate_padded
 
     model.eval()
-    full = correct = total = 0
+    full = correct = total = vcorrect = vtotal = 0
     with torch.no_grad():
         for i in range(0, len(rows), 16):
-            b = {k: v.to(device) for k, v in collate_padded(rows[i : i + 16], pad_id).items()}
+            chunk = rows[i : i + 16]
+            b = {k: v.to(device) for k, v in collate_padded(chunk, pad_id).items()}
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             pred, lab = logits[:, :-1].argmax(-1), b["labels"][:, 1:]
             mask = lab != -100
             full += int(((pred == lab) | ~mask).all(1).sum())
             correct += int(((pred == lab) & mask).sum())
             total += int(mask.sum())
+            for j, r in enumerate(chunk):
+                w = r.get("value_mask")
+                if w is None:
+                    continue
+                vm = torch.zeros_like(mask[j])
+                vm[: len(w) - 1] = torch.tensor(w[1:], dtype=torch.bool, device=vm.device)
+                vcorrect += int(((pred[j] == lab[j]) & vm).sum())
+                vtotal += int(vm.sum())
     model.train()
-    return full / len(rows), correct / total
+    return full / len(rows), correct / total, (vcorrect / vtotal if vtotal else -1.0)
 
 
-def add_literal_weights(rows, tok, weight: float) -> None:
-    """Give each row ``weights`` (0 on the prompt, ``weight`` on SQL tokens in a literal, else 1)."""
-    from sqlglot.tokens import Tokenizer, TokenType
+def mark_value_tokens(rows, examples, tok) -> None:
+    """Give each row ``value_mask`` (1 on SQL tokens inside a literal copied from the question)."""
+    from sqltune.train.augment import copied_literals
 
-    for r in rows:
+    for r, ex in zip(rows, examples):
         n_prompt = sum(1 for x in r["labels"] if x == -100)
         target = tok.decode(r["input_ids"][n_prompt:])
         enc = tok(target, add_special_tokens=False, return_offsets_mapping=True)
-        spans = []
-        try:
-            spans = [(t.start, t.end + 1) for t in Tokenizer().tokenize(target.split("<|")[0])
-                     if t.token_type in (TokenType.STRING, TokenType.NUMBER)]
-        except Exception:
-            pass
-        w = [0.0] * n_prompt
-        if enc["input_ids"] != r["input_ids"][n_prompt:]:
-            w += [1.0] * (len(r["input_ids"]) - n_prompt)
+        if enc["input_ids"] != r["input_ids"][n_prompt:] or not target.startswith(ex.sql):
+            continue
+        spans = [(a, b) for a, b, _, _ in copied_literals(ex)]
+        r["value_mask"] = [0] * n_prompt + [
+            1 if any(a < e and s < b and tok.decode([i]).strip(" '") for s, e in spans) else 0
+            for (a, b), i in zip(enc["offset_mapping"], enc["input_ids"])
+        ]
+
+
+def rebuild_base(base: str, shape: str, out: str) -> str:
+    """A new random tiny base with ``base``'s tokenizer and the TinyModelConfig overrides in ``shape``."""
+    from sqltune.config import load_config
+    from sqltune.models.loading import load_tokenizer
+    from sqltune.models.tiny import TinyModelConfig, build_model as build_tiny
+
+    tok = load_tokenizer(base)
+    cfg = load_config(TinyModelConfig, None, [kv for kv in shape.split(",") if kv])
+    model = build_tiny(cfg, tok)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    log.info("rebuilt base %s: %s, %.2fM parameters", out, shape, sum(p.numel() for p in model.parameters()) / 1e6)
+    return out
+
+
+def _pair_sequence(vocab, length: int, g):
+    import torch
+
+    n = int(torch.randint(8, 40, (1,), generator=g))
+    span = vocab[torch.randint(len(vocab), (n,), generator=g)]
+    gap = vocab[torch.randint(len(vocab), (int(torch.randint(0, 60, (1,), generator=g)),), generator=g)]
+    seq = torch.cat([span, gap, span])[:length]
+    lab = seq.clone()
+    lab[: n + len(gap)] = -100  # loss on the repeat only: only induction can predict it
+    return seq, lab
+
+
+def _multi_sequence(vocab, length: int, g):
+    """Random spans of 2-12 tokens, about half of them repeats of an earlier span (loss on those)."""
+    import torch
+
+    seq, lab, spans = [], [], []
+    while len(seq) < length:
+        if spans and float(torch.rand(1, generator=g)) < 0.5:
+            span = spans[int(torch.randint(len(spans), (1,), generator=g))]
+            seq += span
+            lab += [-100] + span[1:]  # the first token of a repeat is unpredictable
         else:
-            for a, b in enc["offset_mapping"]:
-                w.append(weight if any(a < e and s < b for s, e in spans) else 1.0)
-        r["weights"] = w
+            span = vocab[torch.randint(len(vocab), (int(torch.randint(2, 13, (1,), generator=g)),), generator=g)].tolist()
+            spans.append(span)
+            seq += span
+            lab += [-100] * len(span)
+    return torch.tensor(seq[:length]), torch.tensor(lab[:length])
+
+
+def induction_pretrain(base: str, out: str, steps: int, device: str, seed: int, lr: float = 1e-3,
+                       batch: int = 32, length: int = 256, kind: str = "pair") -> str:
+    """Full-parameter pre-training of ``base`` on random token sequences whose spans repeat.
+
+    Predicting a repeated span needs an induction circuit (find the earlier occurrence of the current
+    token, copy what followed it), the mechanism that copying a value from the question relies on.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sqltune.models.loading import load_tokenizer
+
+    tok = load_tokenizer(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
+    special = set(tok.all_special_ids)
+    vocab = torch.tensor([i for i in range(len(tok)) if i not in special])
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * max(0.0, 1 - s / steps))
+    make = _pair_sequence if kind == "pair" else _multi_sequence
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(1, steps + 1):
+        rows, labels = [], []
+        for _ in range(batch):
+            seq, lab = make(vocab, length, g)
+            rows.append(torch.nn.functional.pad(seq, (0, length - len(seq)), value=tok.pad_token_id))
+            labels.append(torch.nn.functional.pad(lab, (0, length - len(lab)), value=-100))
+        ids, lab = torch.stack(rows).to(device), torch.stack(labels).to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+            loss = model(input_ids=ids, labels=lab).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        if step % 50 == 0 or step == steps:
+            print(f"induction step {step} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,13 +194,31 @@ def main(argv: list[str] | None = None) -> int:
                     help="loss weight of SQL tokens inside string/number literals (1 = plain mean)")
     ap.add_argument("--extra-data", type=int, default=0,
                     help="train on the embedded generator's first N distinct examples minus validation/test")
+    ap.add_argument("--shape", default="",
+                    help="rebuild a random base with --base's tokenizer and these TinyModelConfig overrides "
+                         "(comma-separated key=value, e.g. hidden_size=512,num_heads=8)")
+    ap.add_argument("--induction-steps", type=int, default=0,
+                    help="pre-train the base on repeated random token spans for N steps first (full parameters)")
+    ap.add_argument("--ind-lr", type=float, default=1e-3)
+    ap.add_argument("--ind-batch", type=int, default=32)
+    ap.add_argument("--ind-len", type=int, default=256)
+    ap.add_argument("--ind-kind", default="pair", choices=["pair", "multi"])
     ap.add_argument("overrides", nargs="*", help="key=value overrides of the preset")
     args = ap.parse_intermixed_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    cfg = load_config(TrainConfig, args.config, [*args.overrides, f"model.base={args.base}"])
+    import tempfile
+
+    base = args.base
+    work = tempfile.mkdtemp(prefix="tiny-recipe-")
+    if args.shape:
+        base = rebuild_base(base, args.shape, f"{work}/shaped")
+    if args.induction_steps:
+        base = induction_pretrain(base, f"{work}/induction", args.induction_steps, args.device, args.seed,
+                                  lr=args.ind_lr, batch=args.ind_batch, length=args.ind_len, kind=args.ind_kind)
+    cfg = load_config(TrainConfig, args.config, [*args.overrides, f"model.base={base}"])
     train, val, test, _ = load_splits(cfg)
     if args.extra_data:
         from sqltune.data.embedded import embedded_examples
@@ -122,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.literal_weight != 1.0:
         add_literal_weights(tr.rows, tok, args.literal_weight)
     va = tokenize_examples(val[: args.val], tok, template, cfg.data.max_length)
+    mark_value_tokens(va.rows, val[: args.val], tok)
     log.info("trainable params %d, %d training rows of %.0f tokens on average", built.trainable_params,
              len(tr.rows), sum(tr.lengths) / len(tr.rows))
     opt, _ = build_optimizer(model, cfg.optim, args.device)
@@ -159,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
         sched.step()
         opt.zero_grad(set_to_none=True)
         if step % args.every == 0 or step == args.steps:
-            seq, tok_acc = teacher_forced_accuracy(model, va.rows, tok.pad_token_id, args.device)
+            seq, tok_acc, val_acc = teacher_forced_accuracy(model, va.rows, tok.pad_token_id, args.device)
             print(f"step {step} loss {loss.item():.4f} val teacher-forced seq-acc {seq:.3f} token-acc {tok_acc:.4f} "
+                  f"value-acc {val_acc:.3f} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
     return 0
 

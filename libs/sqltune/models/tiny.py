@@ -45,6 +45,8 @@ class TinyModelConfig(Config):
     num_kv_heads: int = param(2, "Key/value heads (grouped-query attention, as in Qwen2.5).", min=1)
     intermediate_size: int = param(704, "MLP width.", min=64)
     max_position_embeddings: int = param(2048, "Longest sequence the model accepts.", min=128)
+    rope_theta: float = param(10000.0, "RoPE base; smaller values give more high-frequency (position-sharp) pairs.",
+                              min=1.0)
     seed: int = param(0, "Seed for the tokenizer corpus order and the weight initialisation.")
 
     def validate(self) -> None:
@@ -124,6 +126,7 @@ def build_model(cfg: TinyModelConfig, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
         use_sliding_window=False,
+        rope_parameters={"rope_type": "default", "rope_theta": float(cfg.rope_theta)},
     )
     model = Qwen2ForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -43,6 +43,11 @@ class DataConfig(Config):
     max_validation_examples: int | None = param(
         256, "Use at most this many validation examples for eval loss.", min=1
     )
+    augment_copies: int = param(
+        0, "Add this many literal-swapped copies of each training example (the question's values replaced by "
+        "others in question and SQL alike), so a small model learns to copy values instead of guessing them; "
+        "0 = off. Training split only (sqltune.train.augment).", min=0,
+    )
     embedded_seed: int = param(0, "Seed of the embedded dataset when source=embedded.")
     embedded_dir: str | None = param(
         None, "Where the embedded dataset is built/cached (default ~/.cache/sqltune/embedded-<seed>)."
@@ -72,8 +77,9 @@ class ModelConfig(Config):
     double_quant: bool = param(True, "QLoRA: quantize the NF4 quantization constants too (double quantization).")
     compute_dtype: Literal["auto", "bf16", "fp16", "fp32"] = param(
         "auto",
-        "Compute dtype: auto = bf16 on GPUs that have it, fp16 on older GPUs, bf16 NF4 compute on CPU; bf16 "
-        "set explicitly on CPU also runs the forward pass under bf16 autocast (faster on AVX-512 BF16 CPUs).",
+        "Compute dtype: auto = bf16 on GPUs that have it, fp16 on older GPUs; on CPU (QLoRA) bf16 NF4 compute "
+        "and bf16 autocast where the CPU runs bf16 natively (AVX-512 BF16/AMX), else fp32 (emulated bf16 is "
+        "~13x slower). bf16 set explicitly on CPU autocasts whatever the CPU.",
     )
     gradient_checkpointing: bool = param(False, "Recompute whole decoder layers in the backward pass to save memory.")
     selective_checkpointing: bool = param(

@@ -44,9 +44,12 @@ def compute_dtype(cfg: TrainConfig, device: str):
         return torch.float16
     if device.startswith("cuda"):
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # CPU: NF4 de-quantizes into this dtype for its matmuls; bf16 is what the GPU recipe uses and CPUs
-    # with AVX-512/AMX run it natively. LoRA/full on CPU train in fp32 (see build_model).
-    return torch.bfloat16
+    # CPU: NF4 de-quantizes into this dtype for its matmuls. bf16 only where the CPU runs it natively
+    # (AVX-512 BF16 / AMX); elsewhere it is emulated and ~13x slower than fp32. LoRA/full on CPU train in
+    # fp32 (see build_model).
+    from sqltune.models.loading import cpu_has_fast_bf16
+
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
 def _device_map(device: str) -> dict[str, Any]:
@@ -96,8 +99,9 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
         # prepare_model_for_kbit_training then upcasts the trainable-sensitive ones to fp32.
         kwargs["dtype"] = cdtype if on_gpu else torch.float32
         # On CPU the fp32 LoRA/embedding matmuls dominate a tiny model's step; CPUs with AVX-512 BF16 or
-        # AMX run them about twice as fast under bf16 autocast (benchmarks/results/NOTES-tiny-accuracy.md).
-        autocast = cdtype if (not on_gpu and cfg.model.compute_dtype == "bf16") else None
+        # AMX run them ~1.3x faster under bf16 autocast (benchmarks/results/NOTES-tiny-accuracy.md), so a
+        # bf16 compute dtype (auto picks it only on such CPUs) autocasts too.
+        autocast = cdtype if (not on_gpu and cdtype == torch.bfloat16) else None
     elif mode == "lora":
         # "Plain LoRA in bf16": a 16-bit frozen base on GPU; fp32 on CPU unless asked (CPU bf16 is slow).
         kwargs["dtype"] = cdtype if (on_gpu or cfg.model.compute_dtype != "auto") else torch.float32

@@ -88,8 +88,13 @@ def load_splits(cfg: TrainConfig) -> tuple[list[Any], list[Any], list[Any], dict
         val = val[: d.max_validation_examples]
     if not train:
         raise DataError(f"data.source {d.source!r}: the training split is empty (split_ratios {d.split_ratios})")
+    originals = len(train)
+    if d.augment_copies:
+        from sqltune.train.augment import augment_examples
+
+        train = augment_examples(train, d.augment_copies, seed=d.split_seed)
     info = {"source": d.source, "resolved": where, "examples": len(examples), "train": len(train),
-            "validation": len(val), "test": len(test)}
+            "train_original": originals, "validation": len(val), "test": len(test)}
     return train, val, test, info
 
 
