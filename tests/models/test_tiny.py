@@ -108,3 +108,66 @@ def test_load_tokenizer_keeps_a_generic_checkpoints_own_pre_tokenizer(tmp_path, 
         "TokenizersBackend", "PreTrainedTokenizerFast")
     text = "SELECT 2024"
     assert load_tokenizer(str(ckpt))(text, add_special_tokens=False)["input_ids"] == tj.encode(text).ids
+
+
+def test_induction_batch_labels_only_the_predictable_part_of_repeats():
+    import torch
+
+    from sqltune.models.tiny import induction_batch
+
+    vocab = torch.arange(10, 1010)
+    ids, labels = induction_batch(vocab, batch=8, length=64, generator=torch.Generator().manual_seed(0))
+    assert ids.shape == labels.shape == (8, 64)
+    assert ((ids >= 10) & (ids < 1010)).all()
+    for seq, lab in zip(ids.tolist(), labels.tolist()):
+        # Every labelled token continues an earlier occurrence of its predecessor with the same token:
+        # exactly what an induction head can predict; the rest is -100.
+        targets = [i for i, y in enumerate(lab) if y != -100]
+        assert targets, "about half of the spans are repeats"
+        for i in targets:
+            assert lab[i] == seq[i]
+            assert any(seq[j] == seq[i - 1] and seq[j + 1] == seq[i] for j in range(i - 1))
+
+
+def test_induction_pretraining_learns_to_copy_and_is_cached(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from sqltune.models.loading import load_tokenizer
+    from sqltune.models.tiny import build_tiny_model, induction_batch
+
+    corpus = [f"SELECT c{i} FROM t{i % 7} WHERE v = {i} AND name = 'n{i * 7}'" for i in range(300)]
+    shape = dict(vocab_size=400, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128)
+
+    def repeat_loss(path) -> float:
+        model = AutoModelForCausalLM.from_pretrained(path)
+        tok = load_tokenizer(str(path))
+        vocab = torch.tensor([i for i in range(len(tok)) if i not in set(tok.all_special_ids)])
+        ids, labels = induction_batch(vocab, 32, 32, torch.Generator().manual_seed(123))
+        with torch.no_grad():
+            return float(model(input_ids=ids, labels=labels).loss)
+
+    random_base = build_tiny_model(tmp_path / "random", TinyModelConfig(**shape), corpus)
+    cfg = TinyModelConfig(**shape, induction_steps=150, induction_lr=3e-3)
+    cache = tmp_path / "cache"
+    trained = build_tiny_model(tmp_path / "trained", cfg, corpus, cache_dir=cache)
+    before, after = repeat_loss(random_base), repeat_loss(trained)
+    assert after < before - 0.5, (before, after)
+    # A second build with the same config and tokenizer copies the cached weights.
+    (entry,) = list(cache.iterdir())
+    again = build_tiny_model(tmp_path / "again", cfg, corpus, cache_dir=cache)
+    a, b = load_file(trained / "model.safetensors"), load_file(again / "model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)
+    assert entry.name.startswith("tiny-") and not list(cache.glob("*.tmp"))
+
+
+def test_tiny_base_preset_loads_and_documents_its_command():
+    from pathlib import Path
+
+    from sqltune.config import load_config
+
+    path = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "tiny-base.yaml"
+    cfg = load_config(TinyModelConfig, path)
+    assert cfg.induction_steps > 0 and cfg.hidden_size == 256 and cfg.num_layers == 4
+    assert "python -m sqltune.models.tiny --config jobs/configs/tiny-base.yaml --out" in path.read_text()

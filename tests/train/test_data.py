@@ -131,3 +131,35 @@ def test_fast_step_pieces_match_the_plain_loss(examples, tokenizer, train_base):
     model(**padded, use_cache=False, num_items_in_batch=targets).loss.backward()
     for p, g in zip(model.parameters(), ref):
         torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-4)
+
+
+def test_packed_sdpa_matches_masked_sdpa_and_falls_back_outside_training(examples, tokenizer, train_base):
+    """Per-example SDPA of packed rows == transformers' SDPA over the row with its block-diagonal mask,
+    loss and gradients; in eval mode and in generation it is SDPA itself."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from sqltune.train.data import collate_packed_rows
+    from sqltune.train.fast import PACKED_SDPA, register_packed_sdpa
+
+    register_packed_sdpa()
+    rows = tokenize_examples(examples[:6], tokenizer, PromptTemplate(), 2048).rows
+    row_len = max(sum(len(r["input_ids"]) for r in rows[i::2]) for i in range(2)) + 7
+    batch = {k: v for k, v in collate_packed_rows([rows[0::2], rows[1::2]], row_len, tokenizer.pad_token_id).items()
+             if k != "real_tokens"}
+    losses, grads = {}, {}
+    for impl in ("sdpa", PACKED_SDPA):
+        model = AutoModelForCausalLM.from_pretrained(train_base, attn_implementation=impl).train()
+        loss = model(**batch, use_cache=False).loss
+        loss.backward()
+        losses[impl], grads[impl] = loss.detach(), [p.grad for p in model.parameters()]
+        model.eval()
+        with torch.no_grad():
+            prompt = torch.tensor([rows[0]["input_ids"][:20]])
+            gen = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=5, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        losses[impl + "-gen"] = gen
+    torch.testing.assert_close(losses[PACKED_SDPA], losses["sdpa"], atol=1e-5, rtol=1e-5)
+    for a, b in zip(grads[PACKED_SDPA], grads["sdpa"]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert torch.equal(losses[PACKED_SDPA + "-gen"], losses["sdpa-gen"])

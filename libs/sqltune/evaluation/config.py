@@ -104,6 +104,11 @@ class GenerationConfig(Config):
 
     max_new_tokens: int = param(192, "Longest generated SQL, in tokens.", min=1, max=4096)
     batch_size: int = param(16, "Prompts per generate() call (local variants) or per request wave (http).", min=1)
+    engine: bool = param(
+        False, "Decode local variants with the serving engine (continuous batching over a static KV cache, "
+        "batch_size slots: the server's code path) instead of transformers' generate(). Each request then "
+        "stops on its own and its latency is its own; ~1.6-2x faster for the tiny model on CPU.",
+    )
 
 
 @dataclass

@@ -30,7 +30,7 @@ class VariantWorker:
     """The body of a variant's Ray actor (wrapped with ``ray.remote`` by :func:`run_variants`)."""
 
     def __init__(self, variant: dict[str, Any], *, threads: int | None = None, use_gpu: bool = False,
-                 token: str | None = None):
+                 token: str | None = None, engine_slots: int = 0):
         import warnings
 
         warnings.filterwarnings("ignore")  # bitsandbytes/transformers warn on every CPU int8 matmul
@@ -48,7 +48,7 @@ class VariantWorker:
                 torch.set_num_threads(max(1, threads))
         from sqltune.evaluation.variants import make_variant
 
-        self.variant = make_variant(cfg, device="cuda" if use_gpu else "cpu", token=token)
+        self.variant = make_variant(cfg, device="cuda" if use_gpu else "cpu", token=token, engine_slots=engine_slots)
 
     def load(self) -> dict[str, Any]:
         info = self.variant.load()
@@ -182,7 +182,8 @@ def run_variants(
                 opts, use_gpu, threads = actor_options(cfg, v, gpus)
                 token = (tokens or {}).get(v.name)
                 actor_cls = ray.remote(max_restarts=0, max_task_retries=0, **opts)(VariantWorker)
-                actor = actor_cls.remote(v.to_dict(), threads=threads, use_gpu=use_gpu, token=token)
+                actor = actor_cls.remote(v.to_dict(), threads=threads, use_gpu=use_gpu, token=token,
+                                         engine_slots=bs if cfg.generation.engine else 0)
                 actors[v.name] = actor
                 pending[actor.load.remote()] = (v.name, "load")
                 submitted_at[v.name] = time.perf_counter()

@@ -2,7 +2,8 @@
 
 Local kinds (``base``, ``adapter``, ``merged``, ``int8``, ``nf4``) load through
 :func:`sqltune.models.loading.load_for_inference` (which reads the artifact's prompt template) and decode
-greedily with :func:`sqltune.models.generate.generate_batch`. ``http`` POSTs the same chat messages to any
+greedily with :func:`sqltune.models.generate.generate_batch`, or with the serving engine
+(``generation.engine``). ``http`` POSTs the same chat messages to any
 OpenAI-compatible ``{url}/v1/chat/completions`` (temperature 0), sqltune's own server included.
 Each variant applies its own prompt mode (strict SQL-only instruction, or plain).
 """
@@ -47,9 +48,11 @@ def with_mode(template: Any, mode: str) -> Any:
 class LocalVariant:
     """A model loaded in this process (inside a Ray actor in the runner)."""
 
-    def __init__(self, cfg: VariantConfig, *, device: str = "auto"):
+    def __init__(self, cfg: VariantConfig, *, device: str = "auto", engine_slots: int = 0):
         self.cfg = cfg
         self.device = device
+        self.engine_slots = engine_slots
+        self.engine: Any = None
         self.loaded: Any = None
         self.template: Any = None
 
@@ -73,6 +76,12 @@ class LocalVariant:
                 f"variant {self.cfg.name}: {self.cfg.model} is an adapter; use kind=adapter (or the merged export)"
             )
         self.template = with_mode(self.loaded.template, self.cfg.prompt_mode)
+        if self.engine_slots:
+            from sqltune.serving.engine import EngineConfig, build_engine
+
+            self.engine = build_engine(self.loaded.model, self.loaded.tokenizer,
+                                       EngineConfig(max_slots=self.engine_slots, seq_len=2048))
+            self.engine.warmup()  # compiles/captures where it does (CUDA), then starts the scheduler
         self._warmup()
         return {
             "load_s": time.perf_counter() - start,
@@ -96,10 +105,29 @@ class LocalVariant:
         from sqltune.models.generate import generate_batch, prompts_for
 
         prompts = prompts_for(self.loaded.tokenizer, items, self.template)
+        if self.engine is not None:
+            return self._engine_generate(prompts, max_new_tokens)
         gens = generate_batch(self.loaded.model, self.loaded.tokenizer, prompts, max_new_tokens=max_new_tokens)
         return [Output(g.text, g.latency_s, g.prompt_tokens, g.output_tokens) for g in gens]
 
+    def _engine_generate(self, prompts: list[str], max_new_tokens: int) -> list[Output]:
+        from sqltune.models.generate import stop_token_ids
+
+        tok = self.loaded.tokenizer
+        ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        reqs = self.engine.generate(ids, max_new_tokens, stop_ids=frozenset(stop_token_ids(tok)))
+        out = []
+        for prompt, req in zip(ids, reqs):
+            if req.error:
+                raise ModelError(f"variant {self.cfg.name}: generation failed: {req.error}")
+            out.append(Output(tok.decode(req.tokens, skip_special_tokens=True), req.finished_at - req.submitted_at,
+                              len(prompt), len(req.tokens)))
+        return out
+
     def close(self) -> None:
+        if self.engine is not None:
+            self.engine.stop()
+            self.engine = None
         self.loaded = None
 
 
@@ -203,7 +231,8 @@ class HttpVariant:
             self.client.close()
 
 
-def make_variant(cfg: VariantConfig, *, device: str = "auto", token: str | None = None):
+def make_variant(cfg: VariantConfig, *, device: str = "auto", token: str | None = None, engine_slots: int = 0):
+    """The variant object for ``cfg``; ``engine_slots`` > 0 decodes local models with the serving engine."""
     if cfg.kind == "http":
         return HttpVariant(cfg, token=token)
-    return LocalVariant(cfg, device=device)
+    return LocalVariant(cfg, device=device, engine_slots=engine_slots)

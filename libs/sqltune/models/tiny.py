@@ -4,6 +4,14 @@ No hub access is needed: the tokenizer is trained with ``tokenizers`` on a corpu
 embedded dataset's prompts and SQL), the model is a randomly initialised ``Qwen2ForCausalLM``, and both
 are saved with ``save_pretrained`` so every consumer loads them through the normal ``from_pretrained``
 path, exactly like a real Qwen2.5 checkpoint (same module names: q/k/v/o_proj, gate/up/down_proj).
+
+Optionally (``induction_steps > 0``, what the demo uses) the random model is pre-trained, in full, on
+sequences of *random token ids* in which spans repeat: predicting a repeat needs an induction circuit
+(find the earlier occurrence of the current token, copy what followed it), the generic in-context copying
+that real pre-trained bases have and that a text-to-SQL model uses to copy values from the question. The
+sequences hold no text, SQL or data, so the base still knows nothing of the task. Measured on an H200
+(benchmarks/results/NOTES-tiny-accuracy.md): QLoRA from a random base starts copying values after
+~600-1,500 steps of 16 examples; after 1,000 such pre-training steps of 16 x 32 tokens it does by ~200-250.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqltune.config import Config, param
 from sqltune.errors import missing
@@ -47,7 +56,15 @@ class TinyModelConfig(Config):
     max_position_embeddings: int = param(2048, "Longest sequence the model accepts.", min=128)
     rope_theta: float = param(10000.0, "RoPE base; smaller values give more high-frequency (position-sharp) pairs.",
                               min=1.0)
-    seed: int = param(0, "Seed for the tokenizer corpus order and the weight initialisation.")
+    seed: int = param(0, "Seed for the tokenizer corpus order, the weight initialisation and pre-training.")
+    induction_steps: int = param(
+        0, "Pre-train the random model for this many steps on random token spans that repeat (induction / "
+        "in-context copying); 0 = leave it random.", min=0,
+    )
+    induction_batch: int = param(16, "Sequences per induction pre-training step.", min=1)
+    induction_length: int = param(32, "Tokens per induction pre-training sequence.", min=4)
+    induction_lr: float = param(1e-3, "Peak AdamW learning rate of the induction pre-training (2e-3 and up "
+                                      "were measured to undo its benefit).", min=0.0)
 
     def validate(self) -> None:
         from sqltune.errors import ConfigError
@@ -134,6 +151,65 @@ def build_model(cfg: TinyModelConfig, tokenizer):
     return model
 
 
+def induction_batch(vocab: Any, batch: int, length: int, generator: Any) -> tuple[Any, Any]:
+    """``(input_ids, labels)`` of ``batch`` sequences of random spans of 2-12 tokens, about half repeats.
+
+    A repeat copies an earlier span of the same sequence; labels are set on a repeat's tokens after its
+    first (which nothing predicts) and -100 elsewhere, so the loss rewards induction alone.
+    """
+    import torch
+
+    ids, labels = [], []
+    for _ in range(batch):
+        seq: list[int] = []
+        lab: list[int] = []
+        spans: list[list[int]] = []
+        while len(seq) < length:
+            if spans and float(torch.rand(1, generator=generator)) < 0.5:
+                span = spans[int(torch.randint(len(spans), (1,), generator=generator))]
+                lab += [-100] + span[1:]
+            else:
+                n = int(torch.randint(2, 13, (1,), generator=generator))
+                span = vocab[torch.randint(len(vocab), (n,), generator=generator)].tolist()
+                spans.append(span)
+                lab += [-100] * len(span)
+            seq += span
+        ids.append(seq[:length])
+        labels.append(lab[:length])
+    return torch.tensor(ids), torch.tensor(labels)
+
+
+def pretrain_induction(model: Any, tokenizer: Any, cfg: TinyModelConfig) -> list[float]:
+    """Full-parameter AdamW pre-training of ``model`` on :func:`induction_batch` sequences; returns the losses.
+
+    Warm-up over 30 steps, then linear decay to 0. Runs on CPU in fp32 (about 0.17 s a step of 16 x 32
+    tokens on 2 cores).
+    """
+    import torch
+
+    special = set(tokenizer.all_special_ids)
+    vocab = torch.tensor([i for i in range(len(tokenizer)) if i not in special])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    steps = cfg.induction_steps
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.induction_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * max(0.0, 1 - s / steps))
+    model.train()
+    losses: list[float] = []
+    for step in range(1, steps + 1):
+        ids, labels = induction_batch(vocab, cfg.induction_batch, cfg.induction_length, gen)
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 100 == 0 or step == steps:
+            log.info("induction pre-training step %d/%d: loss %.3f", step, steps, sum(losses[-50:]) / len(losses[-50:]))
+    model.eval()
+    return losses
+
+
 def default_corpus(seed: int = 0) -> list[str]:
     """Texts the tokenizer learns from: the embedded dataset's prompts and SQL, rendered as ChatML."""
     from sqltune.data.embedded import embedded_examples
@@ -151,18 +227,67 @@ def default_corpus(seed: int = 0) -> list[str]:
 
 
 def build_tiny_model(
-    out_dir: str | Path, cfg: TinyModelConfig | None = None, corpus: Iterable[str] | None = None
+    out_dir: str | Path,
+    cfg: TinyModelConfig | None = None,
+    corpus: Iterable[str] | None = None,
+    cache_dir: str | Path | None = None,
 ) -> Path:
-    """Train the tokenizer, build the model, ``save_pretrained`` both into ``out_dir``; returns it."""
+    """Train the tokenizer, build the model (pre-trained if asked), ``save_pretrained`` both into ``out_dir``.
+
+    With ``cache_dir``, a pre-trained model is kept there under a key of its config and tokenizer, and a
+    later build with the same key copies it instead of pre-training again.
+    """
+    import hashlib
+    import shutil
+
     cfg = cfg or TinyModelConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     texts = list(corpus) if corpus is not None else default_corpus(cfg.seed)
     tokenizer = train_tokenizer(texts, cfg.vocab_size)
-    model = build_model(cfg, tokenizer)
-    model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "tiny_model.yaml").write_text(cfg.to_yaml())
+    cached = None
+    if cache_dir is not None and cfg.induction_steps:
+        key = hashlib.sha256((out / "tokenizer.json").read_bytes() + cfg.to_yaml().encode()).hexdigest()[:16]
+        cached = Path(cache_dir) / f"tiny-{key}"
+        if (cached / "model.safetensors").is_file():
+            for name in ("model.safetensors", "config.json", "generation_config.json"):
+                shutil.copy2(cached / name, out / name)
+            log.info("tiny model: pre-trained weights from the cache %s", cached)
+            return out
+    model = build_model(cfg, tokenizer)
+    if cfg.induction_steps:
+        pretrain_induction(model, tokenizer, cfg)
+    model.save_pretrained(out, safe_serialization=True)
+    if cached is not None:
+        tmp = cached.with_name(cached.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(out, tmp)
+        shutil.rmtree(cached, ignore_errors=True)
+        tmp.rename(cached)  # whole or absent: an interrupted build never leaves a partial cache entry
     n = sum(p.numel() for p in model.parameters())
     log.info("built tiny Qwen2 model at %s: %.2fM parameters, vocab %d", out, n / 1e6, len(tokenizer))
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sqltune.models.tiny --config jobs/configs/tiny-base.yaml --out DIR [key=value ...]``."""
+    import argparse
+
+    from sqltune.config import load_config
+
+    ap = argparse.ArgumentParser(description="Build the tiny Qwen2 base model (tokenizer + weights) into --out.")
+    ap.add_argument("--config", default=None, help="TinyModelConfig YAML (e.g. jobs/configs/tiny-base.yaml)")
+    ap.add_argument("--out", required=True, help="output directory (save_pretrained layout)")
+    ap.add_argument("--cache-dir", default=None, help="keep/reuse pre-trained weights here")
+    ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. induction_steps=0")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = load_config(TinyModelConfig, args.config, args.overrides)
+    build_tiny_model(args.out, cfg, cache_dir=args.cache_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

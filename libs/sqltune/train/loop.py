@@ -187,7 +187,18 @@ class Trainer:
         del torch
 
     def _wrap(self) -> None:
+        self.flat_sync = False
         if self.world <= 1:
+            return
+        if not self.device.startswith("cuda"):
+            # CPU (gloo): one flat all-reduce of the gradients after the backward pass (_sync_gradients)
+            # instead of DDP's bucketed all-reduces overlapped with it. On a one-core CPU worker gloo's
+            # communication thread competes with the backward pass for the core: a tiny-preset step took
+            # 2.4 s on 2 workers with DDP against 1.75 s on one (2-core AVX2 machine).
+            self.flat_sync = True
+            dist = _dist()
+            for p in self.trainable:
+                dist.broadcast(p.data, src=0)  # what DDP's constructor does: every rank starts from rank 0's
             return
         import ray.train.torch
 
@@ -416,6 +427,23 @@ class Trainer:
                               pack_tokens=self.cfg.train.pack_tokens)
             epoch, offset = epoch + 1, 0
 
+    def _sync_gradients(self) -> None:
+        """Average the trainable gradients over ranks in one flat all-reduce (CPU workers, see _wrap)."""
+        import torch
+
+        params = self.trainable
+        for p in params:
+            if p.grad is None:  # every rank must send the same layout, used or not
+                p.grad = torch.zeros_like(p)
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
+        _dist().all_reduce(flat)
+        flat /= self.world
+        offset = 0
+        for p in params:
+            n = p.grad.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            offset += n
+
     def train(self) -> None:
         import contextlib
 
@@ -448,6 +476,8 @@ class Trainer:
                         )
                     loss.backward()
                 step_loss += float(loss.detach())
+            if self.flat_sync:
+                self._sync_gradients()
             if cfg.optim.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(self.trainable, cfg.optim.max_grad_norm)
             self.optimizer.step()
