@@ -29,6 +29,8 @@ EXAMPLES = [
     ex("Which customers live in Italy? Show the top 5.", "SELECT name FROM customers WHERE country = 'Italy' LIMIT 5", 3),
     ex("Count the orders of the customer Laura Kim.",
        "SELECT COUNT(*) FROM customers c JOIN orders o ON o.customer_id = c.customer_id WHERE c.name = 'Laura Kim'", 4),
+    ex("How many Enterprise customers live in Japan or Brazil?",
+       "SELECT COUNT(*) FROM customers WHERE segment = 'Enterprise' AND country IN ('Japan', 'Brazil')", 5),
 ]
 
 
@@ -43,6 +45,7 @@ def test_copied_literals_are_those_the_question_contains():
 
 @pytest.mark.parametrize("i", range(len(EXAMPLES)))
 def test_swap_replaces_each_value_in_question_and_sql_alike(i):
+    """Every copied value gets a new one, the same in question and SQL; nothing else changes."""
     from sqltune.train.augment import _word_pools
 
     original = EXAMPLES[i]
@@ -72,11 +75,18 @@ def test_strings_are_swapped_for_strings_of_the_same_word_count():
     assert "Laura Kim" in aug.question and "c.name = 'Laura Kim'" in aug.sql
 
 
+def test_no_swap_when_the_pool_has_no_other_value():
+    assert swap_literals(EXAMPLES[3], random.Random(0), {1: ["Italy"]}, suffix="t") is None
+
+
 def test_augment_is_deterministic_and_adds_copies():
     a = augment_examples(EXAMPLES, copies=2, seed=0)
     b = augment_examples(EXAMPLES, copies=2, seed=0)
     assert [e.to_dict() for e in a] == [e.to_dict() for e in b]
     assert a[: len(EXAMPLES)] == EXAMPLES and len(a) == 3 * len(EXAMPLES)
+    originals = {e.id: e for e in EXAMPLES}
+    for copy in a[len(EXAMPLES):]:
+        assert copy.question != originals[copy.extra["augmented_from"]].question
     assert augment_examples(EXAMPLES, copies=0, seed=0) == EXAMPLES
 
 

@@ -92,15 +92,18 @@ def swap_literals(ex: Example, rng: random.Random, pools: dict[int, list[str]], 
     for _, _, value, is_number in found:
         if value in mapping:
             continue
-        for _ in range(20):
-            if is_number or _DIGIT.search(value):
+        if is_number or _DIGIT.search(value):
+            for _ in range(20):
                 new = _random_like(value, rng)
+                if new not in taken and not _occurs(new, ex.question):
+                    break
             else:
-                new = rng.choice(pools.get(len(value.split())) or [value])
-            if new not in taken and not _occurs(new, ex.question):
-                break
+                return None
         else:
-            return None
+            options = [w for w in pools.get(len(value.split()), []) if w not in taken and not _occurs(w, ex.question)]
+            if not options:
+                return None
+            new = rng.choice(options)
         mapping[value] = new
         taken.add(new)
     sql = ex.sql
