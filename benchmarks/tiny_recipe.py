@@ -95,74 +95,39 @@ def rebuild_base(base: str, shape: str, out: str) -> str:
     return out
 
 
-def _pair_sequence(vocab, length: int, g):
+def pair_batch(vocab, batch: int, length: int, g):
+    """Sessions 4's first layout: one random span of 8-39 tokens, a random gap, the span again (loss on it)."""
     import torch
 
-    n = int(torch.randint(8, 40, (1,), generator=g))
-    span = vocab[torch.randint(len(vocab), (n,), generator=g)]
-    gap = vocab[torch.randint(len(vocab), (int(torch.randint(0, 60, (1,), generator=g)),), generator=g)]
-    seq = torch.cat([span, gap, span])[:length]
-    lab = seq.clone()
-    lab[: n + len(gap)] = -100  # loss on the repeat only: only induction can predict it
-    return seq, lab
-
-
-def _multi_sequence(vocab, length: int, g):
-    """Random spans of 2-12 tokens, about half of them repeats of an earlier span (loss on those)."""
-    import torch
-
-    seq, lab, spans = [], [], []
-    while len(seq) < length:
-        if spans and float(torch.rand(1, generator=g)) < 0.5:
-            span = spans[int(torch.randint(len(spans), (1,), generator=g))]
-            seq += span
-            lab += [-100] + span[1:]  # the first token of a repeat is unpredictable
-        else:
-            span = vocab[torch.randint(len(vocab), (int(torch.randint(2, 13, (1,), generator=g)),), generator=g)].tolist()
-            spans.append(span)
-            seq += span
-            lab += [-100] * len(span)
-    return torch.tensor(seq[:length]), torch.tensor(lab[:length])
+    ids, labels = [], []
+    for _ in range(batch):
+        n = int(torch.randint(8, 40, (1,), generator=g))
+        span = vocab[torch.randint(len(vocab), (n,), generator=g)]
+        gap = vocab[torch.randint(len(vocab), (int(torch.randint(0, 60, (1,), generator=g)),), generator=g)]
+        seq = torch.cat([span, gap, span])[:length]
+        lab = seq.clone()
+        lab[: n + len(gap)] = -100
+        pad = length - len(seq)
+        ids.append(torch.nn.functional.pad(seq, (0, pad), value=0))
+        labels.append(torch.nn.functional.pad(lab, (0, pad), value=-100))
+    return torch.stack(ids), torch.stack(labels)
 
 
 def induction_pretrain(base: str, out: str, steps: int, device: str, seed: int, lr: float = 1e-3,
                        batch: int = 32, length: int = 256, kind: str = "pair") -> str:
-    """Full-parameter pre-training of ``base`` on random token sequences whose spans repeat.
-
-    Predicting a repeated span needs an induction circuit (find the earlier occurrence of the current
-    token, copy what followed it), the mechanism that copying a value from the question relies on.
-    """
+    """``base`` pre-trained with :func:`sqltune.models.tiny.pretrain_induction` (``kind`` multi: the library's
+    multi-span sequences; pair: :func:`pair_batch`), saved to ``out``."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from sqltune.models.loading import load_tokenizer
+    from sqltune.models.tiny import TinyModelConfig, pretrain_induction
 
     tok = load_tokenizer(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(device)
-    special = set(tok.all_special_ids)
-    vocab = torch.tensor([i for i in range(len(tok)) if i not in special])
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 30) * max(0.0, 1 - s / steps))
-    make = _pair_sequence if kind == "pair" else _multi_sequence
-    model.train()
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        rows, labels = [], []
-        for _ in range(batch):
-            seq, lab = make(vocab, length, g)
-            rows.append(torch.nn.functional.pad(seq, (0, length - len(seq)), value=tok.pad_token_id))
-            labels.append(torch.nn.functional.pad(lab, (0, length - len(lab)), value=-100))
-        ids, lab = torch.stack(rows).to(device), torch.stack(labels).to(device)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-            loss = model(input_ids=ids, labels=lab).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        if step % 50 == 0 or step == steps:
-            print(f"induction step {step} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    cfg = TinyModelConfig(induction_steps=steps, induction_batch=batch, induction_length=length, induction_lr=lr,
+                          seed=seed)
+    pretrain_induction(model, tok, cfg, make_batch=pair_batch if kind == "pair" else None)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
