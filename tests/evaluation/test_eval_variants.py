@@ -36,6 +36,27 @@ def test_adapter_on_nf4_base(tiny_adapter):
     assert out.output_tokens <= 4 and out.latency_s > 0
 
 
+@pytest.mark.parametrize("kind", ["adapter", "int8"])
+def test_engine_decoding_matches_generate(tiny_adapter, tiny_base, kind):
+    """generation.engine: the serving engine's greedy outputs are generate()'s, each with its own latency."""
+    items = [ITEM, {**ITEM, "question": "List the customer ids."}, {**ITEM, "question": "Count rows twice."}]
+    if kind == "adapter":
+        cfg = {"name": "a", "kind": "adapter", "model": str(tiny_adapter), "precision": "fp32"}
+    else:  # a bitsandbytes int8 model: the engine runs its own modules
+        cfg = {"name": "q", "kind": "int8", "model": str(tiny_base)}
+    plain = LocalVariant(VariantConfig.from_dict(cfg), device="cpu")
+    plain.load()
+    engine = LocalVariant(VariantConfig.from_dict(cfg), device="cpu", engine_slots=4)
+    engine.load()
+    try:
+        a, b = plain.generate(items, max_new_tokens=12), engine.generate(items, max_new_tokens=12)
+    finally:
+        engine.close()
+    assert [o.text for o in b] == [o.text for o in a]
+    assert [o.output_tokens for o in b] == [o.output_tokens for o in a]
+    assert all(o.latency_s > 0 for o in b) and engine.engine is None
+
+
 def test_kind_must_match_the_artifact(tiny_adapter):
     v = LocalVariant(VariantConfig.from_dict({"name": "m", "kind": "merged", "model": str(tiny_adapter)}),
                      device="cpu")
