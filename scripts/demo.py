@@ -85,12 +85,19 @@ def stop_own_ray(timeout: float = 20.0) -> None:
         log.info("stopped the demo's Ray cluster (%d processes)", len(procs))
 
 
-def free_port() -> int:
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: all sockets are held open until every port is chosen (ports picked one
+    after another can repeat, and Ray's agent then fails on "Address already in use")."""
     import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def bin_path(name: str) -> str:
@@ -127,19 +134,28 @@ class Demo:
         self.s3.create_bucket(BUCKET)
         log.info("embedded S3 at %s, bucket s3://%s", self.s3.endpoint, BUCKET)
         stop_own_ray()  # leftovers of an interrupted demo; other Ray clusters on this machine are left alone
-        sh(
-            [
-                bin_path("ray"), "start", "--head", f"--temp-dir={RAY_TEMP}", "--node-ip-address=127.0.0.1", f"--port={RAY_PORT}",
-                f"--dashboard-port={DASHBOARD_PORT}", "--dashboard-host=127.0.0.1", "--num-cpus=4",
-                "--disable-usage-stats",
-                # Ray's fixed default agent/metrics ports clash with any other Ray on the machine (a test
-                # suite's): then the job agent never comes up ("No available agent to submit job").
-                f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-            ],
-            env=self.env,
-        )
-        self.started_ray = True
+        self.started_ray = True  # from here on, a failure still stops whatever part of the head came up
+        for attempt in (1, 2):
+            agent, grpc, metrics, runtime_env = free_ports(4)
+            out = sh(
+                [
+                    bin_path("ray"), "start", "--head", f"--temp-dir={RAY_TEMP}", "--node-ip-address=127.0.0.1",
+                    f"--port={RAY_PORT}", f"--dashboard-port={DASHBOARD_PORT}", "--dashboard-host=127.0.0.1",
+                    "--num-cpus=4", "--disable-usage-stats",
+                    # Ray's fixed default agent/metrics ports clash with any other Ray on the machine (a test
+                    # suite's): then the job agent never comes up ("No available agent to submit job").
+                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
+                    f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+                ],
+                env=self.env, check=False, capture=True,
+            )
+            if out.returncode == 0:
+                break
+            # A port taken between choosing and binding it, or a slow raylet: start again from nothing, once.
+            log.warning("ray start failed (attempt %d): %s", attempt, (out.stderr or out.stdout).strip()[-500:])
+            stop_own_ray()
+        else:
+            raise RuntimeError(f"ray start failed twice:\n{out.stdout}{out.stderr}")
         self.env["RAY_ADDRESS"] = f"http://127.0.0.1:{DASHBOARD_PORT}"
 
     def stop_services(self) -> None:
