@@ -33,7 +33,7 @@ def teacher_forced_accuracy(model, rows, pad_id: int, device: str = "cpu") -> tu
     """(share of rows whose every label token is the argmax, token accuracy, value-token accuracy).
 
     Value tokens are the label tokens inside the SQL literals copied from the question (rows carry
-    ``weights`` > 1 there, see :func:`add_literal_weights`); -1 when no row marks them.
+    ``value_mask``, see :func:`mark_value_tokens`); -1 when no row marks them.
     """
     import torch
 
@@ -63,21 +63,47 @@ def teacher_forced_accuracy(model, rows, pad_id: int, device: str = "cpu") -> tu
     return full / len(rows), correct / total, (vcorrect / vtotal if vtotal else -1.0)
 
 
+def _sql_tokens_in_spans(row, tok, spans) -> tuple[int, list[bool] | None]:
+    """(prompt length, for each SQL token whether it overlaps a character span of the SQL text), or None
+    for the flags when the target does not re-tokenize to the row's own ids."""
+    n_prompt = sum(1 for x in row["labels"] if x == -100)
+    target = tok.decode(row["input_ids"][n_prompt:])
+    enc = tok(target, add_special_tokens=False, return_offsets_mapping=True)
+    if enc["input_ids"] != row["input_ids"][n_prompt:]:
+        return n_prompt, None
+    return n_prompt, [any(a < e and s < b for s, e in spans) and bool(tok.decode([i]).strip(" '"))
+                      for (a, b), i in zip(enc["offset_mapping"], enc["input_ids"])]
+
+
+def _aligned(rows, examples) -> None:
+    if len(rows) != len(examples):  # tokenize_examples dropped some: rows no longer match examples
+        raise SystemExit(f"{len(examples) - len(rows)} examples exceed data.max_length; raise it for this script")
+
+
 def mark_value_tokens(rows, examples, tok) -> None:
     """Give each row ``value_mask`` (1 on SQL tokens inside a literal copied from the question)."""
     from sqltune.train.augment import copied_literals
 
+    _aligned(rows, examples)
     for r, ex in zip(rows, examples):
-        n_prompt = sum(1 for x in r["labels"] if x == -100)
-        target = tok.decode(r["input_ids"][n_prompt:])
-        enc = tok(target, add_special_tokens=False, return_offsets_mapping=True)
-        if enc["input_ids"] != r["input_ids"][n_prompt:] or not target.startswith(ex.sql):
-            continue
-        spans = [(a, b) for a, b, _, _ in copied_literals(ex)]
-        r["value_mask"] = [0] * n_prompt + [
-            1 if any(a < e and s < b and tok.decode([i]).strip(" '") for s, e in spans) else 0
-            for (a, b), i in zip(enc["offset_mapping"], enc["input_ids"])
-        ]
+        n_prompt, flags = _sql_tokens_in_spans(r, tok, [(a, b) for a, b, _, _ in copied_literals(ex)])
+        if flags is not None:
+            r["value_mask"] = [0] * n_prompt + [int(f) for f in flags]
+
+
+def add_literal_weights(rows, examples, tok, weight: float) -> None:
+    """Give each row ``weights`` (0 on the prompt, ``weight`` on SQL tokens in a literal, else 1)."""
+    from sqlglot.tokens import Tokenizer, TokenType
+
+    _aligned(rows, examples)
+    for r, ex in zip(rows, examples):
+        try:
+            spans = [(t.start, t.end + 1) for t in Tokenizer().tokenize(ex.sql)
+                     if t.token_type in (TokenType.STRING, TokenType.NUMBER)]
+        except Exception:  # noqa: BLE001 - untokenizable SQL: plain weights
+            spans = []
+        n_prompt, flags = _sql_tokens_in_spans(r, tok, spans)
+        r["weights"] = [0.0] * n_prompt + [weight if f else 1.0 for f in (flags or [False] * (len(r["input_ids"]) - n_prompt))]
 
 
 def rebuild_base(base: str, shape: str, out: str) -> str:
@@ -198,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         template = PromptTemplate(mode=cfg.prompt_mode, system=args.system)
     tr = tokenize_examples(train, tok, template, cfg.data.max_length)
     if args.literal_weight != 1.0:
-        add_literal_weights(tr.rows, tok, args.literal_weight)
+        add_literal_weights(tr.rows, train, tok, args.literal_weight)
     va = tokenize_examples(val[: args.val], tok, template, cfg.data.max_length)
     mark_value_tokens(va.rows, val[: args.val], tok)
     log.info("trainable params %d, %d training rows of %.0f tokens on average", built.trainable_params,

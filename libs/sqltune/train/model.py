@@ -75,9 +75,9 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
     on_gpu = device.startswith("cuda")
     kwargs: dict[str, Any] = {}
     if cfg.model.attn_implementation:
-        if cfg.model.attn_implementation == "sqltune_packed_sdpa":
-            from sqltune.train.fast import register_packed_sdpa
+        from sqltune.train.fast import PACKED_SDPA, register_packed_sdpa
 
+        if cfg.model.attn_implementation == PACKED_SDPA:
             register_packed_sdpa()
         kwargs["attn_implementation"] = cfg.model.attn_implementation
     autocast = None
