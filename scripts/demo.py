@@ -100,6 +100,19 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def demo_auth_token(work: Path) -> Path:
+    """The Ray auth token file of the demo's cluster under ``work`` (created once, readable by the owner only)."""
+    import secrets
+
+    path = work / "ray_auth_token"
+    if not path.exists():
+        work.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    return path
+
+
 def bin_path(name: str) -> str:
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
@@ -120,6 +133,9 @@ class Demo:
         # Ray 2.60's `ray start` turns token auth on by default, but the job/serve CLIs only send the token
         # (~/.ray/auth_token) when the mode is set explicitly: set it for the head and every client.
         self.env["RAY_AUTH_MODE"] = "token"
+        # The demo's own token: on a fresh machine there is no ~/.ray/auth_token, and `ray start` with the mode
+        # set does not create one ("Token authentication is enabled but no authentication token was found").
+        self.env["RAY_AUTH_TOKEN_PATH"] = str(demo_auth_token(work))
         self.s3 = None
         self.started_ray = False
         self.timings: dict[str, float] = {}
@@ -330,7 +346,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few training steps (CI's end-to-end test)")
     parser.add_argument("--train-steps", type=int, default=None,
-                        help="optimizer steps instead of the preset's epochs (make demo-full: 2200)")
+                        help="optimizer steps instead of the preset's epochs (make demo-full: 1000)")
     parser.add_argument("--induction-steps", type=int, default=None,
                         help="pre-training steps of the tiny base instead of jobs/configs/tiny-base.yaml's")
     parser.add_argument("--keep-running", action="store_true", help="leave S3, Ray and the server up")
