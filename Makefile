@@ -27,9 +27,9 @@ test-fast: setup
 demo: setup
 	$(PY) scripts/demo.py
 
-# The same flow trained twice as long (600 steps, ~25 min on 2 cores): where the tiny model copies values reliably.
+# The same flow trained twice as long (1,000 steps).
 demo-full: setup
-	$(PY) scripts/demo.py --train-steps 600
+	$(PY) scripts/demo.py --train-steps 1000
 
 bench-train:
 	$(PYTHON) benchmarks/bench_train.py

@@ -19,6 +19,8 @@ def test_demo_quick_runs_every_step_and_leaves_nothing_running(tmp_path):
     env = dict(os.environ)
     for key in [k for k in env if k.startswith(("AWS_", "RAY_"))]:
         env.pop(key)
+    # A home without ~/.ray/auth_token, as on a fresh machine (ray start then needs the demo's own token).
+    env["HOME"] = str(tmp_path / "home")
     out = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "demo.py"), "--quick", "--work-dir", str(tmp_path / "demo")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500, check=False,

@@ -1,0 +1,21 @@
+# Session 5 sweep 8 (nvidia-h200): seeds of the two stronger cheap pre-trainings of s7 (16 x 64 and 32 x 32 tokens,
+# 1,000 steps) followed by 400-600 QLoRA steps (the 2-core AVX-512 CPU runs ~0.6 s a step).
+set -u
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
+export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1
+R="timeout 420 python3 benchmarks/tiny_recipe.py --device cuda --threads 1 --every 50 data.source=.demo/gpu/dataset --base .demo/gpu/tiny-base --ind-kind multi --ind-lr 1e-3 --ind-batch 16 --ind-len 32 optim.lr=3e-3 optim.min_lr_ratio=0.3"
+run() { name=$1; shift; $R "$@" > $OUT/$name.log 2>&1 & }
+run i64_q400_s1 --seed 1 --induction-steps 1000 --ind-len 64 --steps 400
+run i64_q400_s2 --seed 2 --induction-steps 1000 --ind-len 64 --steps 400
+run i64_q500_s0 --seed 0 --induction-steps 1000 --ind-len 64 --steps 500
+run i64_q500_s1 --seed 1 --induction-steps 1000 --ind-len 64 --steps 500
+run i64_q500_s2 --seed 2 --induction-steps 1000 --ind-len 64 --steps 500
+run i64_q600_s0 --seed 0 --induction-steps 1000 --ind-len 64 --steps 600
+run i64_q600_s1 --seed 1 --induction-steps 1000 --ind-len 64 --steps 600
+run i64_q600_s2 --seed 2 --induction-steps 1000 --ind-len 64 --steps 600
+run b32_q400_s1 --seed 1 --induction-steps 1000 --ind-batch 32 --steps 400
+run b32_q500_s0 --seed 0 --induction-steps 1000 --ind-batch 32 --steps 500
+run b32_q500_s1 --seed 1 --induction-steps 1000 --ind-batch 32 --steps 500
+run b32_q600_s0 --seed 0 --induction-steps 1000 --ind-batch 32 --steps 600
+wait
+cd $OUT && for f in *.log; do echo "== $f"; grep -E "^step [0-9]+ |^induction step (1000|2000) |Error|error" $f | grep -E "induction|step (200|250|300|350|400|450|500|550|600|700|800) |rror" | sed 's/val teacher-forced //'; done > summary.txt; rm -f *.log; cat summary.txt
