@@ -75,6 +75,32 @@ def test_matches_generate_with_more_requests_than_slots(setup):
         eng.stop()
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 8])
+def test_decoding_across_a_cache_length_bucket_matches_generate(setup, chunk):
+    """Prompts ending just below the first cache-length bucket (256) decode on into the next one."""
+    tok = setup["tok"]
+    model = _model(setup["dir"])
+    text = " ".join(f"c{i} = {i}" for i in range(400))
+    base = tok(text)["input_ids"]
+    assert len(base) >= 255
+    prompts = [base[:n] for n in (244, 250, 253, 255)]
+    ref = []
+    with torch.no_grad():
+        for p in prompts:
+            out = model.generate(torch.tensor([p]), max_new_tokens=20, min_new_tokens=20, do_sample=False,
+                                 pad_token_id=0)
+            ref.append(out[0, len(p) :].tolist())
+    eng = E.build_engine(model, tok, E.EngineConfig(max_slots=4, seq_len=640, decode_chunk=chunk)).start()
+    try:
+        assert eng.len_buckets == [256, 512, 640]
+        together = eng.generate(prompts, 20, timeout=120)
+        alone = [eng.generate([p], 20, timeout=120)[0] for p in prompts]
+        assert [r.tokens for r in together] == ref
+        assert [r.tokens for r in alone] == ref
+    finally:
+        eng.stop()
+
+
 def test_staggered_arrivals_join_the_running_batch(setup):
     eng = _engine(setup, decode_chunk=1)
     try:

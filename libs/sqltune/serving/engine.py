@@ -945,7 +945,9 @@ class Engine:
         )
         self.out_buf[:B].index_copy_(1, self.step_buf, nxt[:, None])
         self.tokens_buf[:B].copy_(nxt)
-        self.pos_buf[:B].copy_(torch.clamp(pos + 1, max=L - 1))
+        # Clamped to the cache, not to L: a sequence whose next position is exactly L continues at L in the
+        # next chunk (with a longer L); clamping to L - 1 rewrote its last position and decoded garbage.
+        self.pos_buf[:B].copy_(torch.clamp(pos + 1, max=self.cfg.seq_len - 1))
         self.step_buf.add_(1)
 
     # -- CUDA graphs -------------------------------------------------------------------------------
