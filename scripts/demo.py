@@ -283,6 +283,7 @@ class Demo:
             time.sleep(3)
         else:
             raise RuntimeError("the server did not become ready within 300 s; see `ray status` / serve logs")
+        evaluated = self.evaluated_sql("merged")
         for ex in self.demo_questions():
             # The embedded examples' prompts carry the tables their question is about; `tables` puts the same
             # ones in the server's prompt (without it the server sends the whole database's schema).
@@ -294,10 +295,22 @@ class Demo:
             print(f"\nQ: {ex.question}   (tables: {', '.join(ex.extra['tables'])})\nSQL:  {out['sql']}\n"
                   f"gold: {ex.sql}\nvalid={out['valid']} read_only={out['read_only']} "
                   f"latency={out['latency_ms']:.0f} ms")
+            if ex.id in evaluated:
+                # Serving must decode what evaluation scored for the same artifact and prompt.
+                same = out["sql"].strip() == evaluated[ex.id].strip()
+                print(f"    same SQL as the evaluation's merged variant: {'yes' if same else 'NO: ' + evaluated[ex.id]}")
             if out.get("execution_error"):
                 print("    execution error:", out["execution_error"])
             for row in (out.get("rows") or [])[:5]:
                 print("   ", row)
+
+    def evaluated_sql(self, variant: str) -> dict[str, str]:
+        """id -> cleaned SQL of ``variant`` in the evaluation report fetched to .demo/report/ (empty if absent)."""
+        path = self.work / "report" / "predictions.jsonl"
+        if not path.is_file():
+            return {}
+        rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        return {r["id"]: r.get("cleaned_sql") or "" for r in rows if r.get("variant") == variant}
 
     def demo_questions(self) -> list:
         """One held-out test question of each of DEMO_CATEGORIES, from the split eval-tiny.yaml scores."""
