@@ -129,7 +129,8 @@ def test_induction_batch_labels_only_the_predictable_part_of_repeats():
             assert any(seq[j] == seq[i - 1] and seq[j + 1] == seq[i] for j in range(i - 1))
 
 
-def test_induction_pretraining_learns_to_copy_and_is_cached(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_induction_pretraining_learns_to_copy_and_is_cached(tmp_path, precision):
     import torch
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -149,7 +150,7 @@ def test_induction_pretraining_learns_to_copy_and_is_cached(tmp_path):
             return float(model(input_ids=ids, labels=labels).loss)
 
     random_base = build_tiny_model(tmp_path / "random", TinyModelConfig(**shape), corpus)
-    cfg = TinyModelConfig(**shape, induction_steps=150, induction_lr=3e-3)
+    cfg = TinyModelConfig(**shape, induction_steps=150, induction_lr=3e-3, induction_precision=precision)
     cache = tmp_path / "cache"
     trained = build_tiny_model(tmp_path / "trained", cfg, corpus, cache_dir=cache)
     before, after = repeat_loss(random_base), repeat_loss(trained)
