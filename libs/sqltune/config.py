@@ -54,8 +54,9 @@ def param(
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    module = sys.modules.get(cls.__module__)
-    return typing.get_type_hints(cls, globalns=vars(module) if module else None)
+    # each class's annotations resolve in its own module's namespace, so a config may extend one from
+    # another module (the dataset spec of sqltune.data, for instance)
+    return typing.get_type_hints(cls)
 
 
 def _type_name(tp: Any) -> str:
@@ -163,6 +164,9 @@ def _check_bounds(cls: type, obj: Any, where: str) -> None:
 
 def _unknown_key(cls: type, key: str, where: str) -> ConfigError:
     names = [f.name for f in dataclasses.fields(cls)]
+    moved = getattr(cls, "MOVED_KEYS", {}).get(key)
+    if moved:  # a key that was renamed: name its new spelling, whatever difflib would guess
+        return ConfigError(f"{where}{key}: unknown key (did you mean {moved!r}? {key!r} was renamed {where}{moved})")
     close = difflib.get_close_matches(key, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     return ConfigError(f"{where}{key}: unknown key{hint}; valid keys of {cls.__name__}: {', '.join(names)}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from sqltune.config import Config, param
+from sqltune.data.spec import DatasetSpec
 from sqltune.errors import ConfigError
 
 VariantKind = Literal["base", "adapter", "merged", "int8", "nf4", "http"]
@@ -14,22 +15,11 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
 @dataclass
-class DatasetConfig(Config):
-    """Which examples are scored. The split fields mirror the training job's ``data`` section, so the same
-    values select exactly the test split training held out."""
+class DatasetConfig(DatasetSpec):
+    """Which examples are scored. The dataset and split fields are the training job's ``data`` section's (one
+    :class:`~sqltune.data.spec.DatasetSpec`), so the same values select exactly the test split training held out."""
 
-    source: str = param(
-        "embedded", "A local path, an s3:// URI, a hub dataset id, or 'embedded' (the built-in warehouse set)."
-    )
-    format: str = param("auto", "Loader format for sqltune.data.load_dataset (auto, jsonl, json, csv, spider, bird, ...).")
     split: Literal["train", "validation", "test", "all"] = param("test", "Which split of the deterministic split to score.")
-    split_ratios: list[float] = param([0.8, 0.1, 0.1], "Train/validation/test fractions (as in training).")
-    split_seed: int = param(0, "Seed of the deterministic split (as in training).")
-    stratify: str | None = param("category", "Stratify the split by this field (as in training), or null.")
-    embedded_seed: int = param(0, "Seed of the embedded dataset when source=embedded.")
-    embedded_dir: str | None = param(
-        None, "Where the embedded dataset is built/cached (default ~/.cache/sqltune/embedded-<seed>, as in training)."
-    )
     limit: int | None = param(
         None, "Score a seeded sample of at most this many examples of the split (null: all of it).", min=1
     )
@@ -44,8 +34,7 @@ class DatasetConfig(Config):
     )
 
     def validate(self) -> None:
-        if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios) or abs(sum(self.split_ratios) - 1) > 1e-6:
-            raise ConfigError(f"split_ratios: {self.split_ratios!r} must be three non-negative fractions summing to 1")
+        super().validate()
         if self.dialect is not None:
             from sqltune.sql import canonical_dialect
 

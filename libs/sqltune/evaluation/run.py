@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqltune.data.spec import load_examples, sample_examples
 from sqltune.errors import DataError, StorageError
 from sqltune.evaluation.config import DatasetConfig, EvalConfig
 
@@ -41,39 +41,21 @@ class EvalResult:
 # ------------------------------------------------------------------------------------------ dataset
 
 
-def _dataset_root(d: DatasetConfig) -> Path | None:
-    if d.source == "embedded":
-        return Path(d.embedded_dir or Path.home() / ".cache" / "sqltune" / f"embedded-{d.embedded_seed}").expanduser()
-    p = Path(d.source)
-    if p.exists():
-        return p if p.is_dir() else p.parent
-    return None
-
-
 def load_eval_examples(d: DatasetConfig) -> tuple[list[Any], dict[str, Any]]:
     """The examples to score: the configured split (the training job's split procedure), sampled to
     ``limit``, with the dialect/database overrides applied."""
-    from sqltune.data import load_dataset, split_examples
-
-    root = _dataset_root(d)
-    if d.source == "embedded":
-        examples = load_dataset(root, format="embedded", seed=d.embedded_seed)
-    else:
-        examples = load_dataset(d.source, format=d.format)  # type: ignore[arg-type]
+    root = d.root()
+    examples = load_examples(d)
     if not examples:
         raise DataError(f"dataset.source {d.source!r}: the dataset is empty")
     n_total = len(examples)
     if d.split != "all":
-        splits = split_examples(examples, ratios=tuple(d.split_ratios), seed=d.split_seed,  # type: ignore[arg-type]
-                                stratify=d.stratify or "none")  # type: ignore[arg-type]
-        examples = list(splits[d.split])
+        examples = list(d.partition(examples)[d.split])
     if not examples:
         raise DataError(f"dataset: split {d.split!r} of {d.source!r} is empty (split_ratios {d.split_ratios})")
-    if d.limit and len(examples) > d.limit:
-        keep = sorted(random.Random(f"sqltune-eval:{d.sample_seed}").sample(range(len(examples)), d.limit))
-        examples = [examples[i] for i in keep]
+    examples = sample_examples(examples, d.limit, d.sample_seed)
     examples = [_override(ex, d, root) for ex in examples]
-    return examples, {"source": d.source, "format": "embedded" if d.source == "embedded" else d.format,
+    return examples, {"source": d.source, "format": "embedded" if d.is_embedded else d.format,
                       "split": d.split, "n_total": n_total, "root": str(root) if root else None}
 
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from sqltune.config import Config, param
+from sqltune.data.spec import DatasetSpec
 from sqltune.errors import ConfigError
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -19,25 +20,11 @@ _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 @dataclass
-class DataConfig(Config):
+class DataConfig(DatasetSpec):
     """Which examples to train on and how they are split and tokenized."""
 
-    source: str = param(
-        "embedded",
-        "Dataset: a local path, an s3:// URI, a hub dataset id, or 'embedded' (the built-in warehouse set).",
-    )
-    format: Literal["auto", "jsonl", "json", "csv", "sql-create-context", "gretel", "spider", "bird", "embedded"] = param(
-        "auto", "Loader format for sqltune.data.load_dataset; auto detects it from the folder/file/columns."
-    )
-    split: str | None = param(
-        None, "Which split of the source to load before splitting (Spider/BIRD 'train', hub datasets 'train'); "
-        "null = the loader's default."
-    )
-    split_ratios: list[float] = param([0.8, 0.1, 0.1], "Train/validation/test fractions (sum to 1).")
-    split_seed: int = param(0, "Seed of the deterministic split.")
-    stratify: Literal["category", "difficulty", "evidence_length", "none"] = param(
-        "category", "What the train/validation/test split is stratified by (the evaluation job must use the same)."
-    )
+    MOVED_KEYS: ClassVar[dict[str, str]] = {"split": "source_split"}
+
     max_length: int = param(1024, "Longest example (prompt + SQL tokens); longer ones are dropped and counted.", min=16)
     max_train_examples: int | None = param(None, "Use at most this many training examples (quick runs).", min=1)
     max_validation_examples: int | None = param(
@@ -48,16 +35,9 @@ class DataConfig(Config):
         "others in question and SQL alike), so a small model learns to copy values instead of guessing them; "
         "0 = off. Training split only (sqltune.train.augment).", min=0,
     )
-    embedded_seed: int = param(0, "Seed of the embedded dataset when source=embedded.")
-    embedded_dir: str | None = param(
-        None, "Where the embedded dataset is built/cached (default ~/.cache/sqltune/embedded-<seed>)."
-    )
 
     def validate(self) -> None:
-        if len(self.split_ratios) != 3 or any(r < 0 for r in self.split_ratios):
-            raise ConfigError(f"split_ratios: {self.split_ratios!r} must be three non-negative fractions")
-        if abs(sum(self.split_ratios) - 1.0) > 1e-6:
-            raise ConfigError(f"split_ratios: {self.split_ratios!r} must sum to 1")
+        super().validate()
         if self.split_ratios[0] <= 0:
             raise ConfigError("split_ratios: the training fraction must be positive")
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqltune.data.spec import load_examples
 from sqltune.errors import ConfigError, DataError, ModelError, ResourceError, SqltuneError, StorageError
 from sqltune.train.config import TrainConfig
 
@@ -66,21 +67,12 @@ class RunResult:
 
 def load_splits(cfg: TrainConfig) -> tuple[list[Any], list[Any], list[Any], dict[str, Any]]:
     """Load ``cfg.data.source`` and split it deterministically (the same split evaluation uses)."""
-    from sqltune.data import load_dataset, split_examples
-
     d = cfg.data
-    if d.source == "embedded":
-        folder = Path(d.embedded_dir or Path.home() / ".cache" / "sqltune" / f"embedded-{d.embedded_seed}")
-        examples = load_dataset(folder, format="embedded", seed=d.embedded_seed)
-        where = str(folder)
-    else:
-        examples = load_dataset(d.source, format=d.format, split=d.split)
-        where = d.source
+    examples = load_examples(d)
+    where = str(d.embedded_folder()) if d.is_embedded else d.source
     if not examples:
         raise DataError(f"data.source {d.source!r}: the dataset is empty")
-    splits = split_examples(
-        examples, ratios=tuple(d.split_ratios), seed=d.split_seed, stratify=d.stratify
-    )
+    splits = d.partition(examples)
     train, val, test = list(splits.train), list(splits.validation), list(splits.test)
     if d.max_train_examples:
         train = train[: d.max_train_examples]
@@ -418,7 +410,8 @@ def _absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
             return str(Path(value).resolve())
         return value
 
-    data = dataclasses.replace(cfg.data, source=absolute(cfg.data.source))
+    data = dataclasses.replace(cfg.data, source=absolute(cfg.data.source),
+                               databases_dir=cfg.data.databases_dir and absolute(cfg.data.databases_dir))
     model = dataclasses.replace(cfg.model, base=absolute(cfg.model.base))
     return dataclasses.replace(cfg, data=data, model=model, output_uri=absolute(cfg.output_uri))
 
