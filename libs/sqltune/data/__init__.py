@@ -1,5 +1,5 @@
 """Datasets: the :class:`Example` record, loaders for every supported format, schema rendering and
-token budgets, and deterministic stratified splits."""
+token budgets, deterministic stratified splits, and the dataset spec the training and evaluation jobs share."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from sqltune.data.loaders import ColumnMapping, load_dataset
 from sqltune.data.record import Example
 from sqltune.data.schema import ddl_from_database, ddl_from_tables_json, fit_schema
+from sqltune.data.spec import DatasetSpec, load_examples
 from sqltune.data.splits import Splits, split_examples
 
 __all__ = [
@@ -16,6 +17,8 @@ __all__ = [
     "ColumnMapping",
     "split_examples",
     "Splits",
+    "DatasetSpec",
+    "load_examples",
     "ddl_from_tables_json",
     "ddl_from_database",
     "fit_schema",
