@@ -89,7 +89,10 @@ def test_gold_failure_is_flagged_not_scored(tmp_path):
 
 def test_without_database_falls_back_to_ast_equivalence():
     ex = _example("SELECT name FROM customers WHERE country = 'Germany'", "sqlite", None)
-    assert check_gold(ex) is None
+    assert check_gold(ex, context_db=False) is None
+    # By default the schema's CREATE TABLE context becomes an in-memory database (empty tables here).
+    on_context = check_gold(ex)
+    assert on_context.ok and on_context.result.engine == "sqlite-context" and on_context.result.rows == []
     ok = score_example(variant="v", example=ex, raw_output="SELECT name FROM customers WHERE 'Germany' = country",
                        gold=None)
     assert ok.exec_match is None and ok.ast_equal and ok.error_category is None and ok.hybrid == 1.0

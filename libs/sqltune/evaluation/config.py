@@ -132,6 +132,10 @@ class MetricsConfig(Config):
     bootstrap_seed: int = param(0, "Seed of the bootstrap.")
     confidence: float = param(0.95, "Confidence level of the interval.", min=0.5, max=0.999)
     hybrid_partial_weight: float = param(0.7, "Hybrid score without an execution match: this x ROUGE-L.", min=0.0, max=1.0)
+    context_db: bool = param(
+        True, "Examples without a database but with CREATE/INSERT context (sql-create-context, gretel): execute "
+        "on an in-memory SQLite built from that context; false = AST equivalence only.",
+    )
 
 
 @dataclass

@@ -12,7 +12,9 @@ The scoring order, and the error category an example gets (the first that applie
 6. it runs but returns a different result -> ``wrong_result``;
 7. it returns the gold result -> no category (``None``).
 
-Without a database (``db`` is None) steps 5-7 use AST equivalence instead: ``None`` when equivalent, else
+An example without a database whose schema text is CREATE/INSERT context (sql-create-context, gretel) runs
+steps 5-7 on an in-memory SQLite built from that context (:mod:`sqltune.sql.context_db`).
+Without any database (no ``db``, no context) steps 5-7 use AST equivalence instead: ``None`` when equivalent, else
 ``unknown_identifier`` if it names tables/columns outside the schema, else ``wrong_result``.
 
 Hybrid score: 1.0 on an execution match (or, without a database, AST equivalence); 0.0 for a read-only
@@ -203,8 +205,15 @@ def score_example(
         if category is None and not score.ast_equal:
             category = "unknown_identifier" if score.hallucinated else "wrong_result"
     elif category is None and not score.gold_failed:
-        m = execution_match(sql, example.sql, db=example.db, dialect=dialect, timeout_s=exec_timeout_s,
-                            max_rows=max_rows, float_tol=float_tol, gold_result=gold.result)
+        if example.db:
+            m = execution_match(sql, example.sql, db=example.db, dialect=dialect, timeout_s=exec_timeout_s,
+                                max_rows=max_rows, float_tol=float_tol, gold_result=gold.result)
+        else:
+            from sqltune.sql.context_db import context_execution_match
+
+            m = context_execution_match(sql, example.sql, context=example.schema, dialect=dialect,
+                                        timeout_s=exec_timeout_s, max_rows=max_rows, float_tol=float_tol,
+                                        gold_result=gold.result)
         score.exec_match = bool(m.match)
         if not m.match:
             category = "wrong_result" if m.category == "mismatch" else (m.category or "runtime")
@@ -223,12 +232,22 @@ def score_example(
     return score
 
 
-def check_gold(example: Any, *, exec_timeout_s: float = 5.0, max_rows: int = 10000) -> GoldCheck | None:
-    """Run the gold query once under the sandbox; None when the example has no database."""
+def check_gold(example: Any, *, exec_timeout_s: float = 5.0, max_rows: int = 10000,
+               context_db: bool = True) -> GoldCheck | None:
+    """Run the gold query once under the sandbox; None when the example has no database (nor, with
+    ``context_db``, CREATE TABLE context to build one from)."""
     from sqltune.sql import execute
 
     if not example.db:
-        return None
+        from sqltune.sql.context_db import execute_in_context, has_context
+
+        if not (context_db and has_context(example.schema)):
+            return None
+        res = execute_in_context(example.sql, context=example.schema, dialect=example.dialect,
+                                 timeout_s=exec_timeout_s, max_rows=max_rows)
+        if not res.ok:
+            return GoldCheck(ok=False, result=res, error=f"{res.category}: {res.error}", category=res.category)
+        return GoldCheck(ok=True, result=res)
     try:
         res = execute(example.sql, db=example.db, dialect=example.dialect, timeout_s=exec_timeout_s, max_rows=max_rows)
     except Exception as exc:  # noqa: BLE001 - a missing database file etc.: the gold cannot be checked

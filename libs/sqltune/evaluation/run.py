@@ -168,7 +168,12 @@ def setup(cfg: EvalConfig) -> EvalPlan:
              cfg.dataset.source, len(cfg.variants))
     databases = database_state(examples)
     m = cfg.metrics
-    gold = [check_gold(ex, exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows) for ex in examples]
+    gold = [check_gold(ex, exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows, context_db=m.context_db)
+            for ex in examples]
+    n_context = sum(1 for ex, g in zip(examples, gold) if g is not None and not ex.db)
+    if n_context:
+        databases["in-memory context databases"] = {
+            "engine": "sqlite-context", "note": f"{n_context} examples run on SQLite built from their CREATE/INSERT context"}
     schemas: dict[tuple[str, str], Any] = {}
     for ex in examples:
         key = (ex.schema, ex.extra.get("schema_dialect", ex.dialect))
