@@ -17,13 +17,16 @@ from sqltune.k8s.versions import CPU_IMAGE, GPU_IMAGE
 
 from .conftest import ROOT
 
-TRAIN_CFG = {"run_name": "My Run_01", "output_uri": "s3://sqltune/runs/x", "ray": {"num_workers": 2, "use_gpu": True}}
+GPU_PRESET = ROOT / "jobs" / "configs" / "qwen2.5-3b-qlora.yaml"  # scaling: 1 worker, use_gpu: true
 
 
 @pytest.fixture()
 def train_cfg(tmp_path: Path) -> Path:
+    """A real training preset (one GPU worker) under another name and run_name."""
     p = tmp_path / "qwen-lora.yaml"
-    p.write_text(yaml.safe_dump(TRAIN_CFG))
+    data = yaml.safe_load(GPU_PRESET.read_text())
+    data["run_name"] = "My_Run_01"
+    p.write_text(yaml.safe_dump(data, sort_keys=False))
     return p
 
 
@@ -38,8 +41,9 @@ def docs(text: str) -> list[dict]:
 
 
 def test_submit_dry_run_train(capsys, train_cfg: Path, crd_dir) -> None:
-    code, out, _ = run(capsys, "k8s", "submit", "--config", str(train_cfg), "--dry-run", "lora.r=32")
-    assert code == 0
+    code, out, err = run(capsys, "k8s", "submit", "--config", str(train_cfg), "--dry-run", "--workers", "2",
+                         "lora.r=32")
+    assert code == 0, err
     cm, job = docs(out)
     assert cm["kind"] == "ConfigMap" and job["kind"] == "RayJob"
     assert cm["data"] == {train_cfg.name: train_cfg.read_text()}
@@ -47,9 +51,11 @@ def test_submit_dry_run_train(capsys, train_cfg: Path, crd_dir) -> None:
     assert name.startswith("sqltune-train-my-run-01-") and len(name) <= b.MAX_RAYJOB_NAME
     assert cm["metadata"]["name"] == f"{name}-config"
     spec = job["spec"]
-    assert spec["entrypoint"] == f"python -m jobs.train --config /etc/sqltune/configs/{train_cfg.name} lora.r=32"
+    assert spec["entrypoint"] == (
+        f"python -m jobs.train --config /etc/sqltune/configs/{train_cfg.name} lora.r=32 scaling.num_workers=2"
+    )
     group = spec["rayClusterSpec"]["workerGroupSpecs"][0]
-    assert group["replicas"] == 2  # from ray.num_workers
+    assert group["replicas"] == 2  # one pod per Ray Train worker, each with its GPU (scaling.use_gpu)
     c = group["template"]["spec"]["containers"][0]
     assert c["resources"]["limits"][b.GPU_RESOURCE] == 1 and c["image"] == GPU_IMAGE
     head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
@@ -67,7 +73,7 @@ def test_submit_dry_run_flags_override_config(capsys, train_cfg: Path, crd_dir) 
     _, job = docs(out)
     spec = job["spec"]
     assert job["metadata"] == {**job["metadata"], "name": "tiny-cpu", "namespace": "dev"}
-    assert spec["entrypoint"].endswith("ray.use_gpu=false ray.num_workers=3")
+    assert spec["entrypoint"].endswith("scaling.num_workers=3 scaling.use_gpu=false")
     assert spec["backoffLimit"] == 2 and spec["activeDeadlineSeconds"] == 7200
     group = spec["rayClusterSpec"]["workerGroupSpecs"][0]
     assert group["replicas"] == 3 and group["groupName"] == "cpu-workers"
@@ -79,11 +85,11 @@ def test_submit_dry_run_flags_override_config(capsys, train_cfg: Path, crd_dir) 
 
 @pytest.mark.parametrize(
     ("stem", "module", "gpus"),
-    [("eval-tiny", "jobs.evaluate", 1), ("export-tiny", "jobs.export", 0), ("tiny", "jobs.train", 1)],
+    [("eval-tiny", "jobs.evaluate", 1), ("export-tiny", "jobs.export", 0), ("tiny", "jobs.train", 0),
+     ("export-qwen2.5-3b", "jobs.export", 1), ("qwen2.5-3b-qlora", "jobs.train", 1)],
 )
-def test_submit_dry_run_infers_kind(capsys, tmp_path: Path, crd_dir, stem: str, module: str, gpus: int) -> None:
-    cfg = tmp_path / f"{stem}.yaml"
-    cfg.write_text("run_name: t\n")
+def test_submit_dry_run_infers_kind(capsys, crd_dir, stem: str, module: str, gpus: int) -> None:
+    cfg = ROOT / "jobs" / "configs" / f"{stem}.yaml"
     code, out, _ = run(capsys, "k8s", "submit", "--config", str(cfg), "--dry-run")
     assert code == 0
     _, job = docs(out)
@@ -93,10 +99,13 @@ def test_submit_dry_run_infers_kind(capsys, tmp_path: Path, crd_dir, stem: str, 
     assert validate_objects([job], str(crd_dir)) == []
 
 
-@pytest.mark.parametrize("config", sorted((ROOT / "jobs" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+JOB_PRESETS = [p for p in sorted((ROOT / "jobs" / "configs").glob("*.yaml")) if p.name != "tiny-base.yaml"]
+
+
+@pytest.mark.parametrize("config", JOB_PRESETS, ids=lambda p: p.name)
 def test_submit_dry_run_every_preset(capsys, crd_dir, config: Path) -> None:
-    code, out, _ = run(capsys, "k8s", "submit", "--config", str(config), "--dry-run")
-    assert code == 0
+    code, out, err = run(capsys, "k8s", "submit", "--config", str(config), "--dry-run")
+    assert code == 0, err
     assert validate_objects(docs(out), str(crd_dir)) == []
 
 
@@ -110,6 +119,10 @@ def test_submit_dry_run_every_preset(capsys, crd_dir, config: Path) -> None:
         (["--config", "{list}"], "expected a mapping"),
         (["--config", "{cfg}", "--gpus", "-1"], "must be >= 0"),
         (["--config", "{cfg}", "--kind", "deploy"], "invalid choice"),
+        (["--config", "{cfg}", "--gpus", "2"], "--gpus 2: jobs.train gives each Ray Train worker one GPU"),
+        (["--config", "{cfg}", "ray.num_workers=2"], "ray: unknown key"),
+        (["--config", "{cfg}", "scaling.num_workers=0"], "num_workers: 0 is below the minimum 1"),
+        (["--config", "{cfg}", "--kind", "eval"], "is not a valid jobs.evaluate config"),
     ],
 )
 def test_submit_bad_input_exits_2(capsys, train_cfg: Path, tmp_path: Path, argv, message) -> None:

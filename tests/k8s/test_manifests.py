@@ -140,7 +140,9 @@ def test_gpu_and_cpu_shapes(rendered) -> None:
     assert model(cpu_serve)["ray_actor_options"]["num_gpus"] == 0
     assert model(gpu_serve)["ray_actor_options"]["num_gpus"] == 1
     train = [j for j in by_kind(rendered["cpu-dev"], "RayJob") if j["metadata"]["name"] == "sqltune-train-tiny"][0]
-    assert "ray.use_gpu=false" in train["spec"]["entrypoint"] and "tiny.yaml" in train["spec"]["entrypoint"]
+    # the tiny preset is a CPU preset as written (scaling: 2 workers, no GPU): no overrides, a pod per worker
+    assert train["spec"]["entrypoint"] == "python -m jobs.train --config /etc/sqltune/configs/tiny.yaml"
+    assert train["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 2
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

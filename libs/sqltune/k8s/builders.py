@@ -26,7 +26,7 @@ from sqltune import __version__
 from sqltune.errors import ConfigError
 from sqltune.k8s.versions import GPU_IMAGE, RAY_VERSION
 
-Kind = Literal["train", "eval", "export"]
+Kind = Literal["train", "eval", "export", "pipeline"]
 
 NAMESPACE = "sqltune"
 SERVICE_ACCOUNT = "sqltune"
@@ -39,7 +39,9 @@ SERVE_PORT = 8000
 GPU_RESOURCE = "nvidia.com/gpu"
 MAX_RAYJOB_NAME = 47  # KubeRay derives RayCluster/Job names from it and rejects longer RayJob names
 
-ENTRYPOINT_MODULES: dict[str, str] = {"train": "jobs.train", "eval": "jobs.evaluate", "export": "jobs.export"}
+ENTRYPOINT_MODULES: dict[str, str] = {
+    "train": "jobs.train", "eval": "jobs.evaluate", "export": "jobs.export", "pipeline": "jobs.pipeline",
+}
 
 # checkov annotations for the pod templates. Each skip carries its justification; checkov reads
 # "checkov.io/skipN: CHECK_ID=reason" from the pod metadata (tests/k8s/test_checkov.py extracts the pod
@@ -103,6 +105,7 @@ class JobSpec:
     ttl_seconds_after_finished: int = 3600
     backoff_limit: int = 0
     active_deadline_seconds: int | None = None
+    entrypoint_num_gpus: float = 0  # the driver's GPUs (export runs in the driver): placed on a GPU worker
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -391,6 +394,9 @@ def build_rayjob(spec: JobSpec) -> dict[str, Any]:
     }
     if spec.active_deadline_seconds:
         body["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    if spec.entrypoint_num_gpus:
+        gpus = spec.entrypoint_num_gpus
+        body["entrypointNumGpus"] = int(gpus) if float(gpus).is_integer() else gpus
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",

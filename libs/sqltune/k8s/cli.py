@@ -60,11 +60,15 @@ def register(parser: argparse.ArgumentParser) -> None:
     s = sub.add_parser("submit", help="Run a training/eval/export config as a RayJob.")
     s.add_argument("--config", required=True, type=Path, help="job config YAML (e.g. jobs/configs/tiny.yaml)")
     s.add_argument("--kind", choices=sorted(b.ENTRYPOINT_MODULES), default=None,
-                   help="entry point; default from the file name (eval-*: eval, export-*: export, else train)")
+                   help="entry point; default from the file name (eval-*, export-*, pipeline-*, else train)")
     s.add_argument("--name", default=None, help="RayJob name (default: sqltune-<kind>-<run_name>-<random>)")
     s.add_argument("--image", default=None, help=f"image (default: {GPU_IMAGE}, or {CPU_IMAGE} with --gpus 0)")
-    s.add_argument("--gpus", type=_nonneg, default=None, help="GPUs per worker (default: from ray.use_gpu)")
-    s.add_argument("--workers", type=_positive, default=None, help="worker pods (default: ray.num_workers)")
+    s.add_argument("--gpus", type=_nonneg, default=None,
+                   help="GPUs per worker (default: from the config: scaling.use_gpu, ray.use_gpu, device); "
+                   "becomes that config key in the entrypoint")
+    s.add_argument("--workers", type=_positive, default=None,
+                   help="workers (default: from the config: scaling.num_workers for training); training: "
+                   "becomes scaling.num_workers")
     s.add_argument("--ttl", type=_nonneg, default=3600, help="seconds to keep the finished cluster's CR")
     s.add_argument("--retries", type=_nonneg, default=0, help="RayJob backoffLimit (default: 0)")
     s.add_argument("--deadline", type=_nonneg, default=0, help="activeDeadlineSeconds (0: none)")
@@ -126,56 +130,87 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def infer_kind(path: Path) -> str:
     stem = path.stem.lower()
-    if stem.startswith("eval"):
-        return "eval"
-    if stem.startswith("export"):
-        return "export"
+    for prefix, kind in (("eval", "eval"), ("export", "export"), ("pipeline", "pipeline")):
+        if stem.startswith(prefix):
+            return kind
     return "train"
 
 
+def _config_files(kind: str, path: Path, overrides: list[str]) -> dict[str, str]:
+    """The files the RayJob's ConfigMap carries: the config, and for a pipeline the presets it chains
+    (they must sit beside it, as they will in the mounted folder)."""
+    files = {path.name: path.read_text()}
+    if kind == "pipeline":
+        from sqltune.config import load_config
+        from sqltune.pipeline.config import PipelineConfig
+
+        cfg = load_config(PipelineConfig, path, overrides)
+        for stage, key in (("train", "train_config"), ("export", "export_config"), ("evaluate", "eval_config")):
+            name = getattr(cfg, key)
+            if Path(name).name != name:
+                raise ConfigError(
+                    f"{path}: {key}: {name!r} is a path; a submitted pipeline mounts its presets in one folder, "
+                    f"so name a file beside the pipeline config ({key}={Path(name).name})"
+                )
+            files[name] = cfg.stage_file(stage, path.parent).read_text()
+    return files
+
+
 def plan_submit(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The ConfigMap and RayJob ``submit`` creates (pure: used by --dry-run and the real run)."""
-    cfg = _read_config(args.config)
+    """The ConfigMap and RayJob ``submit`` creates (pure: used by --dry-run and the real run).
+
+    The job's config (plus the overrides) is parsed with the job's own config class, and the worker
+    group is sized from what it asks Ray for (``scaling`` for training, ``ray`` for evaluation,
+    ``device`` for export); ``--workers``/``--gpus`` become the config keys that mean the same.
+    """
+    from sqltune.k8s import placement as pl
+
+    _read_config(args.config)
     kind = args.kind or infer_kind(args.config)
+    module = b.ENTRYPOINT_MODULES[kind]
     for o in args.overrides:
         if "=" not in o or o.startswith("="):
             raise ConfigError(f"override {o!r} is not key=value")
-    ray_cfg = cfg.get("ray") if isinstance(cfg.get("ray"), dict) else {}
-    workers = args.workers or int(ray_cfg.get("num_workers") or 1)
-    if args.gpus is not None:
-        gpus = args.gpus
-    elif kind == "export":
-        gpus = 0
-    else:
-        gpus = 1 if ray_cfg.get("use_gpu", True) else 0
-    overrides = list(args.overrides)
-    if kind == "train":
-        if args.workers is not None:
-            overrides.insert(0, f"ray.num_workers={workers}")
-        if args.gpus is not None:
-            overrides.insert(0, f"ray.use_gpu={'true' if gpus else 'false'}")
-    run = str(cfg.get("run_name") or args.config.stem)
+    overrides = list(args.overrides) + pl.flag_overrides(kind, workers=args.workers, gpus=args.gpus)
+    try:
+        demand = pl.job_demand(module, args.config, overrides)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"--config {args.config} is not a valid {module} config ({exc}); fix the file or the override, "
+            f"or pass --kind if it is not a {kind} config"
+        ) from None
+    # evaluation: --gpus is the GPUs of each worker pod (variant actors share it by ray.num_gpus_per_actor)
+    replicas, gpus, cpus = pl.group_shape(demand, gpu_pod_gpus=args.gpus if kind == "eval" and args.gpus else None)
+    if kind == "eval" and args.workers is not None:
+        replicas = args.workers  # evaluation has no worker-count key: --workers sizes the group only
+    run = str(_read_config(args.config).get("run_name") or _read_config(args.config).get("eval_name")
+              or args.config.stem)
     if args.name:
         name = b.check_name(args.name, "--name", b.MAX_RAYJOB_NAME)
     else:
         name = f"{b.slug(f'sqltune-{kind}-{run}', b.MAX_RAYJOB_NAME - 7)}-{secrets.token_hex(3)}"
     b.check_name(args.namespace, "--namespace")
     worker = b.GPU_WORKER if gpus else b.CPU_WORKER
-    if gpus and gpus != worker.gpus:
+    if gpus != worker.gpus:
         worker = b.Resources(**{**worker.__dict__, "gpus": gpus})
+    if cpus > pl._quantity_cpu(worker.cpu_limit):
+        # Ray's num-cpus comes from the limit: a worker must hold one bundle of what the job asks
+        need = str(int(cpus)) if float(cpus).is_integer() else str(cpus)
+        worker = b.Resources(**{**worker.__dict__, "cpu": need, "cpu_limit": need})
     image = args.image or (GPU_IMAGE if gpus else CPU_IMAGE)
     configmap = b.build_configmap(
-        f"{name}-config", {args.config.name: args.config.read_text()}, namespace=args.namespace,
+        f"{name}-config", _config_files(kind, args.config, overrides), namespace=args.namespace,
         labels={"sqltune.io/run": name},
     )
     rayjob = b.build_rayjob(
         b.JobSpec(
             name=name, kind=kind, config_file=args.config.name, configmap=configmap["metadata"]["name"],
-            namespace=args.namespace, image=image, workers=workers, worker=worker,
+            namespace=args.namespace, image=image, workers=replicas, worker=worker,
             overrides=tuple(overrides), ttl_seconds_after_finished=args.ttl, backoff_limit=args.retries,
-            active_deadline_seconds=args.deadline or None,
+            active_deadline_seconds=args.deadline or None, entrypoint_num_gpus=demand.driver_gpus,
         )
     )
+    pl.check_fits(demand, rayjob, where=f"--config {args.config}")
     return configmap, rayjob
 
 
