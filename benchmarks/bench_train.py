@@ -86,8 +86,9 @@ def example_lengths(source: str, n: int, seed: int, scale: float) -> list[tuple[
     texts: list[tuple[str, str]] = []
     if source == "spider":
         from sqltune.data import load_dataset
+        from sqltune.fixtures import locate
 
-        spider = ROOT.parent / "shared" / "datasets" / "spider"
+        spider = locate("spider-dev")
         exs = load_dataset(spider, format="spider", split="dev")
     else:
         from sqltune.data.embedded import embedded_examples

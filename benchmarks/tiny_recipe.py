@@ -10,7 +10,7 @@ token for token under teacher forcing (an upper bound on greedy exact match) and
     python benchmarks/tiny_recipe.py --base .demo/tiny-base --system "Reply with one {dialect} query." \
         model.mode=full lora.modules_to_save=[] optim.lr=1e-3
 
-Results of the runs made so far are in benchmarks/results/NOTES-tiny-accuracy.md.
+What the runs showed is in docs/benchmarks.md; their raw lines are under benchmarks/results/tiny-recipe-*/.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def rebuild_base(base: str, shape: str, out: str) -> str:
 
 
 def pair_batch(vocab, batch: int, length: int, g):
-    """Sessions 4's first layout: one random span of 8-39 tokens, a random gap, the span again (loss on it)."""
+    """The first layout tried: one random span of 8-39 tokens, a random gap, the span again (loss on it)."""
     import torch
 
     ids, labels = [], []

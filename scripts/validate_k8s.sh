@@ -7,7 +7,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 KUBECTL="$ROOT/.venv-tools/bin/kubectl"; [[ -x "$KUBECTL" ]] || KUBECTL=kubectl
-export SQLTUNE_CRD_DIR="${SQLTUNE_CRD_DIR:-$ROOT/../shared/k8s/crds}"
+# The pinned KubeRay CRDs: ../shared, the fixtures cache, or downloaded (sqltune.fixtures).
+export SQLTUNE_CRD_DIR="${SQLTUNE_CRD_DIR:-$(.venv/bin/python -m sqltune.fixtures fetch kuberay-crds | sed 's/^kuberay-crds: //')}"
 .venv/bin/sqltune k8s generate --check
 out="$(mktemp -d)"; trap 'rm -rf "$out"' EXIT
 for overlay in k8s/overlays/*/; do

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from external_fixtures import external_fixture
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 TEST_BUCKET = "sqltune-test"
 
 
@@ -21,10 +22,14 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def spider_dir() -> Path:
-    path = SHARED / "datasets" / "spider"
-    if not (path / "dev.json").is_file():
-        pytest.fail(f"the shared Spider dev set is missing at {path}; CI clones ../shared beside the repo")
-    return path
+    """The Spider dev set: dev.json and tables.json."""
+    return external_fixture("spider-dev")
+
+
+@pytest.fixture(scope="session")
+def crd_dir() -> Path:
+    """The KubeRay v1.7.0 CustomResourceDefinitions the manifests are validated against."""
+    return external_fixture("kuberay-crds")
 
 
 @pytest.fixture(scope="session")

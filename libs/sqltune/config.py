@@ -219,18 +219,60 @@ class Config:
         return "\n".join(lines)
 
 
-def _describe(cls: type, prefix: str, lines: list[str]) -> None:
+@dataclasses.dataclass(frozen=True)
+class FieldDoc:
+    """One documented config field: its dotted key, type, default and doc (what ``--help`` and the
+    generated reference show). Fields of a list of configs are keyed ``name[].field``."""
+
+    key: str
+    type: str
+    default: Any
+    doc: str
+    min: float | None = None
+    max: float | None = None
+    section: bool = False  # a nested config: its fields follow with this key as prefix
+
+
+def field_docs(cls: type, prefix: str = "") -> list[FieldDoc]:
+    """Every field of config class ``cls``, nested configs expanded, in declaration order."""
+    out: list[FieldDoc] = []
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        doc = f.metadata.get("doc", "")
+        key = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(tp):
-            lines.append(f"{prefix}{f.name}:  {f.metadata.get('doc', '')}")
-            _describe(tp, f"{prefix}{f.name}.", lines)
+            out.append(FieldDoc(key, tp.__name__, None, doc, section=True))
+            out += field_docs(tp, f"{key}.")
             continue
-        default = f.default if f.default is not _MISSING else (
-            f.default_factory() if f.default_factory is not _MISSING else "<required>"
-        )
-        lines.append(f"  {prefix}{f.name} ({_type_name(tp)}, default {default!r}): {f.metadata.get('doc', '')}")
+        if get_origin(tp) is list and get_args(tp) and dataclasses.is_dataclass(get_args(tp)[0]):
+            item = get_args(tp)[0]
+            out.append(FieldDoc(key, f"list[{item.__name__}]", _default(f), doc, section=True))
+            out += field_docs(item, f"{key}[].")
+            continue
+        out.append(FieldDoc(key, _type_name(tp), _default(f), doc, f.metadata.get("min"), f.metadata.get("max")))
+    return out
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default is not _MISSING:
+        return f.default
+    if f.default_factory is not _MISSING:
+        value = f.default_factory()
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return _MISSING
+
+
+def _describe(cls: type, prefix: str, lines: list[str]) -> None:
+    for fd in field_docs(cls, prefix):
+        if fd.section and not fd.key.endswith("]"):
+            if fd.type.startswith("list["):
+                lines.append(f"  {fd.key} ({fd.type}, default {fd.default!r}): {fd.doc}")
+            else:
+                lines.append(f"{fd.key}:  {fd.doc}")
+            continue
+        default = "<required>" if fd.default is _MISSING else fd.default
+        lines.append(f"  {fd.key} ({fd.type}, default {default!r}): {fd.doc}")
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

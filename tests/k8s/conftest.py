@@ -1,4 +1,4 @@
-"""Fixtures for the offline Kubernetes checks: kubectl (kustomize), the KubeRay CRDs, rendered overlays."""
+"""Fixtures for the offline Kubernetes checks: kubectl (kustomize), rendered overlays (the CRDs: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-CRD_DIR = ROOT.parent / "shared" / "k8s" / "crds"
 OVERLAYS = sorted(p.name for p in (ROOT / "k8s" / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
 TOOLS = ROOT / ".venv-tools" / "bin"
 
@@ -29,13 +28,6 @@ def kubectl_path() -> str:
 @pytest.fixture(scope="session")
 def kubectl() -> str:
     return kubectl_path()
-
-
-@pytest.fixture(scope="session")
-def crd_dir() -> Path:
-    if not (CRD_DIR / "ray.io_rayjobs.yaml").is_file():
-        pytest.fail(f"KubeRay CRDs missing at {CRD_DIR}; CI clones ../shared beside the repo")
-    return CRD_DIR
 
 
 def kustomize(kubectl: str, path: Path) -> str:

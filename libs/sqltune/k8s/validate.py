@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from sqltune import fixtures
 from sqltune.errors import ConfigError, MissingDependencyError
 
 CRD_FILES = {
@@ -37,15 +38,14 @@ SUBMISSION_MODES = ("K8sJobMode", "HTTPMode", "InteractiveMode", "SidecarMode")
 
 
 def default_crd_dir() -> Path:
-    """$SQLTUNE_CRD_DIR, else ``shared/k8s/crds`` beside the repository (as CI lays it out)."""
+    """$SQLTUNE_CRD_DIR, else the pinned KubeRay CRDs found by :mod:`sqltune.fixtures` (../shared or its cache)."""
     env = os.environ.get("SQLTUNE_CRD_DIR")
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parents[3]
-    for cand in (repo / "shared" / "k8s" / "crds", repo.parent / "shared" / "k8s" / "crds"):
-        if cand.is_dir():
-            return cand
-    return repo.parent / "shared" / "k8s" / "crds"
+    try:
+        return fixtures.locate("kuberay-crds", download=False)
+    except fixtures.FixtureUnavailable:
+        return fixtures.shared_dirs()[0] / fixtures.FIXTURES["kuberay-crds"].shared_subdir
 
 
 def _strict(schema: Any) -> Any:
@@ -78,7 +78,8 @@ def crd_schema(kind: str, crd_dir: str | None = None, version: str = "v1") -> di
     path = Path(crd_dir) if crd_dir else default_crd_dir()
     path = path / CRD_FILES[kind]
     if not path.is_file():
-        raise ConfigError(f"KubeRay CRD {path} not found; set SQLTUNE_CRD_DIR to the folder of the CRDs")
+        raise ConfigError(f"KubeRay CRD {path} not found; set SQLTUNE_CRD_DIR to the folder of the CRDs or run "
+                          "`python -m sqltune.fixtures fetch kuberay-crds`")
     crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     for v in crd["spec"]["versions"]:
         if v["name"] == version:

@@ -10,7 +10,7 @@ sequences of *random token ids* in which spans repeat: predicting a repeat needs
 (find the earlier occurrence of the current token, copy what followed it), the generic in-context copying
 that real pre-trained bases have and that a text-to-SQL model uses to copy values from the question. The
 sequences hold no text, SQL or data, so the base still knows nothing of the task. Measured on an H200
-(benchmarks/results/NOTES-tiny-accuracy.md): QLoRA from a random base starts copying values after
+(docs/benchmarks.md): QLoRA from a random base starts copying values after
 ~600-1,500 steps of 16 examples; after 1,000 such pre-training steps of 32 x 32 tokens (the demo's) it does
 by ~150-250 and reaches 0.72-0.80 whole-SQL accuracy by 500.
 """

@@ -3,7 +3,7 @@
 A text-to-SQL model must copy the question's values (``'Poland'``, ``2024``, ``0.7``) into the SQL. On a
 templated set each slot takes only a few values, so a small model first learns to *guess* the frequent
 value of a slot from the template, a cheap solution that sits for a long time before copying appears
-(benchmarks/results/NOTES-tiny-accuracy.md). A copy of the example whose values are swapped for others
+(docs/benchmarks.md). A copy of the example whose values are swapped for others
 (the same value in the question and in the SQL) makes guessing useless and copying the only way to lower
 the loss, so it is learned far earlier. Only literals that appear verbatim in the question are swapped;
 literals the SQL adds on its own (``'completed'``, ``'%Y'``) are left alone, and the schema never changes.

@@ -103,7 +103,7 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
         # prepare_model_for_kbit_training then upcasts the trainable-sensitive ones to fp32.
         kwargs["dtype"] = cdtype if on_gpu else torch.float32
         # On CPU the fp32 LoRA/embedding matmuls dominate a tiny model's step; CPUs with AVX-512 BF16 or
-        # AMX run them ~1.3x faster under bf16 autocast (benchmarks/results/NOTES-tiny-accuracy.md), so a
+        # AMX run them ~1.3x faster under bf16 autocast (docs/benchmarks.md), so a
         # bf16 compute dtype (auto picks it only on such CPUs) autocasts too.
         autocast = cdtype if (not on_gpu and cdtype == torch.bfloat16) else None
     elif mode == "lora":

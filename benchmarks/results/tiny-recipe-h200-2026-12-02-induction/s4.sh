@@ -1,4 +1,4 @@
-# Session 4 sweep 4 (nvidia-h200): the cheapest induction pre-training (multi-span repeats, lr 1e-3) that still
+# Sweep 4 (nvidia-h200): the cheapest induction pre-training (multi-span repeats, lr 1e-3) that still
 # brings copying within ~300 QLoRA steps of 16 examples.
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1

@@ -1,4 +1,4 @@
-# Session 4 sweep 6 (nvidia-h200): QLoRA settings for ~300 steps after the CPU-affordable induction
+# Sweep 6 (nvidia-h200): QLoRA settings for ~300 steps after the CPU-affordable induction
 # pre-training (multi-span repeats, 1,000 steps of 16 x 32 tokens, lr 1e-3).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1

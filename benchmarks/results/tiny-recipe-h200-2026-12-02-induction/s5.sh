@@ -1,4 +1,4 @@
-# Session 4 sweep 5 (nvidia-h200): shorter/cheaper induction pre-training (CPU cost ~ batch x length x steps).
+# Sweep 5 (nvidia-h200): shorter/cheaper induction pre-training (CPU cost ~ batch x length x steps).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1

@@ -1,4 +1,4 @@
-# Session 4 sweep 2 (nvidia-h200): model shape, RoPE base, induction pre-training; value-token accuracy.
+# Sweep 2 (nvidia-h200): model shape, RoPE base, induction pre-training; value-token accuracy.
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1

@@ -1,4 +1,4 @@
-# Session 4 sweep 1 (nvidia-h200): does literal-swap augmentation bring copying forward?
+# Sweep 1 (nvidia-h200): does literal-swap augmentation bring copying forward?
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1

@@ -1,4 +1,4 @@
-# Session 5 sweep 8 (nvidia-h200): seeds of the two stronger cheap pre-trainings of s7 (16 x 64 and 32 x 32 tokens,
+# Sweep 8 (nvidia-h200): seeds of the two stronger cheap pre-trainings of s7 (16 x 64 and 32 x 32 tokens,
 # 1,000 steps) followed by 400-600 QLoRA steps (the 2-core AVX-512 CPU runs ~0.6 s a step).
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1

@@ -1,4 +1,4 @@
-# Session 4 sweep 3 (nvidia-h200): which induction pre-training is cheapest, then 400 QLoRA steps.
+# Sweep 3 (nvidia-h200): which induction pre-training is cheapest, then 400 QLoRA steps.
 set -u
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl >/dev/null 2>&1
 export PYTHONPATH=/tmp/site:$PWD/libs PYTHONUNBUFFERED=1

@@ -1,4 +1,4 @@
-# Session 5 sweep 7 (nvidia-h200): how many QLoRA steps after the demo's induction pre-training
+# Sweep 7 (nvidia-h200): how many QLoRA steps after the demo's induction pre-training
 # (multi-span repeats, 1,000 steps of 16 x 32 tokens, lr 1e-3) reach whole-SQL accuracy >= 0.6, now that the
 # CPU (AVX-512 BF16) affords more steps; and a few cheap stronger pre-trainings.
 set -u
