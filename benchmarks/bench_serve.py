@@ -177,7 +177,8 @@ def bench_generate(model, prompts, new_tokens, levels, n_latency, device, static
 
 def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, opts, eng=None) -> dict:
     """``eng``: an engine already warmed up (profile_serve.py reuses its own); else one is built here."""
-    from sqltune.serving.engine import Engine, EngineConfig, GenRequest
+    from sqltune.generation import EngineConfig, GenRequest
+    from sqltune.generation.engine import Engine
 
     warm = 0.0
     if eng is None:

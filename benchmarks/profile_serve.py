@@ -76,7 +76,7 @@ def graph_ms(fn, iters: int = 20) -> float:
 
 def floors(eng, out: dict) -> None:
     """The decode step's parts alone, with the engine's own weights and caches (graph-captured, 36 layers)."""
-    r = eng.runner
+    r = eng.runner.passes
     res = {}
     H = r.w[0]["o"].shape[0]
     inter = r.w[0]["inter"]
@@ -103,7 +103,7 @@ def floors(eng, out: dict) -> None:
 
             def tri(q=q, pos=pos):
                 for i in range(r.nl):
-                    r.dec_attn(q, eng.k_cache[i], eng.v_cache[i], pos)
+                    r.dec_attn(q, eng.runner.k_cache[i], eng.runner.v_cache[i], pos)
 
             res[f"attn_triton_ms@{B}"] = graph_ms(tri)
         L = min(512, eng.cfg.seq_len)
@@ -118,7 +118,7 @@ def floors(eng, out: dict) -> None:
             with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION]):
                 for i in range(r.nl):
                     F.scaled_dot_product_attention(
-                        qg, eng.k_cache[i][:B, :, :L], eng.v_cache[i][:B, :, :L], attn_mask=mask, scale=r.scale
+                        qg, eng.runner.k_cache[i][:B, :, :L], eng.runner.v_cache[i][:B, :, :L], attn_mask=mask, scale=r.scale
                     )
 
         res[f"attn_sdpa_L512_ms@{B}"] = graph_ms(sd)
@@ -126,7 +126,7 @@ def floors(eng, out: dict) -> None:
 
 
 def attention(out: dict, seq_len: int) -> None:
-    from sqltune.serving.kernels import DecodeAttention
+    from sqltune.generation.kernels import DecodeAttention
 
     S, nh, nkv, hd = 64, 16, 2, 128
     scale = hd**-0.5
@@ -188,34 +188,34 @@ def attention(out: dict, seq_len: int) -> None:
 
 def engine_steps(eng, out: dict) -> None:
     """Graph replay time per batch bucket (positions ~340), both attentions; prefill timings."""
-    r = eng.runner
+    r = eng.runner.passes
     steps = {}
-    for B in eng.batch_buckets:
-        eng.pos_buf[:B].fill_(340)
-        g = eng._graphs.get((B, eng.len_buckets[0]))
+    for B in eng.runner.batch_buckets:
+        eng.runner.pos_buf[:B].fill_(340)
+        g = eng.runner._graphs.get((B, eng.runner.len_buckets[0]))
         if g is None:
             continue
 
         def rep(g=g, B=B):
-            eng.pos_buf[:B].fill_(340)
-            eng.step_buf.zero_()  # the graph writes out_buf[:, step]; a chunk never runs past its width
+            eng.runner.pos_buf[:B].fill_(340)
+            eng.runner.step_buf.zero_()  # the graph writes out_buf[:, step]; a chunk never runs past its width
             g.replay()
 
         steps[str(B)] = {"graph_ms": ev_time(rep, iters=20) * 1e3}
-    eng.pos_buf.zero_()
-    eng.tokens_buf.zero_()
+    eng.runner.pos_buf.zero_()
+    eng.runner.tokens_buf.zero_()
     # SDPA attention on the same engine: capture B=1 and B=64 graphs for the 512 bucket ad hoc.
     if r.attn == "triton":
-        saved = dict(eng._graphs)
+        saved = dict(eng.runner._graphs)
         r.set_attn("sdpa")
         try:
             for B in (1, eng.cfg.max_slots):
                 L = min(512, eng.cfg.seq_len)
-                g = eng._capture(B, L)
+                g = eng.runner._capture(B, L)
 
                 def rep(g=g, B=B):
-                    eng.pos_buf[:B].fill_(340)
-                    eng.step_buf.zero_()
+                    eng.runner.pos_buf[:B].fill_(340)
+                    eng.runner.step_buf.zero_()
                     g.replay()
 
                 steps[str(B)]["graph_ms_sdpa_L512"] = ev_time(rep, iters=20) * 1e3
@@ -223,9 +223,9 @@ def engine_steps(eng, out: dict) -> None:
             steps["sdpa_error"] = repr(exc)
         finally:
             r.set_attn("triton")
-            eng._graphs = saved
-        eng.pos_buf.zero_()
-        eng.tokens_buf.zero_()
+            eng.runner._graphs = saved
+        eng.runner.pos_buf.zero_()
+        eng.runner.tokens_buf.zero_()
     out["decode_step"] = steps
     pre = {}
     gen = torch.Generator().manual_seed(0)
@@ -235,51 +235,51 @@ def engine_steps(eng, out: dict) -> None:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.inference_mode():
-            r.prefill(ids, lens, torch.arange(n, device="cuda"), eng.k_cache, eng.v_cache)
+            r.prefill(ids, lens, torch.arange(n, device="cuda"), eng.runner.k_cache, eng.runner.v_cache)
         torch.cuda.synchronize()
         pre.setdefault(f"{n}x{T}", []).append((time.perf_counter() - t0) * 1e3)
     for T in (320, 384):  # captured single-prompt prefill graphs (engine path for one prompt)
-        if T in eng._pf_graphs:
-            pre[f"graph_{T}"] = ev_time(eng._pf_graphs[T][0].replay, iters=10) * 1e3
+        if T in eng.runner._pf_graphs:
+            pre[f"graph_{T}"] = ev_time(eng.runner._pf_graphs[T][0].replay, iters=10) * 1e3
     out["prefill_ms"] = pre
 
 
 def kernel_tables(eng, outdir: Path) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    r = eng.runner
+    r = eng.runner.passes
     text = []
     for B in (1, eng.cfg.max_slots):
-        eng.pos_buf[:B].fill_(340)
-        eng.step_buf.zero_()
+        eng.runner.pos_buf[:B].fill_(340)
+        eng.runner.step_buf.zero_()
         with torch.inference_mode():
-            eng._step_eager(B, eng.len_buckets[0])
+            eng.runner._step_eager(B, eng.runner.len_buckets[0])
             torch.cuda.synchronize()
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 for _ in range(3):
-                    eng.pos_buf[:B].fill_(340)
-                    eng.step_buf.zero_()
-                    eng._step_eager(B, eng.len_buckets[0])
+                    eng.runner.pos_buf[:B].fill_(340)
+                    eng.runner.step_buf.zero_()
+                    eng.runner._step_eager(B, eng.runner.len_buckets[0])
                 torch.cuda.synchronize()
         text.append(f"=== eager decode step B={B} x3\n")
         text.append(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
-        g = eng._graphs.get((B, eng.len_buckets[0]))
+        g = eng.runner._graphs.get((B, eng.runner.len_buckets[0]))
         if g is not None:
             with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
                 for _ in range(3):
-                    eng.step_buf.zero_()
+                    eng.runner.step_buf.zero_()
                     g.replay()
                 torch.cuda.synchronize()
             text.append(f"=== graph replay B={B} x3\n")
             text.append(
                 prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70)
             )
-    eng.pos_buf.zero_()
+    eng.runner.pos_buf.zero_()
     for n in (1, 64):
         ids = torch.randint(100, 150000, (n, 320)).cuda()
         lens = torch.full((n,), 320, device="cuda")
         with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            r.prefill(ids, lens, torch.arange(n, device="cuda"), eng.k_cache, eng.v_cache)
+            r.prefill(ids, lens, torch.arange(n, device="cuda"), eng.runner.k_cache, eng.runner.v_cache)
             torch.cuda.synchronize()
         text.append(f"=== prefill {n}x320\n")
         text.append(prof.key_averages().table(sort_by="cuda_time_total", row_limit=30, max_name_column_width=70))
@@ -316,7 +316,8 @@ def main() -> int:
             res["attention"] = {"error": repr(exc)}
         save()
 
-    from sqltune.serving.engine import Engine, EngineConfig
+    from sqltune.generation import EngineConfig
+    from sqltune.generation.engine import Engine
 
     cfg = bs.model_config(False)
     model = bs.build_model(cfg, "cuda", torch.bfloat16)

@@ -43,7 +43,7 @@ def test_tiny_config_validation():
 
 @pytest.mark.parametrize("precision", ["fp32", "nf4", "int8"])
 def test_load_for_inference_and_generate(tiny_model_dir, precision):
-    from sqltune.models.generate import generate_batch, prompts_for
+    from sqltune.generation.generate import generate_batch, prompts_for
     from sqltune.models.loading import load_for_inference
 
     lm = load_for_inference(str(tiny_model_dir), precision=precision, device="cpu")

@@ -2,7 +2,7 @@
 
 Local kinds (``base``, ``adapter``, ``merged``, ``int8``, ``nf4``) load through
 :func:`sqltune.models.loading.load_for_inference` (which reads the artifact's prompt template) and decode
-greedily with :func:`sqltune.models.generate.generate_batch`, or with the serving engine
+greedily with :func:`sqltune.generation.generate.generate_batch`, or with the serving engine
 (``generation.engine``). ``http`` POSTs the same chat messages to any
 OpenAI-compatible ``{url}/v1/chat/completions`` (temperature 0), sqltune's own server included.
 Each variant applies its own prompt mode (strict SQL-only instruction, or plain).
@@ -77,7 +77,8 @@ class LocalVariant:
             )
         self.template = with_mode(self.loaded.template, self.cfg.prompt_mode)
         if self.engine_slots:
-            from sqltune.serving.engine import EngineConfig, build_engine
+            from sqltune.generation.engine import build_engine
+            from sqltune.generation.request import EngineConfig
 
             self.engine = build_engine(self.loaded.model, self.loaded.tokenizer,
                                        EngineConfig(max_slots=self.engine_slots, seq_len=2048))
@@ -95,14 +96,14 @@ class LocalVariant:
 
     def _warmup(self) -> None:
         """One short generation, so one-time costs (kernels, allocations) are not in the first batch's latency."""
-        from sqltune.models.generate import generate_batch, prompts_for
+        from sqltune.generation.generate import generate_batch, prompts_for
 
         item = {"question": "How many rows?", "schema": "CREATE TABLE t (a INTEGER);", "dialect": "sqlite"}
         prompts = prompts_for(self.loaded.tokenizer, [item], self.template)
         generate_batch(self.loaded.model, self.loaded.tokenizer, prompts, max_new_tokens=2)
 
     def generate(self, items: list[dict[str, Any]], max_new_tokens: int) -> list[Output]:
-        from sqltune.models.generate import generate_batch, prompts_for
+        from sqltune.generation.generate import generate_batch, prompts_for
 
         prompts = prompts_for(self.loaded.tokenizer, items, self.template)
         if self.engine is not None:
@@ -111,7 +112,7 @@ class LocalVariant:
         return [Output(g.text, g.latency_s, g.prompt_tokens, g.output_tokens) for g in gens]
 
     def _engine_generate(self, prompts: list[str], max_new_tokens: int) -> list[Output]:
-        from sqltune.models.generate import stop_token_ids
+        from sqltune.generation.generate import stop_token_ids
 
         tok = self.loaded.tokenizer
         ids = [tok(p, add_special_tokens=False)["input_ids"] for p in prompts]

@@ -153,7 +153,7 @@ def merge_adapter(base_dir: str, adapter_dir: str, *, merge_base: str = "origina
 
 def probe_inputs(tokenizer, template=None) -> dict[str, Any]:
     """Tokenized probe prompts (each prompt followed by its gold SQL, so the SQL positions count too)."""
-    from sqltune.models.generate import prompts_for
+    from sqltune.generation.generate import prompts_for
 
     prompts = prompts_for(tokenizer, PROBE_ITEMS, template)
     texts = [p + it["sql"] for p, it in zip(prompts, PROBE_ITEMS)]

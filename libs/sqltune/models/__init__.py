@@ -1,3 +1,3 @@
-"""Model building and loading: the tiny local model, base/adapter/export loading, batched generation."""
+"""Model building and loading: the tiny local model, base/adapter/export loading."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""Serving: the Ray Serve text-to-SQL server (engine, replica, HTTP API, auth, limits, metrics).
+"""Serving: the Ray Serve text-to-SQL server (replica, HTTP API, auth, limits, metrics).
+
+The generation engines it runs live in :mod:`sqltune.generation`.
 
 - :mod:`sqltune.serving.config` - :class:`ServeArgs`, the ``args`` of serve/config.yaml.
-- :mod:`sqltune.serving.engine` - continuous-batching greedy engine over a static KV cache.
 - :mod:`sqltune.serving.replica` - :class:`ModelServer`: artifact loading, prompts, token caps.
 - :mod:`sqltune.serving.api` - the FastAPI app (``/v1/sql``, OpenAI routes, health, stats).
 - :mod:`sqltune.serving.deployments` - Ray Serve deployments and ``build_app``.

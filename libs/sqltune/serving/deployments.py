@@ -124,8 +124,7 @@ class SQLModel:
         self.server.reset_stats()
 
     def check_health(self) -> None:
-        thread = getattr(self.server.engine, "_thread", None)
-        if thread is None or not thread.is_alive():
+        if not self.server.engine.running:
             raise RuntimeError("the generation engine thread is not running")
 
     def __del__(self):

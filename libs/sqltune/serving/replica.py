@@ -49,9 +49,10 @@ class ModelServer:
     """Loaded model + tokenizer + prompt template + generation engine of one replica."""
 
     def __init__(self, args: ServeArgs | dict[str, Any]):
-        from sqltune.models.generate import stop_token_ids
+        from sqltune.generation.generate import stop_token_ids
         from sqltune.models.loading import load_for_inference
-        from sqltune.serving.engine import EngineConfig, build_engine
+        from sqltune.generation.engine import build_engine
+        from sqltune.generation.request import EngineConfig
 
         self.args = args if isinstance(args, ServeArgs) else ServeArgs.from_args(args)
         a = self.args
@@ -142,7 +143,7 @@ class ModelServer:
     async def _run(
         self, prompt_ids: list[int], max_new_tokens: int, text_stop=None, ignore_eos: bool = False
     ):
-        from sqltune.serving.engine import EngineError, GenRequest
+        from sqltune.generation.request import EngineError, GenRequest
 
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
@@ -294,7 +295,7 @@ class ModelServer:
 
     async def chat_stream(self, payload: dict[str, Any]):
         """Async generator of ``{"delta": str}`` items, then ``{"finish_reason", "usage"}`` (or an error)."""
-        from sqltune.serving.engine import EngineError, GenRequest
+        from sqltune.generation.request import EngineError, GenRequest
 
         ids, err = self._chat_prompt(payload)
         if err:

@@ -349,7 +349,7 @@ class Trainer:
 
     def _exec_accuracy(self, model: Any) -> dict[str, float]:
         """Greedy decoding on this rank's share of the validation slice, scored in the SQL sandbox."""
-        from sqltune.models.generate import generate_batch, prompts_for
+        from sqltune.generation.generate import generate_batch, prompts_for
         from sqltune.prompts import clean_sql
         from sqltune.sql import analyze, execution_match
 

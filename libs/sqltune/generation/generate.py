@@ -1,7 +1,8 @@
-"""Batched greedy generation of SQL from prompts, shared by validation, evaluation and serving.
+"""The plain ``generate()`` path: batched greedy ``model.generate`` over rendered prompts.
 
-Left padding, greedy decoding, and stopping at the end of the assistant turn (or at the end of the
-statement: a ``;`` token) so a batch does not decode past what any caller uses.
+Used where no engine runs: validation during training, the export's smoke test, evaluation without
+``engine_slots``. Left padding, greedy decoding, and stopping at the end of the assistant turn so a
+batch does not decode past what any caller uses. The engines share :func:`stop_token_ids`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from sqltune.prompts import build_messages, render_prompt
 
@@ -48,8 +51,6 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
 
 def generate_batch(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 128) -> list[Generation]:
     """Greedy-decode a batch of rendered prompts; latency is the batch's wall time (shared by its rows)."""
-    import torch
-
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     device = next(model.parameters()).device
@@ -84,3 +85,6 @@ def generate_batch(model: Any, tokenizer: Any, prompts: list[str], *, max_new_to
             )
         )
     return results
+
+
+__all__ = ["Generation", "generate_batch", "prompts_for", "stop_token_ids"]

@@ -1,4 +1,4 @@
-"""Triton kernels for the engine's decode step (CUDA only; imported lazily by :mod:`.engine`).
+"""Triton kernels for the engine's decode step (CUDA only; imported lazily by :mod:`.layers` and :mod:`.passes`).
 
 Decode attention is split-K ("flash decoding"): one program per (sequence, KV head, key block of
 ``split`` positions) computes a partial softmax over its keys for all the query heads that share that

@@ -1,4 +1,4 @@
-"""The generation engine against transformers' own greedy ``generate`` (no Ray, CPU, tiny model)."""
+"""The engines against transformers' own greedy ``generate`` (no Ray, CPU, tiny model)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ import time
 import pytest
 import torch
 
-from sqltune.serving import engine as E
+from sqltune.generation import EngineConfig, EngineError, GenRequest
+from sqltune.generation.base import BaseEngine
+from sqltune.generation.engine import Engine, build_engine
+from sqltune.generation.fallback import GenerateEngine
+from sqltune.generation.passes import LlamaPasses
 
 
 def _model(path):
@@ -56,15 +60,15 @@ def setup(tiny_model_dir):
     return {"dir": tiny_model_dir, "tok": tok, "prompts": prompts, "ref": ref}
 
 
-def _engine(setup, **kw) -> E.Engine:
-    cfg = E.EngineConfig(**{"max_slots": 4, "seq_len": 96, "decode_chunk": 3, **kw})
-    return E.build_engine(_model(setup["dir"]), setup["tok"], cfg).start()
+def _engine(setup, **kw) -> Engine:
+    cfg = EngineConfig(**{"max_slots": 4, "seq_len": 96, "decode_chunk": 3, **kw})
+    return build_engine(_model(setup["dir"]), setup["tok"], cfg).start()
 
 
 def test_matches_generate_with_more_requests_than_slots(setup):
     eng = _engine(setup)
     try:
-        assert isinstance(eng, E.Engine) and eng.mode == "fused+attn-sdpa"
+        assert isinstance(eng, Engine) and eng.mode == "fused+attn-sdpa"
         res = eng.generate(setup["prompts"], 16, timeout=60)
         assert [r.tokens for r in res] == setup["ref"]
         assert all(r.finish_reason == "length" for r in res)
@@ -90,9 +94,9 @@ def test_decoding_across_a_cache_length_bucket_matches_generate(setup, chunk):
             out = model.generate(torch.tensor([p]), max_new_tokens=20, min_new_tokens=20, do_sample=False,
                                  pad_token_id=0)
             ref.append(out[0, len(p) :].tolist())
-    eng = E.build_engine(model, tok, E.EngineConfig(max_slots=4, seq_len=640, decode_chunk=chunk)).start()
+    eng = build_engine(model, tok, EngineConfig(max_slots=4, seq_len=640, decode_chunk=chunk)).start()
     try:
-        assert eng.len_buckets == [256, 512, 640]
+        assert eng.runner.len_buckets == [256, 512, 640]
         together = eng.generate(prompts, 20, timeout=120)
         alone = [eng.generate([p], 20, timeout=120)[0] for p in prompts]
         assert [r.tokens for r in together] == ref
@@ -106,7 +110,7 @@ def test_staggered_arrivals_join_the_running_batch(setup):
     try:
         # Different lengths: slots get compacted. Each request arrives while the previous one is still
         # decoding (submitted from its callback after its 2nd token), however fast the steps run.
-        reqs = [E.GenRequest(p, 16 - 2 * i) for i, p in enumerate(setup["prompts"][:4])]
+        reqs = [GenRequest(p, 16 - 2 * i) for i, p in enumerate(setup["prompts"][:4])]
 
         def submit_next(i):
             def cb(req, _new, _finished):
@@ -147,18 +151,23 @@ def test_stop_tokens_and_text_stops(setup):
 
 
 def test_module_path_and_generate_fallback_agree(setup, monkeypatch):
-    monkeypatch.setattr(E._LlamaRunner, "_can_fuse", lambda self: False)
+    monkeypatch.setattr(LlamaPasses, "_can_fuse", lambda self: False)
     eng = _engine(setup)
     try:
         assert eng.mode.startswith("modules")
         assert [r.tokens for r in eng.generate(setup["prompts"], 16)] == setup["ref"]
     finally:
         eng.stop()
-    fallback = E.GenerateEngine(_model(setup["dir"]), setup["tok"], E.EngineConfig(max_slots=8, seq_len=96))
+    fallback = GenerateEngine(_model(setup["dir"]), setup["tok"], EngineConfig(max_slots=8, seq_len=96))
     fallback.start()
     try:
         res = fallback.generate(setup["prompts"][:1], 16)
         assert res[0].tokens == setup["ref"][0]
+        # One base class: the fallback reports the same stats as the slot engine, minus its graphs.
+        assert isinstance(fallback, BaseEngine) and isinstance(eng, BaseEngine)
+        stats = fallback.stats()
+        assert stats["mode"] == "generate" and stats["requests"] == 1 and stats["generated_tokens"] == 16
+        assert "cuda_graphs" not in stats and fallback.running
     finally:
         fallback.stop()
 
@@ -166,12 +175,12 @@ def test_module_path_and_generate_fallback_agree(setup, monkeypatch):
 def test_rejects_too_long_and_cancels(setup):
     eng = _engine(setup)
     try:
-        with pytest.raises(E.EngineError, match="sequence length"):
-            eng.submit(E.GenRequest(list(range(1, 90)), 16))
-        with pytest.raises(E.EngineError, match="empty"):
-            eng.submit(E.GenRequest([], 4))
+        with pytest.raises(EngineError, match="sequence length"):
+            eng.submit(GenRequest(list(range(1, 90)), 16))
+        with pytest.raises(EngineError, match="empty"):
+            eng.submit(GenRequest([], 4))
         done = threading.Event()
-        req = E.GenRequest(setup["prompts"][0], 64, on_update=lambda r, t, f: f and done.set())
+        req = GenRequest(setup["prompts"][0], 64, on_update=lambda r, t, f: f and done.set())
         req.cancelled = True
         eng.submit(req)
         assert done.wait(30)

@@ -1,0 +1,215 @@
+"""The continuous-batching engine: a slot scheduler over :class:`~sqltune.generation.runner.ModelRunner`.
+
+* **Continuous batching.** A background thread runs the scheduler. Between decode chunks it admits every
+  queued request (up to the free slots): their prompts are prefilled together (right padding, causal
+  attention) straight into their slots, and they join the running batch at the next step. Requests that
+  arrive while others decode therefore share batches with them; nothing waits for a batch to drain.
+* **Slots stay 0..n-1.** When a sequence finishes, the last running one is moved into its hole, so a
+  decode step only touches the first ``n`` slots.
+* **Stop checks per chunk.** ``decode_chunk`` steps run on the device back to back; only then are the
+  new tokens checked against the stop conditions (end of turn, end of statement, length).
+* **Fallbacks.** Llama-family models (Qwen2/Qwen2.5, Qwen3, Llama, Mistral without sliding windows) use
+  this engine; :func:`build_engine` gives any other architecture
+  :class:`~sqltune.generation.fallback.GenerateEngine` (dynamic batching around ``model.generate``).
+
+The engine knows nothing about HTTP or Ray: :class:`~sqltune.generation.request.GenRequest` in, callbacks
+out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import torch
+from peft import PeftModel
+
+from sqltune.generation.base import BaseEngine, Seq
+from sqltune.generation.fallback import GenerateEngine
+from sqltune.generation.request import EngineConfig, GenRequest
+from sqltune.generation.runner import ModelRunner
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_TYPES = ("qwen2", "qwen3", "llama", "mistral")
+
+
+class Engine(BaseEngine):
+    """Continuous-batching greedy engine over a static slot KV cache (see the module doc)."""
+
+    def __init__(self, model: Any, tokenizer: Any = None, config: EngineConfig | None = None):
+        cfg = dataclasses.replace(config or EngineConfig())
+        if cfg.seq_len >= 128:
+            cfg.seq_len = -(-cfg.seq_len // 128) * 128  # aligned cache rows for the attention kernels
+        device = next(model.parameters()).device
+        is_cuda = device.type == "cuda"
+        # 16 on CUDA: measured on an H200 against 8, +15-20% tokens/s at 16 concurrent, the same single-
+        # request latency; the cost is up to 15 wasted steps after a stop (a finished row rides along).
+        super().__init__(model, tokenizer, cfg, cfg.decode_chunk or (16 if is_cuda else 1))
+        self.is_cuda = is_cuda
+        self.max_prefill_tokens = cfg.max_prefill_tokens or (16384 if is_cuda else 4096)
+        self.runner = ModelRunner(model, cfg, device, self.chunk)
+
+    @property
+    def mode(self) -> str:
+        return self.runner.mode
+
+    def _extra_stats(self) -> dict[str, Any]:
+        decode_graphs, prefill_graphs = self.runner.graph_counts
+        return {"cuda_graphs": decode_graphs, "prefill_graphs": prefill_graphs}
+
+    def warmup(self, capture: bool = True) -> None:
+        """Compile (or fall back to eager), capture the CUDA graphs of every bucket, then run a few
+        generations through the scheduler. Call before :meth:`start` (or while the engine is idle)."""
+        t0 = time.perf_counter()
+        self.runner.prepare(capture)
+        log.info("engine warm-up (%s) took %.1fs", self.mode, time.perf_counter() - t0)
+        # Exercise prefill + decode end to end through the scheduler.
+        if self._thread is None:
+            self.start()
+        self.generate(
+            [[1, 2, 3, 4]] * min(2, self.cfg.max_slots), max_new_tokens=min(4, self.cfg.seq_len - 4)
+        )
+        self.generate([[5] * 8], max_new_tokens=2)
+        self.reset_stats()
+        self.ready = True
+
+    # -- scheduler ---------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        if self.is_cuda and self.device.index is not None:
+            torch.cuda.set_device(self.device)
+        with torch.inference_mode():
+            while not self._stop.is_set():
+                try:
+                    new = self._collect()
+                    if new:
+                        t0 = time.perf_counter()
+                        self._prefill(new)
+                        self.stats_counts["prefill_s"] += time.perf_counter() - t0
+                    if self._active:
+                        t0 = time.perf_counter()
+                        self._decode_chunk()
+                        self.stats_counts["decode_s"] += time.perf_counter() - t0
+                except Exception as exc:  # noqa: BLE001 - never let one failure kill the replica
+                    log.exception("engine step failed")
+                    self.stats_counts["errors"] += 1
+                    self._fail_all(f"generation failed: {type(exc).__name__}: {exc}")
+            self._fail_all("the engine stopped")
+        self._drain("the engine stopped")
+
+    def _prefill(self, reqs: list[GenRequest]) -> None:
+        reqs = sorted(reqs, key=lambda r: len(r.prompt_ids))
+        groups: list[list[GenRequest]] = [[]]
+        for r in reqs:
+            g = groups[-1]
+            width = max([len(x.prompt_ids) for x in g] + [len(r.prompt_ids)])
+            if g and width * (len(g) + 1) > self.max_prefill_tokens:
+                groups.append([r])
+            else:
+                g.append(r)
+        now = time.perf_counter()
+        for g in groups:
+            slot0 = len(self._active)
+            n = len(g)
+            T = max(len(r.prompt_ids) for r in g)
+            ids = torch.zeros(n, T, dtype=torch.long)
+            for i, r in enumerate(g):
+                ids[i, : len(r.prompt_ids)] = torch.tensor(r.prompt_ids, dtype=torch.long)
+                r.started_at = now
+                r.prefill_batch = n
+            lengths = torch.tensor([len(r.prompt_ids) for r in g], dtype=torch.long)
+            try:
+                first, len_d = self.runner.prefill(ids, lengths, slot0)
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail these, keep serving others
+                log.exception("prefill of %d requests failed", n)
+                self.stats_counts["errors"] += 1
+                for r in g:
+                    self._finish(r, "error", error=f"prefill failed: {type(exc).__name__}: {exc}")
+                continue
+            first_host = self.runner.load_slots(slot0, first, len_d)
+            self.stats_counts["requests"] += n
+            self._record("prefill", n)
+            t = time.perf_counter()
+            for r, tok in zip(g, first_host):
+                r.first_token_at = t
+                seq = Seq(r, len(r.prompt_ids))
+                self._active.append(seq)
+                self._accept(seq, [tok])
+        self._compact()
+
+    def _compact(self) -> None:
+        """Drop finished sequences; move the last running ones into the holes (slots stay 0..n-1)."""
+        act = self._active
+        if all(not s.req.finished for s in act):
+            return
+        keep = [s for s in act if not s.req.finished]
+        n_new = len(keep)
+        holes = [i for i in range(n_new) if act[i].req.finished]
+        movers = [j for j in range(n_new, len(act)) if not act[j].req.finished]
+        pairs = list(zip(holes, movers))
+        self.runner.move_slots(pairs)
+        for i, j in pairs:
+            act[i] = act[j]
+        del act[n_new:]
+        self.runner.clear_from(n_new)
+
+    def _decode_chunk(self) -> None:
+        n = len(self._active)
+        steps = min(self.chunk, max(s.remaining for s in self._active))
+        steps = max(1, steps)
+        need = max(s.cache_len for s in self._active) + steps
+        out = self.runner.decode(n, steps, need)
+        self.stats_counts["decode_steps"] += steps
+        self._record("decode", n, steps)
+        for seq, toks in zip(self._active, out):
+            seq.cache_len += steps
+            seq.req.max_batch = max(seq.req.max_batch, n)
+            self._accept(seq, toks)
+        self._compact()
+
+    def _fail_all(self, message: str) -> None:
+        for seq in self._active:
+            self._finish(seq.req, "error", error=message)
+        self._active.clear()
+        self.runner.clear_from(0)
+
+
+def build_engine(model: Any, tokenizer: Any, config: EngineConfig) -> Engine | GenerateEngine:
+    """The slot engine for Llama-family models, :class:`GenerateEngine` for anything else."""
+    if isinstance(model, PeftModel):
+        quantized = getattr(model.get_base_model(), "is_quantized", False) or getattr(
+            model.get_base_model(), "quantization_method", None
+        )
+        if not quantized:
+            model = model.merge_and_unload()  # LoRA folded into the weights: the fast path applies
+        else:
+            model = model.get_base_model()  # LoRA layers stay in place; module path calls them
+    hf = getattr(model, "config", None)
+    mtype = getattr(hf, "model_type", "")
+    sliding = bool(getattr(hf, "use_sliding_window", False)) or (
+        mtype == "mistral"
+        and getattr(hf, "sliding_window", None) not in (None, 0)
+        and getattr(hf, "sliding_window", 0) < config.seq_len
+    )
+    rope_type = ""
+    rotary = getattr(getattr(model, "model", None), "rotary_emb", None)
+    if rotary is not None:
+        rope_type = str(getattr(rotary, "rope_type", "default"))
+    ok = (
+        mtype in SUPPORTED_TYPES
+        and not sliding
+        and rotary is not None
+        and "dynamic" not in rope_type
+        and "longrope" not in rope_type
+        and getattr(hf, "hidden_act", "silu") == "silu"
+    )
+    if not ok:
+        log.info("model type %r is not on the slot engine's fast path; using generate()", mtype)
+        return GenerateEngine(model, tokenizer, config)
+    return Engine(model, tokenizer, config)
+
+
+__all__ = ["SUPPORTED_TYPES", "Engine", "build_engine"]

@@ -1,0 +1,72 @@
+"""What an engine takes and gives back: :class:`GenRequest` in, callbacks out; :class:`EngineConfig`.
+
+Plain dataclasses (no torch), so HTTP and Ray code can build requests without loading the model stack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqltune.errors import SqltuneError
+
+
+class EngineError(SqltuneError, RuntimeError):
+    """A request cannot be served by the engine (engine stopped, empty prompt, generation timed out)."""
+
+
+@dataclass
+class GenRequest:
+    """One generation. ``on_update(req, new_tokens, finished)`` is called from the engine thread."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    stop_ids: frozenset[int] = frozenset()
+    """Token ids that end the generation (excluded from the output). Empty: forced length."""
+    text_stop: Callable[[list[int]], int | None] | None = None
+    """Given the tokens so far, the number of tokens to keep when the text is complete (else None)."""
+    on_update: Callable[[GenRequest, list[int], bool], None] | None = None
+
+    # Filled in by the engine.
+    tokens: list[int] = field(default_factory=list)
+    finish_reason: str = ""
+    error: str | None = None
+    max_batch: int = 0
+    """The largest decode batch this request was part of."""
+    prefill_batch: int = 0
+    submitted_at: float = 0.0
+    started_at: float = 0.0
+    first_token_at: float = 0.0
+    finished_at: float = 0.0
+    cancelled: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.finish_reason)
+
+
+def sequence_error(prompt_tokens: int, max_new_tokens: int, seq_len: int) -> str | None:
+    """Why a prompt plus its output cannot fit a cache row of ``seq_len`` tokens (None: it fits).
+
+    The engines refuse such a request at submission; the server checks it first with the same words."""
+    if prompt_tokens + max_new_tokens > seq_len:
+        return (
+            f"prompt ({prompt_tokens} tokens) + max_new_tokens ({max_new_tokens}) exceeds the "
+            f"engine's sequence length {seq_len}"
+        )
+    return None
+
+
+@dataclass
+class EngineConfig:
+    max_slots: int = 32
+    seq_len: int = 2048
+    decode_chunk: int = 0  # 0: 16 on CUDA, 1 on CPU
+    batch_wait_s: float = 0.0
+    max_prefill_tokens: int = 0  # 0: 16384 on CUDA, 4096 on CPU
+    cuda_graphs: bool = True
+    compile: str = "auto"  # auto | on | off
+    attn: str = "auto"  # auto (triton on CUDA half precision, else sdpa) | triton | sdpa | math
+
+
+__all__ = ["EngineConfig", "EngineError", "GenRequest", "sequence_error"]
