@@ -35,7 +35,6 @@ LAYERS: list[tuple[str, ...] | str] = [
 # Modules over MAX_MODULE_LINES today, with what has to move out of them. Each is an expected failure
 # (strict: once the module is short enough the mark must go).
 TOO_LONG = {
-    "serving/engine.py": "the model runner, the slot scheduler and the fallback engine move into sqltune.generation",
     "serving/api.py": "request/response models move into the typed replica protocol",
     "data/schema.py": "introspection and CREATE TABLE parsing move into the one schema model, sqltune.sql.schema",
     "data/loaders.py": "one reader per format family, split out of the one module",
@@ -87,8 +86,6 @@ def test_no_layer_imports_a_higher_one(graph) -> None:
     assert not deps, "imports against the layering (see LAYERS in tests/test_layering.py):\n" + _describe(graph, deps)
 
 
-@pytest.mark.xfail(strict=True, reason="evaluation imports the serving engine; it must import sqltune.generation "
-                                       "instead, once the engine moves there")
 def test_evaluation_does_not_import_serving(graph) -> None:
     chain = graph.find_shortest_chain(importer="sqltune.evaluation", imported="sqltune.serving", as_packages=True)
     assert chain is None, f"sqltune.evaluation reaches sqltune.serving: {' -> '.join(chain or [])}"
