@@ -10,8 +10,9 @@ fail_on_variant_error=true). Thin on purpose: the work is in :mod:`sqltune.evalu
 
 from __future__ import annotations
 
-import logging
 import sys
+
+from sqltune.log import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,9 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqltune.evaluation import EvalConfig
     from sqltune.evaluation.run import run, setup
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "bitsandbytes", "httpx", "peft"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     try:
         cfg = parse_cli(EvalConfig, argv, prog="python -m jobs.evaluate")
         result = run(setup(cfg))

@@ -8,8 +8,9 @@ Thin on purpose: the typed config is parsed here, the work is in :mod:`sqltune.e
 
 from __future__ import annotations
 
-import logging
 import sys
+
+from sqltune.log import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     from sqltune.export import ExportConfig
     from sqltune.export.run import run, setup
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         cfg = parse_cli(ExportConfig, argv, prog="python -m jobs.export")
         result = run(setup(cfg))

@@ -16,10 +16,12 @@ from typing import Any
 
 from ray.serve import Application
 
+from sqltune.log import setup_logging
 from sqltune.serving.deployments import build_app as _build
 
 
 def build_app(args: dict[str, Any]) -> Application:
+    setup_logging()
     return _build(args)
 
 

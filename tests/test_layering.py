@@ -177,3 +177,14 @@ def test_module_is_short(path: str, lines: int) -> None:
     assert lines <= MAX_MODULE_LINES, (
         f"libs/sqltune/{path} has {lines} lines (limit {MAX_MODULE_LINES}): split it by concern"
     )
+
+
+def test_logging_is_configured_only_through_setup_logging() -> None:
+    """Library modules create loggers; configuring handlers is sqltune.log.setup_logging's, called by entry points."""
+    offenders = [
+        f"libs/sqltune/{p.relative_to(PACKAGE).as_posix()}:{i}"
+        for p in PACKAGE.rglob("*.py") if p.name != "log.py"
+        for i, line in enumerate(p.read_text().splitlines(), 1)
+        if "basicConfig(" in line or ".addHandler(" in line
+    ]
+    assert not offenders, f"configure logging with sqltune.log.setup_logging from the entry point instead: {offenders}"

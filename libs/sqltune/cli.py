@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from sqltune import __version__
 from sqltune.errors import SqltuneError
+from sqltune.log import setup_logging
 
 # name -> ("module:function", one-line help). Keep sorted; other modules add their line here.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -101,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help(sys.stderr)
         return 2
+    setup_logging(logging.WARNING)  # commands print their results; only warnings are logged
     try:
         return int(func(args) or 0)
     except SqltuneError as exc:

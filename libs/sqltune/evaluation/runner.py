@@ -22,6 +22,7 @@ from typing import Any
 from sqltune.errors import ResourceError
 from sqltune.evaluation.config import EvalConfig, VariantConfig
 from sqltune.evaluation.variants import Output
+from sqltune.log import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,7 @@ class VariantWorker:
         import warnings
 
         warnings.filterwarnings("ignore")  # bitsandbytes/transformers warn on every CPU int8 matmul
-        logging.basicConfig(level=logging.WARNING)
-        for noisy in ("transformers", "bitsandbytes", "peft", "httpx"):
-            logging.getLogger(noisy).setLevel(logging.ERROR)
+        setup_logging(logging.WARNING, chatty_level=logging.ERROR)  # this actor process's entry point
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         cfg = VariantConfig.from_dict(variant)
         if cfg.kind != "http":

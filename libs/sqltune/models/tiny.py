@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from sqltune.config import Config, param
 from sqltune.errors import missing
+from sqltune.log import setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", default=None, help="keep/reuse pre-trained weights here")
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. induction_steps=0")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()
     cfg = load_config(TinyModelConfig, args.config, args.overrides)
     build_tiny_model(args.out, cfg, cache_dir=args.cache_dir)
     return 0

@@ -14,6 +14,7 @@ from typing import Any
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from sqltune.log import setup_logging
 from sqltune.serving.api import BackendFailure, BackendTimeout, Overloaded, create_app
 from sqltune.serving.config import ServeArgs
 
@@ -93,7 +94,7 @@ class SQLModel:
         from sqltune.serving.metrics import EngineMetrics
         from sqltune.serving.replica import ModelServer
 
-        logging.basicConfig(level=logging.INFO)
+        setup_logging()  # this replica process's entry point
         self.server = ModelServer(ServeArgs.from_args(args))
         self.metrics = EngineMetrics()
         self.server.engine.on_batch = self.metrics.on_batch

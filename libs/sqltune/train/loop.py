@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqltune.log import setup_logging
 from sqltune.train.config import TrainConfig
 
 log = logging.getLogger("sqltune.train")
@@ -547,9 +548,7 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     import torch
 
     cfg = TrainConfig.from_dict(payload["config"])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
-    for noisy in ("httpx", "urllib3", "botocore", "filelock"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging(force=True)  # this worker process's entry point; Ray's own handler would drop INFO
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     threads = cfg.train.threads_per_worker or max(1, int(math.floor(cfg.scaling.cpus_per_worker or 1)))

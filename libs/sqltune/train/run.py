@@ -396,7 +396,6 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def setup(cfg: TrainConfig) -> Prepared:
     """Preflight (no Ray). Entry points call ``setup`` then :func:`run`."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     return preflight(_absolute_local_paths(cfg))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqltune.data.record import Example
 from sqltune.errors import ConfigError, DataError, SqltuneError
+from sqltune.log import setup_logging
 
 from . import warehouse as W
 from .questions import CATEGORIES, TEMPLATES, generate_examples
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--postgres", default=None, metavar="DSN", help="admin DSN; also load the warehouse there")
     b.add_argument("--postgres-db", default="sqltune_warehouse", help="database name to create/load")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging()
     try:
         ds = build_embedded(args.out, seed=args.seed, n_questions=args.n, postgres_dsn=args.postgres,
                             postgres_db=args.postgres_db)
