@@ -75,14 +75,9 @@ def _describe(graph: grimp.ImportGraph, deps) -> str:
     return "\n".join(lines)
 
 
-def _evaluation_serving(dep) -> bool:
-    return dep.importer == "sqltune.evaluation" and dep.imported == "sqltune.serving"
-
-
 def test_no_layer_imports_a_higher_one(graph) -> None:
-    """No import runs back up a layer (evaluation -> serving is checked by its own test below)."""
-    deps = {d for d in graph.find_illegal_dependencies_for_layers(_layers(graph), containers={"sqltune"})
-            if not _evaluation_serving(d)}
+    """No import runs back up a layer, and siblings of one layer do not import each other."""
+    deps = graph.find_illegal_dependencies_for_layers(_layers(graph), containers={"sqltune"})
     assert not deps, "imports against the layering (see LAYERS in tests/test_layering.py):\n" + _describe(graph, deps)
 
 
