@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import sqlite3
 
-import duckdb
 import pytest
 import sqlglot
 
 from sqltune.data import ddl_from_database, ddl_from_tables_json, fit_schema
-from sqltune.data.schema import approx_token_count, select_tables, split_statements
+from sqltune.data.schema import approx_token_count, select_tables
 from sqltune.errors import DataError
 
 
@@ -43,98 +42,6 @@ def test_tables_json_keys_and_quoting():
     assert 'PRIMARY KEY (order_id, "line no")' in ddl
     assert 'FOREIGN KEY (order_id) REFERENCES "order"(id)' in ddl
     sqlite3.connect(":memory:").executescript(ddl)
-
-
-def _check_introspected(ddl: str) -> None:
-    assert "CREATE TABLE customers (" in ddl
-    assert "CREATE TABLE orders (" in ddl
-    assert "PRIMARY KEY (id)" in ddl
-    assert "FOREIGN KEY (customer_id) REFERENCES customers(id)" in ddl
-    assert '"order" ' in ddl  # reserved word quoted
-    assert len(split_statements(ddl)) == 2
-
-
-def test_ddl_from_sqlite(tmp_path):
-    path = tmp_path / "shop.sqlite"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            """
-            CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-            CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT,
-                                 customer_id INTEGER REFERENCES customers(id),
-                                 "order" TEXT, total REAL);
-            """
-        )
-    ddl = ddl_from_database(path)
-    _check_introspected(ddl)
-    assert "name TEXT NOT NULL" in ddl
-    assert "sqlite_sequence" not in ddl
-    sqlite3.connect(":memory:").executescript(ddl)
-    sqlglot.parse(ddl, read="sqlite")
-
-
-def test_ddl_from_duckdb(tmp_path):
-    path = tmp_path / "shop.duckdb"
-    conn = duckdb.connect(str(path))
-    conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR NOT NULL)")
-    conn.execute(
-        'CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id), "order" VARCHAR, total DOUBLE)'
-    )
-    conn.close()
-    ddl = ddl_from_database(str(path))
-    _check_introspected(ddl)
-    assert "name VARCHAR NOT NULL" in ddl and "total DOUBLE" in ddl
-    fresh = duckdb.connect(":memory:")
-    for stmt in split_statements(ddl):
-        fresh.execute(stmt)
-    sqlglot.parse(ddl, read="duckdb")
-
-
-@pytest.mark.postgres
-def test_ddl_from_postgres(postgres_db):
-    import psycopg
-
-    with psycopg.connect(postgres_db, autocommit=True) as conn:
-        conn.execute("CREATE TABLE customers (id serial PRIMARY KEY, name varchar(80) NOT NULL)")
-        conn.execute(
-            'CREATE TABLE orders (id bigint PRIMARY KEY, customer_id integer REFERENCES customers(id), '
-            '"order" text, total numeric(10,2))'
-        )
-        conn.execute("CREATE SCHEMA sales")
-        conn.execute("CREATE TABLE sales.regions (code text PRIMARY KEY)")
-    ddl = ddl_from_database(postgres_db)
-    assert "CREATE TABLE customers (" in ddl and "name CHARACTER VARYING(80) NOT NULL" in ddl
-    assert "total NUMERIC(10,2)" in ddl
-    assert "FOREIGN KEY (customer_id) REFERENCES customers(id)" in ddl
-    assert "CREATE TABLE sales.regions (" in ddl
-    sqlglot.parse(ddl, read="postgres")
-    # the DDL recreates the tables on an empty database
-    with psycopg.connect(postgres_db, autocommit=True) as conn:
-        conn.execute("DROP TABLE orders, customers, sales.regions")
-        for stmt in split_statements(ddl):
-            conn.execute(stmt)
-
-
-def test_compact_ddl_from_database(tmp_path):
-    """The compact style is one line per table, no NOT NULL/foreign keys, composite keys kept."""
-    path = tmp_path / "shop.sqlite"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            """
-            CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-            CREATE TABLE lines (order_id INTEGER, line INTEGER, customer_id INTEGER REFERENCES customers(id),
-                                "order" TEXT, PRIMARY KEY (order_id, line));
-            """
-        )
-    ddl = ddl_from_database(path, style="compact")
-    assert ddl.splitlines() == [
-        "CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);",
-        'CREATE TABLE lines (order_id INTEGER, line INTEGER, customer_id INTEGER, "order" TEXT, '
-        "PRIMARY KEY (order_id, line));",
-    ]
-    sqlite3.connect(":memory:").executescript(ddl)
-    with pytest.raises(ValueError, match="schema style 'tiny'"):
-        ddl_from_database(path, style="tiny")
 
 
 def test_compact_ddl_of_the_warehouse_is_the_embedded_prompt_schema(tmp_path):
@@ -213,11 +120,3 @@ def test_fit_schema_with_tokenizer_length_and_inserts():
     out = fit_schema(ddl, max_tokens=80, count_tokens=count_chars, question="total timber volume per sale")
     assert out.startswith("CREATE TABLE timber_sales") and len(out) <= 80
     assert fit_schema(ddl, max_tokens=3) == ""
-
-
-def test_split_statements_respects_quotes_and_comments():
-    text = "-- header; comment\nCREATE TABLE a (x TEXT DEFAULT ';');\n/* ; */ INSERT INTO a VALUES ('a;b');\nSELECT 1"
-    stmts = split_statements(text)
-    assert len(stmts) == 3
-    assert stmts[0].endswith("DEFAULT ';');")
-    assert stmts[2] == "SELECT 1"

@@ -10,7 +10,7 @@ import yaml
 from sql_helpers import FIXTURES
 
 from sqltune.errors import SQLError
-from sqltune.sql import Schema, analyze, split_statements
+from sqltune.sql import Schema, analyze
 
 SCHEMAS = {
     "spider": """
@@ -56,30 +56,6 @@ def test_schema_object_and_mapping():
     assert a.unknown_columns == ["bogus"]
     b = analyze("SELECT bogus FROM singer", dialect="sqlite", schema={"singer": ["name"]})
     assert b.unknown_columns == ["bogus"]
-
-
-def test_schema_from_ddl_skips_broken_statements():
-    ddl = "CREATE TABLE a (x INT); CREATE TABLE ((( broken; CREATE TABLE b (y TEXT);"
-    schema = Schema.from_ddl(ddl, "sqlite")
-    assert set(schema.tables) == {"a", "b"}
-
-
-def test_schema_roundtrip_ddl():
-    schema = Schema.from_ddl(SCHEMAS["spider"], "sqlite")
-    again = Schema.from_ddl(schema.to_ddl("sqlite"), "sqlite")
-    assert {t: list(c) for t, c in again.tables.items()} == {t: list(c) for t, c in schema.tables.items()}
-
-
-def test_schema_from_db(sqlite_db, duckdb_db):
-    for db in (sqlite_db, duckdb_db):
-        schema = Schema.from_db(str(db))
-        assert list(schema.columns("t")) == ["a", "b"]
-        assert "val" in schema.columns("nums")
-
-
-def test_split_statements():
-    assert split_statements("SELECT ';'; SELECT 2;; -- c;\n /* x; */") == ["SELECT ';'", "SELECT 2"]
-    assert split_statements("") == []
 
 
 def test_import_does_not_pull_heavy_modules():

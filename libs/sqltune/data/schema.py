@@ -1,21 +1,23 @@
-"""Schema text for prompts: DDL rebuilt from Spider/BIRD ``tables.json``, introspected from a live
-database (SQLite file, DuckDB file, PostgreSQL DSN), and fitted to a token budget.
+"""Schema text for prompts: DDL rebuilt from Spider/BIRD ``tables.json``, read from a live database, and
+fitted to a token budget.
 
-Every function returns plain ``CREATE TABLE`` statements separated by blank lines, one statement per
-table, so the text can be shown to a model, parsed with sqlglot, or executed to recreate an empty copy.
+The schema model itself (introspection, CREATE TABLE parsing, rendering styles, statement splitting) is
+:mod:`sqltune.sql.schema`; this module holds what is about datasets and prompts. Every function returns
+plain ``CREATE TABLE`` statements, one per table, so the text can be shown to a model, parsed with
+sqlglot, or executed to recreate an empty copy.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from sqltune.errors import DataError, missing
+from sqltune.errors import DataError, SQLError
+from sqltune.sql import schema as sql_schema
+from sqltune.sql.schema import Column, ForeignKey, SchemaStyle, Table, TableText, parse_table_text, split_statements
+from sqltune.sql.schema.text import idents
 
 __all__ = [
     "ddl_from_tables_json",
@@ -23,40 +25,7 @@ __all__ = [
     "fit_schema",
     "select_tables",
     "approx_token_count",
-    "quote_ident",
-    "split_statements",
 ]
-
-# Words that must be quoted when used as identifiers (SQLite's and PostgreSQL's reserved words that
-# appear in real schemas; quoting more than needed is harmless, quoting less breaks parsing).
-_RESERVED = frozenset(
-    """
-    abort action add after all alter always analyze and as asc attach autoincrement before begin between
-    by cascade case cast check collate column commit conflict constraint create cross current
-    current_date current_time current_timestamp database default deferrable deferred delete desc detach
-    distinct do drop each else end escape except exclude exclusive exists explain fail filter first
-    following for foreign from full generated glob group groups having if ignore immediate in index
-    indexed initially inner insert instead intersect into is isnull join key last left like limit match
-    materialized natural no not nothing notnull null nulls of offset on or order others outer over
-    partition plan pragma preceding primary query raise range recursive references regexp reindex release
-    rename replace restrict returning right rollback row rows savepoint select set table temp temporary
-    then ties to transaction trigger unbounded union unique update user using vacuum values view virtual
-    when where window with without analyse any array asymmetric both fetch grant leading localtime
-    localtimestamp only placing symmetric trailing variadic verbose
-    """.split()
-)
-_SIMPLE_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-SchemaStyle = Literal["full", "compact"]
-"""How a live database's schema is rendered: multi-line DDL with constraints, or one line per table."""
-
-
-def quote_ident(name: str) -> str:
-    """Quote ``name`` with double quotes when it is not a plain identifier or is a reserved word."""
-    if _SIMPLE_IDENT.match(name) and name.lower() not in _RESERVED:
-        return name
-    return '"' + name.replace('"', '""') + '"'
 
 
 # --------------------------------------------------------------------------------------- tables.json
@@ -150,251 +119,28 @@ def ddl_from_tables_json(entry: Mapping[str, Any]) -> str:
         if not cols or str(table).lower().startswith("sqlite_"):
             continue  # SQLite's internal tables (sqlite_sequence) cannot be created and are never queried
         statements.append(
-            _render_table(
-                str(table),
-                [(name, typ, False) for _, name, typ in cols],
-                pks.get(t_idx, []),
-                fks.get(t_idx, []),
-            )
+            Table(
+                name=str(table),
+                columns=[Column(name, typ) for _, name, typ in cols],
+                primary_key=pks.get(t_idx, []),
+                foreign_keys=[ForeignKey([col], ref_table, [ref_col]) for col, ref_table, ref_col in fks.get(t_idx, [])],
+            ).render("full")
         )
     return "\n\n".join(statements)
-
-
-def _render_table(
-    table: str,
-    columns: Sequence[tuple[str, str, bool]],
-    primary_key: Sequence[str],
-    foreign_keys: Sequence[tuple[str, str, str]] | Sequence[str],
-    *,
-    schema: str | None = None,
-    compact: bool = False,
-) -> str:
-    """CREATE TABLE text; ``columns`` are (name, type, not_null); foreign keys are (col, table, col)
-    triples or already-rendered constraint strings.
-
-    ``compact``: the one-line prompt form: ``name TYPE`` per column, a one-column primary key inline,
-    no NOT NULL and no foreign keys (the joins are in the column names), about half the tokens.
-    """
-    name = f"{quote_ident(schema)}.{quote_ident(table)}" if schema else quote_ident(table)
-    if compact:
-        inline_pk = primary_key[0] if len(primary_key) == 1 else None
-        cols = [f"{quote_ident(n)} {t}".rstrip() + (" PRIMARY KEY" if n == inline_pk else "") for n, t, _ in columns]
-        if len(primary_key) > 1:
-            cols.append("PRIMARY KEY (" + ", ".join(quote_ident(c) for c in primary_key) + ")")
-        return f"CREATE TABLE {name} ({', '.join(cols)});"
-    parts = []
-    for col_name, typ, not_null in columns:
-        parts.append(f"{quote_ident(col_name)} {typ}".rstrip() + (" NOT NULL" if not_null else ""))
-    if primary_key:
-        parts.append("PRIMARY KEY (" + ", ".join(quote_ident(c) for c in primary_key) + ")")
-    for fk in foreign_keys:
-        if isinstance(fk, str):
-            parts.append(fk)
-        else:
-            col, ref_table, ref_col = fk
-            parts.append(
-                f"FOREIGN KEY ({quote_ident(col)}) REFERENCES {quote_ident(ref_table)}({quote_ident(ref_col)})"
-            )
-    return f"CREATE TABLE {name} (\n  " + ",\n  ".join(parts) + "\n);"
 
 
 # ---------------------------------------------------------------------------------- live databases
 
 
-def _kind_of(db: str) -> str:
-    if re.match(r"^postgres(ql)?(\+\w+)?://", db):
-        return "postgres"
-    path = Path(db)
-    if not path.is_file():
-        raise DataError(f"database {db!r} does not exist (expected a SQLite/DuckDB file or a postgresql:// DSN)")
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head.startswith(b"SQLite format 3"):
-        return "sqlite"
-    if head[8:12] == b"DUCK":
-        return "duckdb"
-    suffix = path.suffix.lower()
-    if suffix in {".duckdb", ".ddb"}:
-        return "duckdb"
-    if suffix in {".sqlite", ".sqlite3", ".db"}:
-        return "sqlite"
-    raise DataError(f"database {db!r} is neither a SQLite nor a DuckDB file (unknown header)")
-
-
 def ddl_from_database(db: str | os.PathLike[str], *, style: SchemaStyle = "full") -> str:
-    """Introspect a live database's tables into CREATE TABLE statements (types, NOT NULL, keys).
-
-    ``db`` is a SQLite file, a DuckDB file (detected by header, then suffix) or a ``postgresql://``
-    DSN (every non-system schema; tables outside ``public`` are schema-qualified). ``style="compact"``
-    gives one line per table (see :func:`_render_table`), the form the embedded dataset's prompts use.
+    """A live database's tables as CREATE TABLE statements (types, NOT NULL, keys); see
+    :func:`sqltune.sql.schema.ddl_from_database`. ``style="compact"`` gives one line per table, the form
+    the embedded dataset's prompts use. A database that is missing or unreadable raises DataError.
     """
-    if style not in ("full", "compact"):
-        raise ValueError(f"schema style {style!r} is not one of 'full', 'compact'")
-    db = os.fspath(db)
-    kind = _kind_of(db)
-    compact = style == "compact"
-    if kind == "sqlite":
-        return _ddl_sqlite(db, compact)
-    if kind == "duckdb":
-        return _ddl_duckdb(db, compact)
-    return _ddl_postgres(db, compact)
-
-
-def _ddl_sqlite(path: str, compact: bool = False) -> str:
-    uri = Path(path).resolve().as_uri() + "?mode=ro"
     try:
-        conn = sqlite3.connect(uri, uri=True)
-    except sqlite3.Error as exc:
-        raise DataError(f"cannot open SQLite database {path}: {exc}") from exc
-    try:
-        tables = [
-            r[0]
-            for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
-            )
-        ]
-        out = []
-        for table in tables:
-            info = conn.execute(f"PRAGMA table_info('{table.replace(chr(39), chr(39) * 2)}')").fetchall()
-            # cid, name, type, notnull, dflt_value, pk
-            cols = [(r[1], (r[2] or "").upper() or "TEXT", bool(r[3]) and not r[5]) for r in info]
-            pk = [r[1] for r in sorted((r for r in info if r[5]), key=lambda r: r[5])]
-            fk_rows = conn.execute(
-                f"PRAGMA foreign_key_list('{table.replace(chr(39), chr(39) * 2)}')"
-            ).fetchall()
-            # id, seq, table, from, to, ...; 'to' is None when the parent's primary key is meant.
-            fks = []
-            for r in fk_rows:
-                ref_col = r[4]
-                if ref_col is None:
-                    parent = conn.execute(
-                        f"PRAGMA table_info('{str(r[2]).replace(chr(39), chr(39) * 2)}')"
-                    ).fetchall()
-                    parent_pk = [p[1] for p in parent if p[5]]
-                    ref_col = parent_pk[0] if parent_pk else r[3]
-                fks.append((r[3], r[2], ref_col))
-            if cols:
-                out.append(_render_table(table, cols, pk, fks, compact=compact))
-        return ("\n" if compact else "\n\n").join(out)
-    except sqlite3.Error as exc:
-        raise DataError(f"cannot read the schema of SQLite database {path}: {exc}") from exc
-    finally:
-        conn.close()
-
-
-def _ddl_duckdb(path: str, compact: bool = False) -> str:
-    import duckdb
-
-    try:
-        conn = duckdb.connect(path, read_only=True)
-    except duckdb.Error as exc:
-        raise DataError(f"cannot open DuckDB database {path}: {exc}") from exc
-    try:
-        rows = conn.execute(
-            """SELECT table_schema, table_name, column_name, data_type, is_nullable
-               FROM information_schema.columns
-               WHERE table_catalog = current_database()
-                 AND table_schema NOT IN ('information_schema', 'pg_catalog')
-                 AND table_name IN (SELECT table_name FROM information_schema.tables t
-                                    WHERE t.table_schema = columns.table_schema
-                                      AND t.table_catalog = current_database()
-                                      AND t.table_type = 'BASE TABLE')
-               ORDER BY table_schema, table_name, ordinal_position"""
-        ).fetchall()
-        cons = conn.execute(
-            """SELECT schema_name, table_name, constraint_type, constraint_column_names,
-                      referenced_table, referenced_column_names
-               FROM duckdb_constraints()
-               WHERE database_name = current_database()
-                 AND constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY')
-               ORDER BY constraint_index"""
-        ).fetchall()
-    except duckdb.Error as exc:
-        raise DataError(f"cannot read the schema of DuckDB database {path}: {exc}") from exc
-    finally:
-        conn.close()
-    return _render_introspected(rows, cons, default_schema="main", compact=compact)
-
-
-def _render_introspected(rows: list[tuple], cons: list[tuple], *, default_schema: str, compact: bool = False) -> str:
-    order: list[tuple[str, str]] = []
-    cols: dict[tuple[str, str], list[tuple[str, str, bool]]] = {}
-    for schema, table, column, typ, nullable in rows:
-        key = (schema, table)
-        if key not in cols:
-            order.append(key)
-            cols[key] = []
-        cols[key].append((column, str(typ).upper(), str(nullable).upper() in {"NO", "FALSE", "0"}))
-    pks: dict[tuple[str, str], list[str]] = {}
-    fks: dict[tuple[str, str], list[str]] = {}
-    for schema, table, ctype, col_names, ref_table, ref_cols in cons:
-        key = (schema, table)
-        if ctype == "PRIMARY KEY":
-            pks[key] = list(col_names)
-        elif ctype == "FOREIGN KEY" and ref_table:
-            fks.setdefault(key, []).append(
-                "FOREIGN KEY ("
-                + ", ".join(quote_ident(c) for c in col_names)
-                + f") REFERENCES {quote_ident(ref_table)}("
-                + ", ".join(quote_ident(c) for c in (ref_cols or []))
-                + ")"
-            )
-    out = []
-    for key in order:
-        schema, table = key
-        pk = pks.get(key, [])
-        columns = [(n, t, nn and n not in pk) for n, t, nn in cols[key]]
-        qualifier = None if schema == default_schema else schema
-        out.append(_render_table(table, columns, pk, fks.get(key, []), schema=qualifier, compact=compact))
-    return ("\n" if compact else "\n\n").join(out)
-
-
-def _ddl_postgres(dsn: str, compact: bool = False) -> str:
-    try:
-        import psycopg
-    except ImportError as exc:
-        raise missing("psycopg", "postgres") from exc
-    try:
-        with psycopg.connect(dsn, connect_timeout=10) as conn:
-            rows = conn.execute(
-                """SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
-                   FROM pg_class c
-                   JOIN pg_namespace n ON n.oid = c.relnamespace
-                   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                   WHERE c.relkind IN ('r', 'p')
-                     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                     AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
-                   ORDER BY n.nspname <> 'public', n.nspname, c.relname, a.attnum"""
-            ).fetchall()
-            cons = conn.execute(
-                """SELECT n.nspname, c.relname, con.contype, con.oid,
-                          ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
-                                JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num
-                                ORDER BY k.ord),
-                          rc.relname,
-                          ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
-                                JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num
-                                ORDER BY k.ord)
-                   FROM pg_constraint con
-                   JOIN pg_class c ON c.oid = con.conrelid
-                   JOIN pg_namespace n ON n.oid = c.relnamespace
-                   LEFT JOIN pg_class rc ON rc.oid = con.confrelid
-                   WHERE con.contype IN ('p', 'f')
-                     AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-                   ORDER BY con.contype DESC, con.conname"""
-            ).fetchall()
-    except psycopg.Error as exc:
-        raise DataError(f"cannot read the schema of PostgreSQL database {_redact(dsn)}: {exc}") from exc
-    kinds = {"p": "PRIMARY KEY", "f": "FOREIGN KEY"}
-    cons_rows = [(s, t, kinds[ct], list(cols or []), rt, list(rcols or [])) for s, t, ct, _oid, cols, rt, rcols in cons]
-    return _render_introspected(
-        [(s, t, c, typ, "NO" if nn else "YES") for s, t, c, typ, nn in rows], cons_rows, default_schema="public",
-        compact=compact,
-    )
-
-
-def _redact(dsn: str) -> str:
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
+        return sql_schema.ddl_from_database(db, style=style)
+    except SQLError as exc:
+        raise DataError(str(exc)) from exc
 
 
 # ------------------------------------------------------------------------------------ token budget
@@ -403,168 +149,6 @@ def _redact(dsn: str) -> str:
 def approx_token_count(text: str) -> int:
     """Rough token count: words and individual punctuation marks (BPE tokenizers usually give more)."""
     return len(re.findall(r"\w+|[^\w\s]", text))
-
-
-def split_statements(ddl: str) -> list[str]:
-    """Split SQL text at top-level semicolons, respecting quotes, brackets and comments.
-
-    Each returned statement keeps its terminating ``;`` (if it had one) and any comment before it.
-    """
-    out: list[str] = []
-    start = 0
-    i = 0
-    n = len(ddl)
-    while i < n:
-        ch = ddl[i]
-        if ch in "'\"`":
-            j = i + 1
-            while j < n:
-                if ddl[j] == ch:
-                    if j + 1 < n and ddl[j + 1] == ch:
-                        j += 2
-                        continue
-                    break
-                j += 1
-            i = j + 1
-            continue
-        if ch == "[":
-            j = ddl.find("]", i + 1)
-            i = n if j < 0 else j + 1
-            continue
-        if ddl.startswith("--", i):
-            j = ddl.find("\n", i)
-            i = n if j < 0 else j + 1
-            continue
-        if ddl.startswith("/*", i):
-            j = ddl.find("*/", i + 2)
-            i = n if j < 0 else j + 2
-            continue
-        if ch == ";":
-            stmt = ddl[start : i + 1].strip()
-            if stmt.strip(";").strip():
-                out.append(stmt)
-            start = i + 1
-        i += 1
-    tail = ddl[start:].strip()
-    if tail and not _only_comments(tail):
-        out.append(tail)
-    return out
-
-
-def _only_comments(text: str) -> bool:
-    stripped = re.sub(r"--[^\n]*|/\*.*?\*/", "", text, flags=re.S)
-    return not stripped.strip()
-
-
-def _top_level_split(body: str) -> list[str]:
-    """Split a parenthesized body at depth-0 commas, respecting quotes."""
-    parts, depth, cur, i, n = [], 0, [], 0, len(body)
-    while i < n:
-        ch = body[i]
-        if ch in "'\"`":
-            j = i + 1
-            while j < n and not (body[j] == ch and not (j + 1 < n and body[j + 1] == ch)):
-                j += 2 if body[j] == ch else 1
-            cur.append(body[i : j + 1])
-            i = j + 1
-            continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        if ch == "," and depth == 0:
-            parts.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-        i += 1
-    if "".join(cur).strip():
-        parts.append("".join(cur).strip())
-    return parts
-
-
-_CREATE_RE = re.compile(
-    r"^\s*(?:(?:--[^\n]*\n|/\*.*?\*/)\s*)*CREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?(?:TEMP(?:ORARY)?\s+|UNLOGGED\s+)?"
-    r"TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    r"((?:(?:\"[^\"]*\"|`[^`]*`|\[[^\]]*\]|[\w$]+)\s*\.\s*)*(?:\"[^\"]*\"|`[^`]*`|\[[^\]]*\]|[\w$]+))",
-    re.I | re.S,
-)
-_INSERT_RE = re.compile(
-    r"^\s*(?:INSERT|REPLACE)\s+(?:OR\s+\w+\s+)?INTO\s+"
-    r"((?:(?:\"[^\"]*\"|`[^`]*`|\[[^\]]*\]|[\w$]+)\s*\.\s*)*(?:\"[^\"]*\"|`[^`]*`|\[[^\]]*\]|[\w$]+))",
-    re.I,
-)
-_CONSTRAINT_RE = re.compile(r"^(CONSTRAINT|PRIMARY\s+KEY|FOREIGN\s+KEY|UNIQUE|CHECK|INDEX|KEY)\b", re.I)
-_IDENT_RE = re.compile(r'^\s*("(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|[\w$]+)')
-
-
-def _unquote(name: str) -> str:
-    name = name.strip()
-    if len(name) >= 2 and name[0] in "\"`[" and name[-1] in "\"`]":
-        return name[1:-1].replace('""', '"')
-    return name
-
-
-def _last_name_part(qualified: str) -> str:
-    parts = re.findall(r"\"[^\"]*\"|`[^`]*`|\[[^\]]*\]|[\w$]+", qualified)
-    return _unquote(parts[-1]) if parts else qualified
-
-
-@dataclass
-class _Table:
-    name: str
-    text: str
-    position: int
-    header: str = ""
-    elements: list[str] = field(default_factory=list)
-    suffix: str = ""
-    columns: list[str] = field(default_factory=list)  # one per element; "" for table constraints
-    related: list[str] = field(default_factory=list)  # INSERTs etc. for this table
-
-    def render(self, keep: Sequence[int] | None = None) -> str:
-        if keep is None or not self.elements:
-            return self.text
-        body = ",\n  ".join(self.elements[i] for i in keep)
-        return f"{self.header}(\n  {body}\n){self.suffix}"
-
-
-def _parse_table(stmt: str, position: int) -> _Table | None:
-    m = _CREATE_RE.match(stmt)
-    if not m:
-        return None
-    table = _Table(name=_last_name_part(m.group(1)), text=stmt, position=position)
-    open_idx = stmt.find("(", m.end())
-    if open_idx < 0 or stmt[m.end() : open_idx].strip().upper().startswith("AS"):
-        return table
-    depth, close_idx, i = 0, -1, open_idx
-    quote = ""
-    while i < len(stmt):
-        ch = stmt[i]
-        if quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"`":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                close_idx = i
-                break
-        i += 1
-    if close_idx < 0:
-        return table
-    table.header = stmt[:open_idx].rstrip() + " "
-    table.suffix = stmt[close_idx + 1 :]
-    table.elements = _top_level_split(stmt[open_idx + 1 : close_idx])
-    for el in table.elements:
-        if _CONSTRAINT_RE.match(el.strip()):
-            table.columns.append("")
-        else:
-            im = _IDENT_RE.match(el)
-            table.columns.append(_unquote(im.group(1)) if im else "")
-    return table
 
 
 def _words(text: str) -> set[str]:
@@ -590,7 +174,7 @@ def select_tables(ddl: str, tables: Sequence[str]) -> str:
     Raises :class:`DataError` naming the unknown tables and the known ones. The statements keep their
     text, so the result has the same style as ``ddl`` (one line per table for a compact schema).
     """
-    parsed = [t for t in (_parse_table(stmt, i) for i, stmt in enumerate(split_statements(ddl))) if t]
+    parsed = [t for t in (parse_table_text(stmt, i) for i, stmt in enumerate(split_statements(ddl, keep_terminators=True))) if t]
     known = {t.name.lower(): t for t in parsed}
     wanted = {name.lower() for name in tables}
     unknown = sorted(name for name in tables if name.lower() not in known)
@@ -621,15 +205,15 @@ def fit_schema(
     for a tokenizer's exact count.
     """
     if max_tokens < 0:
-        raise ValueError(f"max_tokens must be >= 0, got {max_tokens}")
+        raise DataError(f"max_tokens must be >= 0, got {max_tokens}")
     count = count_tokens or approx_token_count
     if count(ddl) <= max_tokens:
         return ddl
-    statements = split_statements(ddl)
-    tables: list[_Table] = []
+    statements = split_statements(ddl, keep_terminators=True)
+    tables: list[TableText] = []
     others: list[tuple[int, str]] = []
     for pos, stmt in enumerate(statements):
-        parsed = _parse_table(stmt, pos)
+        parsed = parse_table_text(stmt, pos)
         if parsed is not None:
             tables.append(parsed)
         else:
@@ -638,7 +222,7 @@ def fit_schema(
     q_lower = (question or "").lower()
     q_words = _words(q_lower)
 
-    def score(t: _Table) -> tuple[int, int, int, int]:
+    def score(t: TableText) -> tuple[int, int, int, int]:
         name_hit = _mentioned(t.name, q_lower, q_words)
         parts = [p for p in re.split(r"[^A-Za-z0-9]+|(?<=[a-z])(?=[A-Z])", t.name) if len(p) > 2]
         part_hits = sum(1 for p in parts if _mentioned(p, q_lower, q_words))
@@ -669,7 +253,7 @@ def fit_schema(
     if not table.elements:
         return ""
     keep = list(range(len(table.elements)))
-    pk_cols = _pk_columns(table)
+    pk_cols = table.primary_key()
     removable_plain = [
         i for i in keep if table.columns[i] and not _mentioned(table.columns[i], q_lower, q_words)
         and table.columns[i].lower() not in pk_cols
@@ -689,22 +273,7 @@ def fit_schema(
         if table.columns[idx]:
             dropped = table.columns[idx].lower()
             for j in list(keep):
-                if not table.columns[j] and dropped in {w.lower() for w in _idents(table.elements[j])}:
+                if not table.columns[j] and dropped in {w.lower() for w in idents(table.elements[j])}:
                     keep.remove(j)
     text = table.render(keep)
     return text if count(text) <= max_tokens else ""
-
-
-def _idents(text: str) -> list[str]:
-    return [_unquote(x) for x in re.findall(r"\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]|[\w$]+", text)]
-
-
-def _pk_columns(table: _Table) -> set[str]:
-    out: set[str] = set()
-    for el, col in zip(table.elements, table.columns):
-        if col and re.search(r"\bPRIMARY\s+KEY\b", el, re.I):
-            out.add(col.lower())
-        elif not col and re.match(r"^(CONSTRAINT\s+\S+\s+)?PRIMARY\s+KEY\b", el.strip(), re.I):
-            inner = el[el.find("(") + 1 : el.rfind(")")] if "(" in el else ""
-            out.update(c.lower() for c in _idents(inner))
-    return out

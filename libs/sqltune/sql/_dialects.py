@@ -1,9 +1,10 @@
-"""Dialect names and engine detection shared by the sqltune.sql modules."""
+"""Dialect names, engine detection and the DuckDB connection settings shared by the sqltune.sql modules."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from sqltune.errors import SQLError
 
@@ -11,6 +12,21 @@ DIALECTS = ("sqlite", "duckdb", "postgres")
 _ALIASES = {"postgresql": "postgres", "pg": "postgres", "sqlite3": "sqlite"}
 _SQLITE_SUFFIXES = (".sqlite", ".sqlite3", ".db", ".db3")
 _DUCKDB_SUFFIXES = (".duckdb", ".ddb")
+
+# Every DuckDB connection sqltune opens uses these settings: DuckDB allows one configuration per file
+# per process, so the schema reader and the sandbox must agree.
+DUCKDB_CONFIG: dict[str, Any] = {
+    "enable_external_access": False,  # no files, COPY, ATTACH, INSTALL/LOAD, replacement scans
+    "autoload_known_extensions": False,
+    "autoinstall_known_extensions": False,
+    "allow_community_extensions": False,
+    "allow_unsigned_extensions": False,
+    "allow_persistent_secrets": False,
+    "temp_directory": "",  # never spill to <db>.tmp next to the database
+    "memory_limit": "2GB",
+    "threads": 2,
+    "lock_configuration": True,  # SET/RESET/PRAGMA cannot undo any of the above
+}
 
 
 def canonical_dialect(name: str) -> str:
@@ -27,7 +43,10 @@ def canonical_dialect(name: str) -> str:
 
 
 def is_postgres_dsn(db: object) -> bool:
-    return isinstance(db, str) and db.startswith(("postgresql://", "postgres://"))
+    """A ``postgresql://`` URL or a ``key=value`` conninfo string naming a database."""
+    if not isinstance(db, str):
+        return False
+    return db.startswith(("postgresql://", "postgres://")) or ("=" in db and "dbname" in db)
 
 
 def engine_of(db: str | os.PathLike[str]) -> str:
@@ -37,8 +56,6 @@ def engine_of(db: str | os.PathLike[str]) -> str:
     """
     if is_postgres_dsn(db):
         return "postgres"
-    if isinstance(db, str) and ("=" in db and "dbname" in db):
-        return "postgres"  # key=value conninfo
     path = Path(db)
     suffix = path.suffix.lower()
     if suffix in _DUCKDB_SUFFIXES:

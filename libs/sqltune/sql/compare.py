@@ -10,6 +10,7 @@ from sqlglot import exp
 from sqltune.errors import SQLError
 from sqltune.sql._dialects import canonical_dialect
 from sqltune.sql.analyze import parse
+from sqltune.sql.schema import as_schema
 
 log = logging.getLogger(__name__)
 _SIMPLE_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -72,8 +73,6 @@ def transpile(sql: str, src: str, dst: str, *, schema=None) -> str:
     except Exception as exc:  # noqa: BLE001
         raise SQLError(f"cannot parse SQL as {src}: {str(exc).splitlines()[0] if str(exc) else exc}") from exc
     if src == "sqlite" and dst != "sqlite":
-        from sqltune.sql.schema import as_schema
-
         schema_obj = as_schema(schema, src)
         statements = [sqlite_quoted_strings(s, schema_obj) for s in statements]
     return ";\n".join(s.sql(dialect=dst) for s in statements)

@@ -21,34 +21,18 @@ import os
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 from urllib.parse import quote
 
 from sqltune.errors import SQLError
-from sqltune.sql._dialects import canonical_dialect, engine_of
+from sqltune.sql._dialects import DUCKDB_CONFIG, canonical_dialect, engine_of
+from sqltune.sql.analyze import analyze
+from sqltune.sql.compare import transpile
+from sqltune.sql.postgres import classify_postgres, run_readonly
+from sqltune.sql.result import CATEGORIES, Category, ExecResult, capped_result
 
-Category = Literal["syntax", "unknown_identifier", "not_read_only", "runtime", "timeout", "too_many_rows"]
-CATEGORIES: tuple[Category, ...] = get_args(Category)
-
-
-@dataclass
-class ExecResult:
-    """The outcome of one execution. ``category`` is None on success."""
-
-    rows: list[tuple] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    error: str | None = None
-    category: Category | None = None
-    elapsed_s: float = 0.0
-    engine: str = ""
-    truncated: bool = False  # more than max_rows rows existed; ``rows`` holds the first max_rows
-
-    @property
-    def ok(self) -> bool:
-        return self.category is None
-
+__all__ = ["CATEGORIES", "Category", "DUCKDB_CONFIG", "ExecResult", "execute", "classify_sqlite", "classify_duckdb"]
 
 def execute(
     sql: str,
@@ -75,8 +59,6 @@ def execute(
         return ExecResult(error="empty SQL", category="syntax", engine=engine)
     run_sql = sql
     if precheck:
-        from sqltune.sql.analyze import analyze
-
         analysis = analyze(sql, dialect=dialect)
         if not analysis.parseable:
             return _done(ExecResult(error=analysis.error, category="syntax", engine=engine), start)
@@ -88,8 +70,6 @@ def execute(
             )
         if dialect != engine:
             try:
-                from sqltune.sql.compare import transpile
-
                 run_sql = transpile(sql, dialect, engine)
             except Exception as exc:  # noqa: BLE001
                 return _done(ExecResult(error=f"cannot transpile {dialect} to {engine}: {exc}",
@@ -120,13 +100,6 @@ def _run_unchecked(sql: str, *, db: Any, engine: str | None = None, timeout_s: f
 def _done(result: ExecResult, start: float) -> ExecResult:
     result.elapsed_s = time.monotonic() - start
     return result
-
-
-def _finish(rows: list[tuple], columns: list[str], max_rows: int) -> ExecResult:
-    if len(rows) > max_rows:
-        return ExecResult(rows=rows[:max_rows], columns=columns, truncated=True, category="too_many_rows",
-                          error=f"the query returned more than max_rows={max_rows} rows")
-    return ExecResult(rows=rows, columns=columns)
 
 
 def _existing_file(db: Any) -> Path:
@@ -182,7 +155,7 @@ def _run_sqlite(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResul
         cur = conn.execute(sql)
         columns = [d[0] for d in cur.description or []]
         rows = cur.fetchmany(max_rows + 1) if cur.description else []
-        return _finish([tuple(r) for r in rows], columns, max_rows)
+        return capped_result([tuple(r) for r in rows], columns, max_rows)
     finally:
         conn.close()
 
@@ -197,20 +170,6 @@ def _sqlite_is_wal(path: Path) -> bool:
 
 
 # -- DuckDB ------------------------------------------------------------------------------------------
-DUCKDB_CONFIG: dict[str, Any] = {
-    "enable_external_access": False,  # no files, COPY, ATTACH, INSTALL/LOAD, replacement scans
-    "autoload_known_extensions": False,
-    "autoinstall_known_extensions": False,
-    "allow_community_extensions": False,
-    "allow_unsigned_extensions": False,
-    "allow_persistent_secrets": False,
-    "temp_directory": "",  # never spill to <db>.tmp next to the database
-    "memory_limit": "2GB",
-    "threads": 2,
-    "lock_configuration": True,  # SET/RESET/PRAGMA cannot undo any of the above
-}
-
-
 def _run_duckdb(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResult:
     import duckdb
 
@@ -242,7 +201,7 @@ def _run_duckdb(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResul
             if timed_out.is_set():
                 return ExecResult(error=f"timed out after {timeout_s:g}s ({_message(exc)})", category="timeout")
             raise
-        return _finish([tuple(r) for r in rows], columns, max_rows)
+        return capped_result([tuple(r) for r in rows], columns, max_rows)
     finally:
         # Stop whatever is still running (a streaming result can keep worker threads busy, e.g. an
         # unbounded recursive CTE after the first max_rows+1 rows) before closing; the timer stays
@@ -257,9 +216,7 @@ def _run_duckdb(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResul
 
 # -- PostgreSQL --------------------------------------------------------------------------------------
 def _run_postgres(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResult:
-    from sqltune.sql import postgres as pg
-
-    return pg.run_readonly(sql, str(db), timeout_s=timeout_s, max_rows=max_rows)
+    return run_readonly(sql, str(db), timeout_s=timeout_s, max_rows=max_rows)
 
 
 # -- error classification ----------------------------------------------------------------------------
@@ -276,8 +233,6 @@ def _classify(engine: str, exc: BaseException) -> str:
         return classify_sqlite(exc)
     if engine == "duckdb":
         return classify_duckdb(exc)
-    from sqltune.sql.postgres import classify_postgres
-
     return classify_postgres(exc)
 
 

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqltune.sql._dialects import canonical_dialect, engine_of
+from sqltune.sql.analyze import outermost_has_order_by, parse
 from sqltune.sql.execute import ExecResult, execute
 
 
@@ -75,8 +76,6 @@ def execution_match(
 
 def gold_is_ordered(gold_sql: str, dialect: str) -> bool:
     """Whether the outermost query of ``gold_sql`` has ORDER BY (False if it does not parse)."""
-    from sqltune.sql.analyze import outermost_has_order_by, parse
-
     try:
         statements = parse(gold_sql, canonical_dialect(dialect))
     except Exception:  # noqa: BLE001

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit, quote
 
 from sqltune.errors import SQLError, missing
+from sqltune.sql.result import ExecResult, capped_result
 
 log = logging.getLogger(__name__)
 READONLY_ROLE = "sqltune_ro"
@@ -132,15 +133,58 @@ def ensure_readonly_role(admin_dsn: str, database: str, *, role: str = READONLY_
     return dsn_with(admin_dsn, dbname=database, user=role, password=password)
 
 
-def introspect_columns(dsn: str, *, schema: str = "public", timeout_s: float = 10.0) -> list[tuple[str, str, str]]:
-    """(table, column, data_type) rows of ``schema``, in column order."""
+def read_catalog(dsn: str, *, timeout_s: float = 10.0) -> tuple[list[tuple], list[tuple]]:
+    """The tables, views and columns of every non-system schema, and their primary and foreign keys.
+
+    Columns: ``(schema, table, is_view, column, type, not_null)``, schema ``public`` first, then by schema,
+    table and column position. Keys: ``(schema, table, "PRIMARY KEY" | "FOREIGN KEY", columns,
+    referenced table, referenced columns)``. Raises SQLError naming the database (password redacted).
+    """
     psycopg = _psycopg()
-    with psycopg.connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
-        rows = conn.execute(
-            "SELECT table_name, column_name, data_type FROM information_schema.columns "
-            "WHERE table_schema = %s ORDER BY table_name, ordinal_position", (schema,)).fetchall()
-        conn.rollback()
-    return [tuple(r) for r in rows]
+    try:
+        with psycopg.connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
+            columns = conn.execute(_CATALOG_COLUMNS).fetchall()
+            keys = conn.execute(_CATALOG_KEYS).fetchall()
+            conn.rollback()
+    except psycopg.Error as exc:
+        raise SQLError(f"cannot read the schema of PostgreSQL database {_redact(dsn)}: {_first_line(exc)}") from exc
+    kinds = {"p": "PRIMARY KEY", "f": "FOREIGN KEY"}
+    return (
+        [(s, t, kind == "v", c, typ, bool(nn)) for s, t, kind, c, typ, nn in columns],
+        [(s, t, kinds[ct], list(cols or []), rt, list(rcols or [])) for s, t, ct, cols, rt, rcols in keys],
+    )
+
+
+_CATALOG_COLUMNS = """
+    SELECT n.nspname, c.relname, c.relkind, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+    WHERE c.relkind IN ('r', 'p', 'v')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+    ORDER BY n.nspname <> 'public', n.nspname, c.relname, a.attnum"""
+
+_CATALOG_KEYS = """
+    SELECT n.nspname, c.relname, con.contype,
+           ARRAY(SELECT a.attname FROM unnest(con.conkey) WITH ORDINALITY k(num, ord)
+                 JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num
+                 ORDER BY k.ord),
+           rc.relname,
+           ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(num, ord)
+                 JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num
+                 ORDER BY k.ord)
+    FROM pg_constraint con
+    JOIN pg_class c ON c.oid = con.conrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_class rc ON rc.oid = con.confrelid
+    WHERE con.contype IN ('p', 'f')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    ORDER BY con.contype DESC, con.conname"""
+
+
+def _redact(dsn: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
 
 
 def run_readonly(sql: str, dsn: str, *, timeout_s: float = 5.0, max_rows: int = 1000):
@@ -148,8 +192,6 @@ def run_readonly(sql: str, dsn: str, *, timeout_s: float = 5.0, max_rows: int = 
 
     Rows are fetched through a server-side cursor, so at most ``max_rows + 1`` rows reach the client.
     """
-    from sqltune.sql.execute import ExecResult, _finish
-
     psycopg = _psycopg()
     ms = max(1, int(timeout_s * 1000))
     try:
@@ -190,7 +232,7 @@ def run_readonly(sql: str, dsn: str, *, timeout_s: float = 5.0, max_rows: int = 
                     return ExecResult(error=f"timed out after {timeout_s:g}s ({_first_line(exc)})",
                                       category="timeout")
                 return ExecResult(error=f"{type(exc).__name__}: {_first_line(exc)}", category=classify_postgres(exc))
-        return _finish([tuple(r) for r in rows], columns, max_rows)
+        return capped_result([tuple(r) for r in rows], columns, max_rows)
     finally:
         timer.cancel()
         try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.data.schema import quote_ident
+from sqltune.sql.schema import quote_ident
 from sqltune.errors import ConfigError, SQLError, missing
 
 DIALECTS = ("sqlite", "duckdb", "postgres")
@@ -107,7 +107,7 @@ def table_ddl(name: str, dialect: str = "sqlite", *, compact: bool = False) -> s
     table = _BY_NAME[name]
     parts = []
     for col in table.columns:
-        # Quoted as sqltune.data.schema renders a live database, so prompts built from this text and from
+        # Quoted as sqltune.sql.schema renders a live database, so prompts built from this text and from
         # `ddl_from_database(style="compact")` of the built warehouse are identical.
         text = f"{quote_ident(col.name)} {_TYPES[col.type][dialect]}"
         if col.pk:

@@ -1,32 +1,47 @@
-"""A small database schema model (tables -> ordered columns with types), built from DDL or a live DB."""
+"""The schema model: tables -> ordered columns with types (plus keys), from DDL, a mapping or a live DB."""
 
 from __future__ import annotations
 
 import logging
-import re
+import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 import sqlglot
 from sqlglot import exp
 
 from sqltune.errors import SQLError
 from sqltune.sql._dialects import canonical_dialect
+from sqltune.sql.schema.introspect import introspect
+from sqltune.sql.schema.table import Column, SchemaStyle, Table, render_tables
+from sqltune.sql.schema.text import split_statements
+
+__all__ = ["Schema", "as_schema"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
 class Schema:
     """Tables and their columns. Names are matched case-insensitively.
 
-    ``tables`` maps table name -> {column name -> type string (may be "")}, insertion-ordered.
+    ``tables`` maps table name -> {column name -> type string (may be "")}, insertion-ordered; ``defs``
+    holds the same tables as :class:`Table` objects with what else their DDL says (keys, NOT NULL, the
+    schema they live in), which :meth:`to_ddl` writes out.
     """
 
-    tables: dict[str, dict[str, str]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
+    def __init__(self, tables: Mapping[str, Mapping[str, str]] | Iterable[Table] | None = None) -> None:
+        if isinstance(tables, Mapping):
+            defs = [Table(str(t), [Column(str(c), str(ty or "")) for c, ty in cols.items()]) for t, cols in tables.items()]
+        else:
+            defs = list(tables or [])
+        self.defs: list[Table] = defs
+        self.tables: dict[str, dict[str, str]] = {t.name: {c.name: c.type for c in t.columns} for t in defs}
         self._index = {t.lower(): t for t in self.tables}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Schema) and self.defs == other.defs
+
+    def __repr__(self) -> str:
+        return f"Schema({self.tables!r})"
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -68,50 +83,17 @@ class Schema:
         return cls(tables)
 
     @classmethod
-    def from_db(cls, db: str, *, timeout_s: float = 10.0) -> "Schema":
-        """Introspect a SQLite/DuckDB file or a PostgreSQL DSN (schema ``public``) read-only."""
-        from sqltune.sql._dialects import engine_of
+    def from_db(cls, db: str | os.PathLike[str], *, timeout_s: float = 10.0, everything: bool = False) -> "Schema":
+        """Introspect a SQLite/DuckDB file or a PostgreSQL DSN read-only.
 
-        engine = engine_of(db)
-        if engine == "sqlite":
-            import sqlite3
-            from pathlib import Path
-            from urllib.parse import quote
-
-            uri = f"file:{quote(str(Path(db).resolve()))}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, timeout=timeout_s)
-            try:
-                names = [r[0] for r in conn.execute(
-                    "SELECT name FROM sqlite_master WHERE type IN ('table','view') "
-                    "AND name NOT LIKE 'sqlite_%' ORDER BY rowid")]
-                tables = {}
-                for name in names:
-                    info = conn.execute("SELECT name, type FROM pragma_table_info(?)", (name,)).fetchall()
-                    tables[name] = {c: t or "" for c, t in info}
-            finally:
-                conn.close()
-            return cls(tables)
-        if engine == "duckdb":
-            import duckdb
-
-            from sqltune.sql.execute import DUCKDB_CONFIG
-
-            # the same configuration as execute(): DuckDB allows one configuration per file per process
-            conn = duckdb.connect(str(db), read_only=True, config=dict(DUCKDB_CONFIG))
-            try:
-                rows = conn.execute(
-                    "SELECT table_name, column_name, data_type FROM information_schema.columns "
-                    "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position").fetchall()
-            finally:
-                conn.close()
-        else:
-            from sqltune.sql import postgres as _pg
-
-            rows = _pg.introspect_columns(db, timeout_s=timeout_s)
-        tables: dict[str, dict[str, str]] = {}
-        for table, column, dtype in rows:
-            tables.setdefault(table, {})[column] = dtype or ""
-        return cls(tables)
+        By default: the tables and views a query can name without a schema qualifier (SQLite's, DuckDB's
+        ``main``, PostgreSQL's ``public``). ``everything=True``: the base tables of every schema, views
+        left out (what :meth:`to_ddl` should recreate). Raises SQLError naming the database.
+        """
+        tables = introspect(db, timeout_s=timeout_s)
+        if everything:
+            return cls([t for t in tables if not t.view])
+        return cls([t for t in tables if t.namespace is None])
 
     # -- queries ------------------------------------------------------------------------------------
     def has_table(self, name: str) -> bool:
@@ -129,16 +111,11 @@ class Schema:
         """The mapping shape sqlglot's optimizer takes (types default to TEXT)."""
         return {t: {c: (ty or "TEXT") for c, ty in cols.items()} for t, cols in self.tables.items()}
 
-    def to_ddl(self, dialect: str = "sqlite") -> str:
-        """Render CREATE TABLE statements (what a prompt shows)."""
-        dialect = canonical_dialect(dialect)
-        out = []
-        for table, cols in self.tables.items():
-            defs = ", ".join(
-                f"{exp.to_identifier(c).sql(dialect=dialect)} {ty}".rstrip() for c, ty in cols.items()
-            )
-            out.append(f"CREATE TABLE {exp.to_identifier(table).sql(dialect=dialect)} ({defs});")
-        return "\n".join(out)
+    def to_ddl(self, dialect: str = "sqlite", *, style: SchemaStyle = "plain") -> str:
+        """CREATE TABLE statements (what a prompt shows), in one of the styles of
+        :mod:`sqltune.sql.schema.table`: ``plain`` (names and types, quoted for ``dialect``), ``full``
+        (with keys and NOT NULL) or ``compact`` (one line per table, the primary key inline)."""
+        return render_tables(self.defs, style, dialect)
 
     def __len__(self) -> int:
         return len(self.tables)
@@ -166,29 +143,4 @@ def _parse_leniently(text: str, dialect: str) -> list[exp.Expression]:
             out.extend(s for s in sqlglot.parse(chunk, read=dialect) if s is not None)
         except Exception as exc:  # noqa: BLE001
             log.debug("skipping unparseable DDL statement %r: %s", chunk[:80], exc)
-    return out
-
-
-_TOKEN = re.compile(r"""('(?:[^']|'')*'|"(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|--[^\n]*|/\*.*?\*/|;)""", re.S)
-
-
-def split_statements(text: str) -> list[str]:
-    """Split SQL text on semicolons outside quotes and comments; empty pieces are dropped.
-
-    A lexical splitter: it does not need the SQL to parse, so it also works on broken input.
-    (Dollar-quoted PostgreSQL bodies are not understood.)
-    """
-    pieces, buf = [], []
-    for part in _TOKEN.split(text):
-        if part == ";":
-            pieces.append("".join(buf))
-            buf = []
-        else:
-            buf.append(part)
-    pieces.append("".join(buf))
-    out = []
-    for p in pieces:
-        stripped = _TOKEN.sub(lambda m: "" if m.group(0).startswith(("--", "/*")) else m.group(0), p).strip()
-        if stripped:
-            out.append(p.strip())
     return out
