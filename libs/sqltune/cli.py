@@ -41,7 +41,10 @@ from sqltune.log import setup_logging
 
 # name -> ("module:function", one-line help). Keep sorted; other modules add their line here.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "gate": ("sqltune.pipeline.cli:register_gate", "Gate an evaluation report (gate.json) and promote on pass."),
     "k8s": ("sqltune.k8s.cli:register", "Run training/eval jobs and serving on Kubernetes (KubeRay)."),
+    "pipeline": ("sqltune.pipeline.cli:register_pipeline", "Train, export, evaluate, gate and promote in one run."),
+    "promote": ("sqltune.pipeline.cli:register_promote", "Point serving at a model URI (RayService or local Serve)."),
 }
 
 ENTRY_POINT_GROUP = "sqltune.commands"

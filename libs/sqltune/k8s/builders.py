@@ -30,6 +30,7 @@ Kind = Literal["train", "eval", "export", "pipeline"]
 
 NAMESPACE = "sqltune"
 SERVICE_ACCOUNT = "sqltune"
+PROMOTER_ACCOUNT = "sqltune-promoter"  # may patch the RayService (k8s/base/rbac-promoter.yaml); pipeline heads only
 PART_OF = "sqltune"
 S3_SECRET = "sqltune-s3"  # envFrom: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, ...
 API_SECRET = "sqltune-api"  # key API_SECRET_KEY -> env SQLTUNE_API_TOKEN on serving pods
@@ -52,6 +53,8 @@ CHECKOV_SKIPS: dict[str, str] = {
     "CKV_K8S_35": "boto3 and the Ray Serve app read AWS_* and SQLTUNE_API_TOKEN from the environment",
 }
 RAY_PROBES = "KubeRay injects its raylet/GCS health probes into Ray head and worker containers"
+PROMOTER_TOKEN = ("the pipeline's driver patches the RayService's serveConfigV2 when its gate passes; the Role "
+                  "bound to this account allows get/patch of RayServices in this namespace only")
 SUBMITTER_PROBES = "run-to-completion submitter pod (ray job submit); probes do not apply"
 
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -106,6 +109,9 @@ class JobSpec:
     backoff_limit: int = 0
     active_deadline_seconds: int | None = None
     entrypoint_num_gpus: float = 0  # the driver's GPUs (export runs in the driver): placed on a GPU worker
+    # The head (where the driver runs) as PROMOTER_ACCOUNT with its token mounted: the pipeline patches
+    # the RayService when its gate passes. Every other pod keeps the token-less SERVICE_ACCOUNT.
+    promoter: bool = False
     labels: dict[str, str] = field(default_factory=dict)
 
 
@@ -221,10 +227,12 @@ def _env_from() -> list[dict[str, Any]]:
     return [{"secretRef": {"name": S3_SECRET, "optional": True}}]
 
 
-def _annotations(probe_reason: str | None) -> dict[str, str]:
+def _annotations(probe_reason: str | None, token: bool = False) -> dict[str, str]:
     skips = dict(CHECKOV_SKIPS)
     if probe_reason:
         skips.update({"CKV_K8S_8": probe_reason, "CKV_K8S_9": probe_reason})
+    if token:
+        skips["CKV_K8S_38"] = PROMOTER_TOKEN
     return {f"checkov.io/skip{i}": f"{k}={v}" for i, (k, v) in enumerate(sorted(skips.items()), start=1)}
 
 
@@ -246,6 +254,7 @@ def pod_template(
     ports: list[dict[str, Any]] | None = None,
     probes: dict[str, Any] | None = None,
     no_probe_reason: str = RAY_PROBES,
+    promoter: bool = False,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": container_name,
@@ -262,15 +271,16 @@ def pod_template(
     if probes:
         container.update(probes)
     spec: dict[str, Any] = {
-        "serviceAccountName": SERVICE_ACCOUNT,
-        "automountServiceAccountToken": False,
+        "serviceAccountName": PROMOTER_ACCOUNT if promoter else SERVICE_ACCOUNT,
+        "automountServiceAccountToken": promoter,
         "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": _volumes(res, configmap),
     }
     _gpu_scheduling(spec, res.gpus)
     return {
-        "metadata": {"labels": dict(labels), "annotations": _annotations(None if probes else no_probe_reason)},
+        "metadata": {"labels": dict(labels),
+                     "annotations": _annotations(None if probes else no_probe_reason, token=promoter)},
         "spec": spec,
     }
 
@@ -310,10 +320,11 @@ def _cluster_spec(
     labels: dict[str, str],
     configmap: str | None,
     serving: bool,
+    promoter: bool = False,
 ) -> dict[str, Any]:
     head_tpl = pod_template(
         container_name="ray-head", image=image, pull_policy=pull_policy, res=head, labels=labels,
-        configmap=configmap, api_token=serving, ports=HEAD_PORTS,
+        configmap=configmap, api_token=serving, ports=HEAD_PORTS, promoter=promoter,
     )
     worker_tpl = pod_template(
         container_name="ray-worker", image=image, pull_policy=pull_policy, res=worker, labels=labels,
@@ -390,6 +401,7 @@ def build_rayjob(spec: JobSpec) -> dict[str, Any]:
         "rayClusterSpec": _cluster_spec(
             image=spec.image, pull_policy=spec.image_pull_policy, head=spec.head, worker=spec.worker,
             workers=spec.workers, labels=pod_labels, configmap=spec.configmap, serving=False,
+            promoter=spec.promoter,
         ),
     }
     if spec.active_deadline_seconds:

@@ -112,6 +112,13 @@ class Cluster:
             raise self._fail(f"patching {kind} {ns}/{meta['name']}", exc) from exc
         return "patched", out
 
+    def patch(self, kind: str, name: str, namespace: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Merge-patch a Ray custom object."""
+        try:
+            return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[kind], name, patch)
+        except self.ApiException as exc:
+            raise self._fail(f"patching {kind} {namespace}/{name}", exc) from exc
+
     def own(self, configmap: dict[str, Any], owner: dict[str, Any]) -> None:
         """Make ``configmap`` garbage-collected with ``owner`` (a created RayJob)."""
         meta = owner["metadata"]

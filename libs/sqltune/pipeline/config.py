@@ -65,6 +65,7 @@ class PipelineConfig(Config):
     export_overrides: list[str] = param([], "key=value overrides of the export preset.")
     eval_config: str = param("eval-tiny.yaml", "Evaluation preset, relative to this file's folder.")
     eval_overrides: list[str] = param([], "key=value overrides of the evaluation preset.")
+    presets_dir: str = param("", "Folder of the chained presets; empty: the pipeline config's own folder.")
     gate: GateConfig = param(GateConfig(), "Thresholds an artifact must meet to be served.")
     promote: PromoteConfig = param(PromoteConfig(), "Where a passing artifact is served.")
 
@@ -77,15 +78,16 @@ class PipelineConfig(Config):
                 if "=" not in item or item.startswith("="):
                     raise ConfigError(f"{name}: {item!r} is not key=value (for example train.max_steps=4)")
 
-    def stage_file(self, stage: str, config_dir: str | Path | None) -> Path:
+    def stage_file(self, stage: str, config_dir: str | Path | None = None) -> Path:
         """The preset file of ``stage``, resolved against the pipeline config's folder."""
         name = {"train": self.train_config, "export": self.export_config, "evaluate": self.eval_config}[stage]
         path = Path(name)
-        if not path.is_absolute() and config_dir is not None:
-            path = Path(config_dir) / path
+        folder = self.presets_dir or config_dir
+        if not path.is_absolute() and folder:
+            path = Path(folder) / path
         return path
 
-    def stage_config(self, stage: str, config_dir: str | Path | None) -> Any:
+    def stage_config(self, stage: str, config_dir: str | Path | None = None) -> Any:
         """The typed config of one stage: its preset, the pipeline's wiring, then its overrides."""
         from sqltune.evaluation.config import EvalConfig
         from sqltune.export.config import ExportConfig
