@@ -142,9 +142,9 @@ def _config_files(kind: str, path: Path, overrides: list[str]) -> dict[str, str]
     files = {path.name: path.read_text()}
     if kind == "pipeline":
         from sqltune.config import load_config
-        from sqltune.pipeline.config import PipelineConfig
+        from sqltune.k8s.placement import config_class
 
-        cfg = load_config(PipelineConfig, path, overrides)
+        cfg = load_config(config_class(b.ENTRYPOINT_MODULES[kind]), path, overrides)
         for stage, key in (("train", "train_config"), ("export", "export_config"), ("evaluate", "eval_config")):
             name = getattr(cfg, key)
             if Path(name).name != name:
