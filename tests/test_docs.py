@@ -23,6 +23,15 @@ def test_configuration_reference_is_current() -> None:
     )
 
 
+def test_every_entry_point_config_is_documented() -> None:
+    """Each class an entry point parses a config into (parse_cli / load_config) has a section."""
+    used = set()
+    for path in [*ROOT.glob("jobs/*.py"), *ROOT.glob("scripts/*.py"), *(ROOT / "libs").rglob("*.py")]:
+        used |= set(re.findall(r"\b(?:parse_cli|load_config)\(([A-Z]\w*)", path.read_text()))
+    documented = {s.cls.__name__ for s in configdoc.SECTIONS}
+    assert used <= documented, f"config classes without a section in sqltune.configdoc.SECTIONS: {used - documented}"
+
+
 def test_configdoc_check_flags_a_stale_file(tmp_path, capsys) -> None:
     stale = tmp_path / "configuration.md"
     stale.write_text(configdoc.render().replace("| `decode_chunk` |", "| `decode_chunks` |"))

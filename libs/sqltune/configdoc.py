@@ -21,6 +21,7 @@ from sqltune.config import FieldDoc, field_docs
 from sqltune.evaluation.config import EvalConfig
 from sqltune.export.config import ExportConfig
 from sqltune.models.tiny import TinyModelConfig
+from sqltune.pipeline.config import PipelineConfig
 from sqltune.serving.config import ServeArgs
 from sqltune.train.config import TrainConfig
 
@@ -35,13 +36,17 @@ class Section:
 
 SECTIONS = (
     Section("Training", TrainConfig, "python -m jobs.train --config jobs/configs/tiny.yaml [key=value ...]",
-            "Presets: `jobs/configs/*.yaml` other than `export-*`, `eval-*` and `tiny-base`. See "
+            "Presets: `jobs/configs/*.yaml` other than `export-*`, `eval-*`, `pipeline-*` and `tiny-base`. See "
             "[training.md](training.md)."),
     Section("Export", ExportConfig, "python -m jobs.export --config jobs/configs/export-tiny.yaml [key=value ...]",
             "Presets: `jobs/configs/export-*.yaml`. See [export.md](export.md)."),
     Section("Evaluation", EvalConfig, "python -m jobs.evaluate --config jobs/configs/eval-tiny.yaml [key=value ...]",
             "Presets: `jobs/configs/eval-*.yaml`. `variants[].x` is field `x` of each entry of the `variants` "
             "list. See [evaluation.md](evaluation.md)."),
+    Section("Pipeline", PipelineConfig,
+            "python -m jobs.pipeline --config jobs/configs/pipeline-tiny.yaml [key=value ...]",
+            "Preset: `jobs/configs/pipeline-tiny.yaml`. The training, export and evaluation presets it names are "
+            "read with their own classes (above); this section is the chaining, the gate and the promotion."),
     Section("Serving", ServeArgs, "serve run serve.app:build_app model_uri=... [key=value ...]",
             "The `args` block of [`serve/config.yaml`](../serve/config.yaml) (`serve deploy`, and the RayService's "
             "`serveConfigV2`). See [http-api.md](http-api.md)."),
