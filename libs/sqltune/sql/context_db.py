@@ -26,19 +26,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import sqlglot
+
 from sqltune.errors import SQLError
 from sqltune.sql._dialects import canonical_dialect
-from sqltune.sql.execute import (
-    _SQLITE_DENIED_FUNCTIONS,
-    _SQLITE_MAX_LENGTH,
-    ExecResult,
-    _finish,
-    _message,
-    _sqlite_authorizer,
-    classify_sqlite,
-)
-from sqltune.sql.match import MatchResult, gold_is_ordered, results_equal
+from sqltune.sql.analyze import analyze
+from sqltune.sql.compare import transpile
+from sqltune.sql.match import MatchResult, execution_match, gold_is_ordered, results_equal
+from sqltune.sql.result import ExecResult, capped_result, error_message
 from sqltune.sql.schema import split_statements
+from sqltune.sql.sqlite_sandbox import SQLITE_DENIED_FUNCTIONS, SQLITE_MAX_LENGTH, classify_sqlite, sqlite_authorizer
 
 MAX_CONTEXT_STATEMENTS = 2000
 MAX_CONTEXT_BYTES = 2_000_000
@@ -67,7 +64,7 @@ def _build_authorizer(action: int, arg1: str | None, arg2: str | None, dbname: s
                       source: str | None) -> int:
     if action not in _BUILD_ALLOWED:
         return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _SQLITE_DENIED_FUNCTIONS:
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in SQLITE_DENIED_FUNCTIONS:
         return sqlite3.SQLITE_DENY
     if dbname not in (None, "main", "temp"):
         return sqlite3.SQLITE_DENY
@@ -94,7 +91,7 @@ def _limited_connection(timeout_s: float) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     if hasattr(conn, "enable_load_extension"):
         conn.enable_load_extension(False)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _SQLITE_MAX_LENGTH)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_LENGTH)
     conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     conn.execute("PRAGMA temp_store = MEMORY")
     deadline = time.monotonic() + timeout_s
@@ -108,14 +105,12 @@ def _apply(conn: sqlite3.Connection, stmt: str, dialect: str) -> str | None:
         conn.execute(stmt)
         return None
     except sqlite3.Error as exc:
-        first = _message(exc)
+        first = error_message(exc)
     except sqlite3.Warning as exc:  # more than one statement in a piece the splitter could not separate
-        return _message(exc)
+        return error_message(exc)
     if "interrupted" in first.lower():
         return first
     try:
-        import sqlglot
-
         rewritten = sqlglot.transpile(stmt, read=None if dialect == "sqlite" else dialect, write="sqlite")
     except Exception:  # noqa: BLE001 - sqlglot cannot read it either: keep SQLite's message
         return first
@@ -188,17 +183,17 @@ def _run_on_image(sql: str, image: bytes, timeout_s: float, max_rows: int) -> Ex
     try:
         conn.set_progress_handler(None, 0)
         conn.deserialize(image)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _SQLITE_MAX_LENGTH)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_LENGTH)
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA query_only = ON")
-        conn.set_authorizer(_sqlite_authorizer)
+        conn.set_authorizer(sqlite_authorizer)
         deadline = time.monotonic() + timeout_s
         conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
         cur = conn.execute(sql)
         columns = [d[0] for d in cur.description or []]
         rows = cur.fetchmany(max_rows + 1) if cur.description else []
-        return _finish([tuple(r) for r in rows], columns, max_rows)
+        return capped_result([tuple(r) for r in rows], columns, max_rows)
     finally:
         conn.close()
 
@@ -216,8 +211,6 @@ def execute_in_context(
 
     Never raises for problems of the query or of the context: a context that yields no database comes back
     as an ExecResult with category ``runtime`` and the reason."""
-    from sqltune.sql.analyze import analyze
-
     dialect = canonical_dialect(dialect) if dialect is not None else "sqlite"
     start = time.monotonic()
 
@@ -240,8 +233,6 @@ def execute_in_context(
                                    category="not_read_only"))
         if dialect != "sqlite":
             try:
-                from sqltune.sql.compare import transpile
-
                 run_sql = transpile(sql, dialect, "sqlite")
             except Exception as exc:  # noqa: BLE001
                 return done(ExecResult(error=f"cannot transpile {dialect} to sqlite: {exc}", category="syntax"))
@@ -252,7 +243,7 @@ def execute_in_context(
     try:
         res = _run_on_image(run_sql, db.image, timeout_s, max_rows)
     except Exception as exc:  # noqa: BLE001 - any driver error is a result
-        res = ExecResult(error=_message(exc), category=classify_sqlite(exc))  # type: ignore[arg-type]
+        res = ExecResult(error=error_message(exc), category=classify_sqlite(exc))
     return done(res)
 
 
@@ -298,8 +289,6 @@ def match_anywhere(
     """Execution match on ``db`` when there is one, else on the database of ``context`` when it has DDL;
     None when neither exists (the caller falls back to structural comparison)."""
     if db:
-        from sqltune.sql.match import execution_match
-
         return execution_match(pred_sql, gold_sql, db=db, dialect=dialect, timeout_s=timeout_s,
                                float_tol=float_tol, max_rows=max_rows, gold_result=gold_result)
     if has_context(context):

@@ -30,7 +30,8 @@ from sqltune.sql._dialects import DUCKDB_CONFIG, canonical_dialect, engine_of
 from sqltune.sql.analyze import analyze
 from sqltune.sql.compare import transpile
 from sqltune.sql.postgres import classify_postgres, run_readonly
-from sqltune.sql.result import CATEGORIES, Category, ExecResult, capped_result
+from sqltune.sql.result import CATEGORIES, Category, ExecResult, capped_result, error_message
+from sqltune.sql.sqlite_sandbox import SQLITE_MAX_LENGTH, classify_sqlite, sqlite_authorizer
 
 __all__ = ["CATEGORIES", "Category", "DUCKDB_CONFIG", "ExecResult", "execute", "classify_sqlite", "classify_duckdb"]
 
@@ -92,7 +93,7 @@ def _run_unchecked(sql: str, *, db: Any, engine: str | None = None, timeout_s: f
     except SQLError:
         raise
     except Exception as exc:  # noqa: BLE001 - any driver error is a result, not an exception
-        result = ExecResult(error=_message(exc), category=_classify(engine, exc))
+        result = ExecResult(error=error_message(exc), category=_classify(engine, exc))
     result.engine = engine
     return _done(result, start)
 
@@ -110,27 +111,6 @@ def _existing_file(db: Any) -> Path:
 
 
 # -- SQLite ------------------------------------------------------------------------------------------
-_SQLITE_ALLOWED_ACTIONS = {
-    sqlite3.SQLITE_SELECT,
-    sqlite3.SQLITE_READ,
-    sqlite3.SQLITE_FUNCTION,
-    getattr(sqlite3, "SQLITE_RECURSIVE", 33),
-}
-_SQLITE_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"}
-_SQLITE_MAX_LENGTH = 50_000_000  # bytes in one string/blob value (zeroblob(1e9) and friends)
-
-
-def _sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, dbname: str | None,
-                       source: str | None) -> int:
-    if action not in _SQLITE_ALLOWED_ACTIONS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _SQLITE_DENIED_FUNCTIONS:
-        return sqlite3.SQLITE_DENY
-    if action == sqlite3.SQLITE_READ and dbname not in (None, "main", "temp"):
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
-
-
 def _run_sqlite(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResult:
     path = _existing_file(db)
     # mode=ro: the file is opened read-only and never created; no journal is written.
@@ -145,11 +125,11 @@ def _run_sqlite(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResul
         if hasattr(conn, "enable_load_extension"):
             conn.enable_load_extension(False)
         if hasattr(conn, "setlimit"):
-            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _SQLITE_MAX_LENGTH)
+            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_LENGTH)
             conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         conn.execute("PRAGMA temp_store = MEMORY")  # sorts/temp b-trees never touch the disk
         conn.execute("PRAGMA query_only = ON")
-        conn.set_authorizer(_sqlite_authorizer)
+        conn.set_authorizer(sqlite_authorizer)
         deadline = time.monotonic() + timeout_s
         conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
         cur = conn.execute(sql)
@@ -199,7 +179,7 @@ def _run_duckdb(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResul
             rows = cur.fetchmany(max_rows + 1) if cur.description else []
         except Exception as exc:
             if timed_out.is_set():
-                return ExecResult(error=f"timed out after {timeout_s:g}s ({_message(exc)})", category="timeout")
+                return ExecResult(error=f"timed out after {timeout_s:g}s ({error_message(exc)})", category="timeout")
             raise
         return capped_result([tuple(r) for r in rows], columns, max_rows)
     finally:
@@ -220,43 +200,12 @@ def _run_postgres(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecRes
 
 
 # -- error classification ----------------------------------------------------------------------------
-def _message(exc: BaseException) -> str:
-    """One-line error text: the exception type plus its message without DuckDB's caret excerpt."""
-    text = str(exc).strip() or type(exc).__name__
-    text = text.split("\nLINE ")[0]
-    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
-    return f"{type(exc).__name__}: {text}"
-
-
 def _classify(engine: str, exc: BaseException) -> str:
     if engine == "sqlite":
         return classify_sqlite(exc)
     if engine == "duckdb":
         return classify_duckdb(exc)
     return classify_postgres(exc)
-
-
-def classify_sqlite(exc: BaseException) -> str:
-    msg = str(exc).lower()
-    if "interrupted" in msg:
-        return "timeout"
-    if "no such table" in msg or "no such column" in msg:
-        return "unknown_identifier"
-    if "syntax error" in msg or "incomplete input" in msg or "unrecognized token" in msg:
-        return "syntax"
-    if (
-        "not authorized" in msg
-        or "authorization denied" in msg
-        or "readonly database" in msg
-        or "read-only" in msg
-        or "prohibited" in msg
-        or "one statement at a time" in msg
-        or "query_only" in msg
-    ):
-        return "not_read_only"
-    if isinstance(exc, sqlite3.Warning):  # e.g. "You can only execute one statement at a time."
-        return "not_read_only"
-    return "runtime"
 
 
 def classify_duckdb(exc: BaseException) -> str:

@@ -37,3 +37,11 @@ def capped_result(rows: list[tuple], columns: list[str], max_rows: int) -> ExecR
         return ExecResult(rows=rows[:max_rows], columns=columns, truncated=True, category="too_many_rows",
                           error=f"the query returned more than max_rows={max_rows} rows")
     return ExecResult(rows=rows, columns=columns)
+
+
+def error_message(exc: BaseException) -> str:
+    """One-line error text: the exception type plus its message without DuckDB's caret excerpt."""
+    text = str(exc).strip() or type(exc).__name__
+    text = text.split("\nLINE ")[0]
+    text = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return f"{type(exc).__name__}: {text}"
