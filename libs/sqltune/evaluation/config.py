@@ -8,7 +8,8 @@ from typing import Literal
 
 from sqltune.config import Config, param
 from sqltune.data.spec import DatasetSpec
-from sqltune.errors import ConfigError
+from sqltune.errors import ConfigError, SQLError
+from sqltune.sql import canonical_dialect
 
 VariantKind = Literal["base", "adapter", "merged", "int8", "nf4", "http"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
@@ -36,11 +37,9 @@ class DatasetConfig(DatasetSpec):
     def validate(self) -> None:
         super().validate()
         if self.dialect is not None:
-            from sqltune.sql import canonical_dialect
-
             try:
                 self.dialect = canonical_dialect(self.dialect)
-            except Exception as exc:  # noqa: BLE001 - SQLError names the valid choices
+            except SQLError as exc:  # it names the valid choices
                 raise ConfigError(f"dialect: {exc}") from None
 
 

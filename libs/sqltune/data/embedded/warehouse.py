@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.sql.schema import quote_ident
 from sqltune.errors import ConfigError, SQLError, missing
+from sqltune.sql import schema
 
 DIALECTS = ("sqlite", "duckdb", "postgres")
 
@@ -101,25 +101,38 @@ def _check_dialect(dialect: str) -> None:
         raise SQLError(f"unknown dialect {dialect!r}; expected one of {', '.join(DIALECTS)}")
 
 
-def table_ddl(name: str, dialect: str = "sqlite", *, compact: bool = False) -> str:
-    """CREATE TABLE text of one table; ``compact`` gives the one-line prompt form (no NOT NULL/FKs)."""
+def schema_table(name: str, dialect: str = "sqlite") -> schema.Table:
+    """One warehouse table in the schema model of :mod:`sqltune.sql.schema` (types of ``dialect``)."""
     _check_dialect(dialect)
     table = _BY_NAME[name]
+    return schema.Table(
+        name=name,
+        columns=[schema.Column(c.name, _TYPES[c.type][dialect], not c.nullable) for c in table.columns],
+        primary_key=[c.name for c in table.columns if c.pk],
+    )
+
+
+def table_ddl(name: str, dialect: str = "sqlite", *, compact: bool = False) -> str:
+    """CREATE TABLE text of one table; ``compact`` gives the one-line prompt form (no NOT NULL/FKs).
+
+    The compact form is the schema model's ``compact`` style, so prompts built from this text and from
+    ``ddl_from_database(style="compact")`` of the built warehouse are identical. The full form is the
+    warehouse's creation DDL, with its constraints inline.
+    """
+    if compact:
+        return schema_table(name, dialect).render("compact")
+    _check_dialect(dialect)
     parts = []
-    for col in table.columns:
-        # Quoted as sqltune.sql.schema renders a live database, so prompts built from this text and from
-        # `ddl_from_database(style="compact")` of the built warehouse are identical.
-        text = f"{quote_ident(col.name)} {_TYPES[col.type][dialect]}"
+    for col in _BY_NAME[name].columns:
+        text = f"{schema.quote_ident(col.name)} {_TYPES[col.type][dialect]}"
         if col.pk:
             text += " PRIMARY KEY"
-        elif not compact:
+        else:
             if not col.nullable:
                 text += " NOT NULL"
             if col.references:
                 text += f" REFERENCES {col.references}"
         parts.append(text)
-    if compact:
-        return f"CREATE TABLE {name} ({', '.join(parts)});"
     body = ",\n  ".join(parts)
     return f"CREATE TABLE {name} (\n  {body}\n);"
 
