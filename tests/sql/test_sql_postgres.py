@@ -73,3 +73,16 @@ def test_schema_from_postgres(pg_dbs):
 
     schema = Schema.from_db(pg_dbs[1])
     assert list(schema.columns("t")) == ["a", "b"]
+
+
+def test_unreachable_server_is_a_named_error_without_the_password():
+    from sqltune.errors import SQLError
+    from sqltune.sql import Schema
+    from sqltune.sql.postgres import create_database, ensure_readonly_role
+
+    dsn = "postgresql://postgres:secret@127.0.0.1:1/postgres"
+    for call in (lambda: create_database(dsn, "x"), lambda: ensure_readonly_role(dsn, "x"),
+                 lambda: Schema.from_db(dsn)):
+        with pytest.raises(SQLError, match=r"PostgreSQL .*postgres@127\.0\.0\.1:1/") as err:
+            call()
+        assert "secret" not in str(err.value)

@@ -28,6 +28,21 @@ def _psycopg():
     return psycopg
 
 
+def connect(dsn: str, **kwargs: Any) -> Any:
+    """``psycopg.connect(dsn, **kwargs)``; a server that cannot be reached (down, bad DSN, bad credentials)
+    raises SQLError naming it, password left out."""
+    psycopg = _psycopg()
+    kwargs.setdefault("connect_timeout", 10)
+    try:
+        return psycopg.connect(dsn, **kwargs)
+    except psycopg.OperationalError as exc:
+        raise SQLError(f"cannot connect to PostgreSQL at {_safe(dsn)}: {_first_line(exc)}") from exc
+
+
+def _safe(dsn: str) -> str:
+    return dsn_with(dsn, password="") if dsn.startswith(("postgresql://", "postgres://")) else "<conninfo>"
+
+
 def _check_name(name: str, what: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise SQLError(f"invalid PostgreSQL {what} name {name!r}: use letters, digits and _ (max 63)")
@@ -69,7 +84,7 @@ def create_database(admin_dsn: str, name: str, *, drop_existing: bool = False) -
     """
     psycopg = _psycopg()
     _check_name(name, "database")
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+    with connect(admin_dsn, autocommit=True) as conn:
         if drop_existing:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
@@ -82,9 +97,8 @@ def create_database(admin_dsn: str, name: str, *, drop_existing: bool = False) -
 
 
 def drop_database(admin_dsn: str, name: str) -> None:
-    psycopg = _psycopg()
     _check_name(name, "database")
-    with psycopg.connect(admin_dsn, autocommit=True, connect_timeout=10) as conn:
+    with connect(admin_dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
@@ -105,7 +119,7 @@ def ensure_readonly_role(admin_dsn: str, database: str, *, role: str = READONLY_
     _check_name(database, "database")
     _check_name(schema, "schema")
     r, d, s = psql.Identifier(role), psql.Identifier(database), psql.Identifier(schema)
-    with psycopg.connect(dsn_with(admin_dsn, dbname=database), autocommit=True, connect_timeout=10) as conn:
+    with connect(dsn_with(admin_dsn, dbname=database), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
         if not exists:
             try:
@@ -142,7 +156,7 @@ def read_catalog(dsn: str, *, timeout_s: float = 10.0) -> tuple[list[tuple], lis
     """
     psycopg = _psycopg()
     try:
-        with psycopg.connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
+        with connect(dsn, connect_timeout=max(1, int(timeout_s))) as conn:
             columns = conn.execute(_CATALOG_COLUMNS).fetchall()
             keys = conn.execute(_CATALOG_KEYS).fetchall()
             conn.rollback()
@@ -194,13 +208,9 @@ def run_readonly(sql: str, dsn: str, *, timeout_s: float = 5.0, max_rows: int = 
     """
     psycopg = _psycopg()
     ms = max(1, int(timeout_s * 1000))
-    try:
-        conn = psycopg.connect(dsn, autocommit=False, connect_timeout=max(2, int(timeout_s) + 1),
-                               options=f"-c statement_timeout={ms} -c lock_timeout={ms} "
-                                       f"-c idle_in_transaction_session_timeout={ms + 5000}")
-    except psycopg.OperationalError as exc:  # server down, bad DSN, auth: not a problem of the query
-        safe = dsn_with(dsn, password="") if dsn.startswith(("postgresql://", "postgres://")) else "<conninfo>"
-        raise SQLError(f"cannot connect to PostgreSQL at {safe}: {_first_line(exc)}") from exc
+    conn = connect(dsn, autocommit=False, connect_timeout=max(2, int(timeout_s) + 1),
+                   options=f"-c statement_timeout={ms} -c lock_timeout={ms} "
+                           f"-c idle_in_transaction_session_timeout={ms + 5000}")
     timed_out = threading.Event()
 
     def _cancel() -> None:  # backstop if the server-side timeout does not fire (e.g. slow fetch)
@@ -250,7 +260,7 @@ def _warn_if_superuser(conn: Any, dsn: str) -> None:
         superuser = conn.info.parameter_status("is_superuser") == "on"
     except Exception:  # noqa: BLE001
         return
-    key = dsn_with(dsn, password="") if dsn.startswith(("postgresql://", "postgres://")) else "conninfo"
+    key = _safe(dsn)
     if superuser and key not in _warned:
         _warned.add(key)
         log.warning(

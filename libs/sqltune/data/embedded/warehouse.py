@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.errors import ConfigError, SQLError, missing
-from sqltune.sql import schema
+from sqltune.errors import ConfigError, SQLError
+from sqltune.sql import postgres, schema
 
 DIALECTS = ("sqlite", "duckdb", "postgres")
 
@@ -527,35 +527,17 @@ def write_duckdb(path: str | Path, wh: Warehouse | None = None, *, seed: int = 0
     return path
 
 
-def _with_dbname(dsn: str, dbname: str) -> str:
-    base, sep, tail = dsn.rpartition("/")
-    if not sep or "://" not in dsn or base.endswith("/"):
-        raise SQLError(f"cannot derive a database DSN from {dsn!r}; expected postgresql://user@host:port/db")
-    query = ""
-    if "?" in tail:
-        query = "?" + tail.split("?", 1)[1]
-    return f"{base}/{dbname}{query}"
-
-
 def load_postgres(admin_dsn: str, dbname: str = "sqltune_warehouse", wh: Warehouse | None = None, *,
                   seed: int = 0, replace: bool = True) -> str:
     """Create ``dbname`` on the server of ``admin_dsn`` if needed, (re)create the tables and COPY the rows.
 
     Returns the DSN of the loaded database.
     """
-    try:
-        import psycopg
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise missing("psycopg", "postgres") from exc
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", dbname):
         raise ConfigError(f"postgres database name {dbname!r} is invalid; use letters, digits and _ (max 63)")
     wh = wh or generate(seed)
-    with psycopg.connect(admin_dsn, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{dbname}"')
-    dsn = _with_dbname(admin_dsn, dbname)
-    with psycopg.connect(dsn) as conn:
+    dsn = postgres.create_database(admin_dsn, dbname)
+    with postgres.connect(dsn) as conn:
         with conn.cursor() as cur:
             if replace:
                 for table in reversed(TABLES):
