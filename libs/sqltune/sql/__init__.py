@@ -6,8 +6,13 @@ Pure Python plus sqlglot/duckdb (psycopg lazily, for PostgreSQL); never imports 
 - :func:`execute` - run one read-only query on SQLite/DuckDB/PostgreSQL inside a sandbox.
 - :func:`execution_match` - execution accuracy with multiset/ordered comparison and float tolerance.
 - :func:`normalize`, :func:`exact_match`, :func:`ast_equivalent`, :func:`transpile`.
-- :class:`Schema` - tables -> typed columns, from DDL, a mapping or a live database.
+- :class:`Schema` - tables -> typed columns (plus keys), from DDL, a mapping or a live database, rendered in
+  the ``plain``/``full``/``compact`` styles: the one schema model, :mod:`sqltune.sql.schema`.
 - :mod:`sqltune.sql.postgres` - create_database, ensure_readonly_role (import it explicitly).
+- :mod:`sqltune.sql.context_db` - execution on an in-memory SQLite built from a context's CREATE/INSERT text.
+
+Modules, lowest first (none imports one above it): ``_dialects``, ``result`` < ``sqlite_sandbox``,
+``postgres`` < ``schema`` < ``analyze`` < ``compare`` < ``execute`` < ``match`` < ``context_db``.
 """
 
 from __future__ import annotations
