@@ -11,41 +11,65 @@ import asyncio
 import httpx
 import pytest
 
-from sqltune.serving.api import BackendTimeout, Overloaded, create_app
+from sqltune.serving.api import create_app
+from sqltune.serving.backend import BackendTimeout, Overloaded
 from sqltune.serving.config import ServeArgs
+from sqltune.serving.protocol import (
+    ChatGeneration,
+    Completion,
+    Rejection,
+    ReplicaInfo,
+    SqlGeneration,
+    StreamDelta,
+    StreamEnd,
+)
 
 SCHEMA = "CREATE TABLE t (a INTEGER);"
 
 
 class FakeBackend:
+    """A backend that misbehaves on demand (slow, overloaded) or refuses like a replica (rejecting)."""
+
     def __init__(self, mode: str = "ok"):
         self.mode = mode
+        self.requests: list = []
 
-    async def call(self, method, payload=None, *, timeout=None):
-        if method == "info":
-            return {"ready": True, "model": "fake"}
+    async def _misbehave(self, timeout):
         if self.mode == "slow":
             try:
                 await asyncio.wait_for(asyncio.sleep(30), timeout)
             except asyncio.TimeoutError:
-                raise BackendTimeout(method) from None
+                raise BackendTimeout("slow") from None
         if self.mode == "overloaded":
             raise Overloaded("queue full")
-        if method == "sql":
-            return {
-                "text": "SELECT a FROM t;",
-                "finish_reason": "stop",
-                "prompt_tokens": 10,
-                "completion_tokens": 4,
-                "model": "fake",
-            }
-        return {"text": "hi", "finish_reason": "stop", "prompt_tokens": 3, "completion_tokens": 1}
 
-    async def stream(self, method, payload, *, timeout=None):
+    async def sql(self, request: SqlGeneration, *, timeout=None):
+        self.requests.append(request)
+        await self._misbehave(timeout)
+        if self.mode == "rejecting":
+            return Rejection(400, "schema", "the prompt is 9999 tokens; the limit is 10", "too_long")
+        return Completion("SELECT a FROM t;", "stop", prompt_tokens=10, completion_tokens=4, model="fake")
+
+    async def chat(self, request: ChatGeneration, *, timeout=None):
+        self.requests.append(request)
+        await self._misbehave(timeout)
+        return Completion("hi", "stop", prompt_tokens=3, completion_tokens=1, model="fake")
+
+    async def chat_stream(self, request: ChatGeneration, *, timeout=None):
+        self.requests.append(request)
         if self.mode == "overloaded":
             raise Overloaded("queue full")
-        yield {"delta": "hi"}
-        yield {"finish_reason": "stop", "usage": {"prompt_tokens": 3, "completion_tokens": 1}}
+        if self.mode == "rejecting":
+            yield Rejection(400, "messages", "the prompt is 9999 tokens; the limit is 10", "context_length_exceeded")
+            return
+        yield StreamDelta("hi")
+        yield StreamEnd("stop", prompt_tokens=3, completion_tokens=1)
+
+    async def info(self, *, timeout=None):
+        return ReplicaInfo("fake", True, "generate", "cpu", {}, "", 0.0)
+
+    async def stats(self, *, timeout=None):
+        return {"requests": 0}
 
 
 def client_for(backend, monkeypatch, **overrides) -> httpx.AsyncClient:
@@ -78,6 +102,54 @@ def test_open_without_token_and_sql_shape(monkeypatch):
                 "prompt_tokens": 10,
                 "completion_tokens": 4,
             }
+
+    run(go())
+
+
+def test_typed_requests_reach_the_replica(monkeypatch):
+    """The ingress sends typed requests: lengths unresolved (the replica checks them), messages as text."""
+    backend = FakeBackend()
+
+    async def go():
+        async with client_for(backend, monkeypatch) as c:
+            r = await c.post("/v1/sql", json={"question": "q", "schema": SCHEMA, "evidence": "e"})
+            assert r.status_code == 200, r.text
+            messages = [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "h"}, {"type": "text", "text": "i"}]},
+            ]
+            r = await c.post(
+                "/v1/chat/completions", json={"messages": messages, "max_completion_tokens": 7, "stop": "x"}
+            )
+            assert r.status_code == 200, r.text
+            assert r.json()["choices"][0]["message"]["content"] == "hi"
+            r = await c.post("/v1/chat/completions", json={"messages": messages, "stream": True})
+            assert r.status_code == 200 and r.text.endswith("data: [DONE]\n\n")
+            assert (await c.get("/readyz")).json()["engine"] == "generate"
+
+    run(go())
+    sql, chat, stream = backend.requests
+    assert sql == SqlGeneration("q", SCHEMA, "sqlite", evidence="e", max_new_tokens=None)
+    assert [(m.role, m.content) for m in chat.messages] == [("system", "be brief"), ("user", "hi")]
+    assert (chat.max_tokens, chat.max_tokens_param, chat.stop) == (7, "max_completion_tokens", ("x",))
+    assert (stream.max_tokens, stream.max_tokens_param) == (None, "max_tokens")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_rejection_is_the_replicas_4xx(monkeypatch, stream):
+    async def go():
+        async with client_for(FakeBackend("rejecting"), monkeypatch) as c:
+            if stream:
+                body = {"messages": [{"role": "user", "content": "x"}], "stream": True}
+                r = await c.post("/v1/chat/completions", json=body)
+                param, code = "messages", "context_length_exceeded"
+            else:
+                r = await c.post("/v1/sql", json={"question": "q", "schema": SCHEMA})
+                param, code = "schema", "too_long"
+            assert r.status_code == 400, r.text
+            err = r.json()["error"]
+            assert (err["param"], err["code"], err["type"]) == (param, code, "invalid_request_error")
+            assert "the limit is 10" in err["message"]
 
     run(go())
 

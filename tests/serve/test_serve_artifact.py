@@ -10,15 +10,14 @@ from serve_helpers import PAIRS, SHOP_SCHEMA
 
 from sqltune.errors import IntegrityError
 from sqltune.serving.config import ServeArgs
+from sqltune.serving.protocol import Completion, Rejection, SqlGeneration
 from sqltune.serving.replica import ModelServer
 
 ARGS = {"max_batch_size": 2, "warmup": False, "default_max_new_tokens": 24, "max_new_tokens_cap": 32}
 
 
-def _ask(server: ModelServer, question: str) -> dict:
-    return asyncio.run(
-        server.sql({"question": question, "schema": SHOP_SCHEMA, "dialect": "sqlite", "max_new_tokens": 24})
-    )
+def _ask(server: ModelServer, question: str, max_new_tokens: int | None = 24) -> Completion | Rejection:
+    return asyncio.run(server.sql(SqlGeneration(question, SHOP_SCHEMA, "sqlite", max_new_tokens=max_new_tokens)))
 
 
 def test_serves_a_published_s3_artifact(taught_model, s3_prefix, tmp_path, monkeypatch):
@@ -30,12 +29,14 @@ def test_serves_a_published_s3_artifact(taught_model, s3_prefix, tmp_path, monke
     server = ModelServer(ServeArgs.from_args({"model_uri": uri, **ARGS}))
     try:
         assert server.name == "serve-test-merged"
-        assert server.info()["artifact"]["kind"] == "merged"
+        assert server.info().artifact["kind"] == "merged"
         out = _ask(server, PAIRS[0][0])
-        assert (
-            out["text"].strip() == PAIRS[0][1]
-        )  # the artifact's prompt template reproduces training's prompt
-        assert out["finish_reason"] == "stop"
+        assert isinstance(out, Completion)
+        assert out.text.strip() == PAIRS[0][1]  # the artifact's prompt template reproduces training's prompt
+        assert out.finish_reason == "stop" and out.model == "serve-test-merged"
+        # A request over a limit comes back as a value naming the field, not as an exception.
+        refused = _ask(server, PAIRS[0][0], max_new_tokens=33)
+        assert refused == Rejection(422, "max_new_tokens", "max_new_tokens is 33; the limit is 32", "too_large")
     finally:
         server.shutdown()
 

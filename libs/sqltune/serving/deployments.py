@@ -1,7 +1,9 @@
 """Ray Serve deployments: ``SQLModel`` (the model replica) and ``APIIngress`` (FastAPI), and build_app.
 
-``serve/config.yaml`` names these deployments; its ``deployments:`` section overrides the defaults set
-here (replicas, autoscaling, ``max_ongoing_requests``, ``max_queued_requests``, GPUs per replica).
+The ingress reaches the replicas through :class:`RayModelBackend`, whose typed methods are those of
+:mod:`sqltune.serving.protocol`. ``serve/config.yaml`` names these deployments; its ``deployments:``
+section overrides the defaults set here (replicas, autoscaling, ``max_ongoing_requests``,
+``max_queued_requests``, GPUs per replica).
 """
 
 from __future__ import annotations
@@ -12,19 +14,29 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from sqltune.log import setup_logging
-from sqltune.serving.api import BackendFailure, BackendTimeout, Overloaded, create_app
+from sqltune.serving.api import create_app
+from sqltune.serving.backend import BackendFailure, BackendTimeout, Overloaded
 from sqltune.serving.config import ServeArgs
+from sqltune.serving.metrics import EngineMetrics
+from sqltune.serving.protocol import (
+    ChatGeneration,
+    Completion,
+    Rejection,
+    ReplicaInfo,
+    SqlGeneration,
+    StreamEnd,
+    StreamItem,
+)
 
 log = logging.getLogger(__name__)
 
 
 def _translate(exc: BaseException) -> BaseException:
-    from ray.exceptions import RayActorError, RayTaskError
-    from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-
     if isinstance(exc, BackPressureError):
         return Overloaded(getattr(exc, "message", str(exc)))
     if isinstance(exc, DeploymentUnavailableError):
@@ -36,29 +48,43 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
+async def _answer(response: DeploymentResponse, what: str, timeout: float | None) -> Any:
+    """Await a replica's answer under ``timeout``; Ray's errors become the backend's."""
+
+    async def wait():
+        return await response
+
+    try:
+        return await asyncio.wait_for(wait(), timeout)
+    except (asyncio.TimeoutError, TimeoutError):
+        response.cancel()
+        raise BackendTimeout(what) from None
+    except Exception as exc:  # noqa: BLE001
+        raise _translate(exc) from None
+
+
 class RayModelBackend:
-    """The ingress's view of the SQLModel deployment; Ray errors become the API's own exceptions."""
+    """The ingress's :class:`~sqltune.serving.backend.Backend` over the SQLModel deployment handle."""
 
     def __init__(self, handle: DeploymentHandle):
         self.handle = handle
 
-    async def call(self, method: str, payload: Any = None, *, timeout: float | None = None) -> Any:
-        method_handle = getattr(self.handle, method)
-        response = method_handle.remote(payload) if payload is not None else method_handle.remote()
+    async def sql(self, request: SqlGeneration, *, timeout: float | None = None) -> Completion | Rejection:
+        return await _answer(self.handle.sql.remote(request), "sql", timeout)
 
-        async def wait():
-            return await response
+    async def chat(self, request: ChatGeneration, *, timeout: float | None = None) -> Completion | Rejection:
+        return await _answer(self.handle.chat.remote(request), "chat", timeout)
 
-        try:
-            return await asyncio.wait_for(wait(), timeout)
-        except (asyncio.TimeoutError, TimeoutError):
-            response.cancel()
-            raise BackendTimeout(method) from None
-        except Exception as exc:  # noqa: BLE001
-            raise _translate(exc) from None
+    async def info(self, *, timeout: float | None = None) -> ReplicaInfo:
+        return await _answer(self.handle.info.remote(), "info", timeout)
 
-    async def stream(self, method: str, payload: Any, *, timeout: float | None = None) -> AsyncIterator[Any]:
-        gen = getattr(self.handle.options(stream=True), method).remote(payload)
+    async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return await _answer(self.handle.stats.remote(), "stats", timeout)
+
+    async def chat_stream(
+        self, request: ChatGeneration, *, timeout: float | None = None
+    ) -> AsyncIterator[StreamItem]:
+        gen = self.handle.options(stream=True).chat_stream.remote(request)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         try:
@@ -71,7 +97,7 @@ class RayModelBackend:
                 yield item
         except (asyncio.TimeoutError, TimeoutError):
             gen.cancel()
-            raise BackendTimeout(method) from None
+            raise BackendTimeout("chat_stream") from None
         except asyncio.CancelledError:
             gen.cancel()
             raise
@@ -91,7 +117,7 @@ class SQLModel:
     """One model replica: loads the artifact, warms the engine up, batches every request it holds."""
 
     def __init__(self, args: dict[str, Any]):
-        from sqltune.serving.metrics import EngineMetrics
+        # Here, not at the top: the ingress imports this module too, and must not load torch.
         from sqltune.serving.replica import ModelServer
 
         setup_logging()  # this replica process's entry point
@@ -99,23 +125,25 @@ class SQLModel:
         self.metrics = EngineMetrics()
         self.server.engine.on_batch = self.metrics.on_batch
 
-    async def sql(self, payload: dict[str, Any]) -> dict[str, Any]:
-        result = await self.server.sql(payload)
-        self.metrics.tokens(result.get("prompt_tokens", 0), result.get("completion_tokens", 0))
+    async def sql(self, request: SqlGeneration) -> Completion | Rejection:
+        result = await self.server.sql(request)
+        if isinstance(result, Completion):
+            self.metrics.tokens(result.prompt_tokens, result.completion_tokens)
         return result
 
-    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
-        result = await self.server.chat(payload)
-        self.metrics.tokens(result.get("prompt_tokens", 0), result.get("completion_tokens", 0))
+    async def chat(self, request: ChatGeneration) -> Completion | Rejection:
+        result = await self.server.chat(request)
+        if isinstance(result, Completion):
+            self.metrics.tokens(result.prompt_tokens, result.completion_tokens)
         return result
 
-    async def chat_stream(self, payload: dict[str, Any]):
-        async for item in self.server.chat_stream(payload):
-            if "usage" in item:
-                self.metrics.tokens(item["usage"]["prompt_tokens"], item["usage"]["completion_tokens"])
+    async def chat_stream(self, request: ChatGeneration) -> AsyncIterator[StreamItem]:
+        async for item in self.server.chat_stream(request):
+            if isinstance(item, StreamEnd):
+                self.metrics.tokens(item.prompt_tokens, item.completion_tokens)
             yield item
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ReplicaInfo:
         return self.server.info()
 
     def stats(self) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """The model replica: loads the artifact, owns the engine, turns requests into prompts and tokens.
 
-:class:`ModelServer` is plain Python (no Ray): the ``SQLModel`` deployment in ``serve/app.py`` wraps it,
-tests and the benchmark can use it directly. Its request methods are coroutines that never raise for a
-bad request: they return ``{"error": {...}}`` naming the field, which the ingress turns into a 4xx.
+:class:`ModelServer` is plain Python (no Ray): the ``SQLModel`` deployment wraps it, tests and the
+benchmark can use it directly. It speaks :mod:`sqltune.serving.protocol`: its request methods take a
+typed request and never raise for a bad one; they return a
+:class:`~sqltune.serving.protocol.Rejection` naming the field, which the ingress turns into a 4xx.
+Every length rule is :class:`~sqltune.serving.lengths.LengthLimits`'.
 """
 
 from __future__ import annotations
@@ -10,19 +12,33 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from sqltune.prompts import first_semicolon
+from sqltune.errors import IntegrityError, SqltuneError
+from sqltune.generation.engine import build_engine
+from sqltune.generation.generate import stop_token_ids
+from sqltune.generation.request import EngineConfig, EngineError, GenRequest
+from sqltune.models.loading import load_for_inference
+from sqltune.prompts import build_messages, first_semicolon, render_prompt
 from sqltune.serving.config import ServeArgs
+from sqltune.serving.lengths import LengthLimits, Rejected
+from sqltune.serving.protocol import (
+    BatchInfo,
+    ChatGeneration,
+    Completion,
+    Rejection,
+    ReplicaInfo,
+    SqlGeneration,
+    StreamDelta,
+    StreamEnd,
+    StreamItem,
+    Timing,
+)
+from sqltune.storage import verify
 
 log = logging.getLogger(__name__)
-
-
-def request_error(
-    status: int, param: str | None, message: str, code: str = "invalid_request"
-) -> dict[str, Any]:
-    return {"error": {"status": status, "param": param, "message": message, "code": code}}
 
 
 def verify_artifact(uri: str, *, require_manifest: bool = False) -> None:
@@ -33,27 +49,33 @@ def verify_artifact(uri: str, *, require_manifest: bool = False) -> None:
     if not path.is_dir():
         return  # load_for_inference reports missing paths (and hub ids) itself
     if (path / "manifest.json").is_file():
-        from sqltune.storage import verify
-
         verify(str(path))
         log.info("verified %s against its manifest", path)
     elif require_manifest:
-        from sqltune.errors import IntegrityError
-
         raise IntegrityError(f"{path} has no manifest.json; publish it with sqltune.storage.publish")
     else:
         log.warning("%s has no manifest.json: serving it unverified (publish artifacts for production)", path)
+
+
+def _batch(req: GenRequest) -> BatchInfo:
+    return BatchInfo(max_decode_batch=req.max_batch, prefill_batch=req.prefill_batch)
+
+
+def _timing(req: GenRequest) -> Timing:
+    def ms(a: float, b: float) -> float:
+        return round(max(0.0, (b - a)) * 1000, 2) if a and b else 0.0
+
+    return Timing(
+        queue_ms=ms(req.submitted_at, req.started_at),
+        ttft_ms=ms(req.submitted_at, req.first_token_at),
+        total_ms=ms(req.submitted_at, req.finished_at),
+    )
 
 
 class ModelServer:
     """Loaded model + tokenizer + prompt template + generation engine of one replica."""
 
     def __init__(self, args: ServeArgs | dict[str, Any]):
-        from sqltune.generation.generate import stop_token_ids
-        from sqltune.models.loading import load_for_inference
-        from sqltune.generation.engine import build_engine
-        from sqltune.generation.request import EngineConfig
-
         self.args = args if isinstance(args, ServeArgs) else ServeArgs.from_args(args)
         a = self.args
         t0 = time.perf_counter()
@@ -77,6 +99,7 @@ class ModelServer:
             compile=a.compile,
         )
         self.engine = build_engine(loaded.model, self.tokenizer, cfg)
+        self.limits = LengthLimits.from_args(a, self.engine.cfg.seq_len)
         if a.warmup:
             self.engine.warmup()  # compiles, captures CUDA graphs, then starts the scheduler
         else:
@@ -87,16 +110,16 @@ class ModelServer:
 
     # -- info ------------------------------------------------------------------------------------
 
-    def info(self) -> dict[str, Any]:
-        return {
-            "model": self.name,
-            "ready": bool(self.engine.ready),
-            "engine": self.engine.mode,
-            "device": self.loaded.device,
-            "artifact": {k: self.loaded.info.get(k) for k in ("kind", "base_model", "precision", "run_name")},
-            "template": getattr(self.template, "name", ""),
-            "load_s": round(self.load_s, 2),
-        }
+    def info(self) -> ReplicaInfo:
+        return ReplicaInfo(
+            model=self.name,
+            ready=bool(self.engine.ready),
+            engine=self.engine.mode,
+            device=self.loaded.device,
+            artifact={k: self.loaded.info.get(k) for k in ("kind", "base_model", "precision", "run_name")},
+            template=getattr(self.template, "name", ""),
+            load_s=round(self.load_s, 2),
+        )
 
     def stats(self) -> dict[str, Any]:
         return self.engine.stats()
@@ -128,7 +151,7 @@ class ModelServer:
             keep -= 1
         return keep
 
-    def _string_stop(self, stops: list[str]):
+    def _string_stop(self, stops: tuple[str, ...]) -> Callable[[list[int]], int | None]:
         def check(tokens: list[int]) -> int | None:
             text = self._decode(tokens)
             if not any(s in text for s in stops):
@@ -140,186 +163,135 @@ class ModelServer:
 
         return check
 
-    async def _run(
-        self, prompt_ids: list[int], max_new_tokens: int, text_stop=None, ignore_eos: bool = False
-    ):
-        from sqltune.generation.request import EngineError, GenRequest
-
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
-
-        def done(req, _new, finished):
-            if finished:
-                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(req))
-
-        req = GenRequest(
-            prompt_ids, max_new_tokens, frozenset() if ignore_eos else self.stop_ids, text_stop, done
-        )
+    def _submit(self, req: GenRequest, new_param: str) -> None:
         try:
             self.engine.submit(req)
         except EngineError as exc:
-            return None, request_error(400, "max_new_tokens", str(exc), "too_long")
+            raise Rejected(Rejection(400, new_param, str(exc), "too_long")) from None
+
+    async def _run(self, req: GenRequest, new_param: str) -> GenRequest:
+        """Submit ``req`` (its ``on_update`` is set here) and wait until it finishes."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+
+        def done(r: GenRequest, _new: list[int], finished: bool) -> None:
+            if finished:
+                loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(r))
+
+        req.on_update = done
+        self._submit(req, new_param)
         try:
             await fut
         except asyncio.CancelledError:
             req.cancelled = True
             raise
         if req.error:
-            return None, request_error(500, None, req.error, "generation_failed")
-        return req, None
-
-    @staticmethod
-    def _timing(req) -> dict[str, Any]:
-        def ms(a: float, b: float) -> float:
-            return round(max(0.0, (b - a)) * 1000, 2) if a and b else 0.0
-
-        return {
-            "queue_ms": ms(req.submitted_at, req.started_at),
-            "ttft_ms": ms(req.submitted_at, req.first_token_at),
-            "total_ms": ms(req.submitted_at, req.finished_at),
-        }
+            raise Rejected(Rejection(500, None, req.error, "generation_failed"))
+        return req
 
     # -- text-to-SQL ------------------------------------------------------------------------------
 
-    def _check_sql_caps(self, question: str, schema: str, evidence: str | None) -> dict[str, Any] | None:
-        a = self.args
-        n = self.count_tokens(question)
-        if n > a.max_question_tokens:
-            return request_error(
-                400, "question", f"question is {n} tokens; the limit is {a.max_question_tokens}", "too_long"
-            )
-        if evidence:
-            n = self.count_tokens(evidence)
-            if n > a.max_question_tokens:
-                return request_error(
-                    400,
-                    "evidence",
-                    f"evidence is {n} tokens; the limit is {a.max_question_tokens}",
-                    "too_long",
-                )
-        n = self.count_tokens(schema)
-        if n > a.max_schema_tokens:
-            return request_error(
-                400, "schema", f"schema is {n} tokens; the limit is {a.max_schema_tokens}", "too_long"
-            )
-        return None
+    async def sql(self, request: SqlGeneration) -> Completion | Rejection:
+        """Generate SQL for a question over a schema (the raw model text; the ingress cleans it)."""
+        try:
+            return await self._sql(request)
+        except Rejected as exc:
+            return exc.rejection
 
-    async def sql(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Generate SQL for ``{"question", "schema", "dialect", "evidence"?, "max_new_tokens"}``."""
-        from sqltune.errors import SqltuneError
-        from sqltune.prompts import build_messages, render_prompt
-
-        question = payload["question"]
-        schema = payload["schema"]
-        evidence = payload.get("evidence")
-        err = self._check_sql_caps(question, schema, evidence)
-        if err:
-            return err
+    async def _sql(self, request: SqlGeneration) -> Completion:
+        max_new = self.limits.new_tokens(request.max_new_tokens, "max_new_tokens")
+        self.limits.sql_inputs(self.count_tokens, request.question, request.schema, request.evidence)
         try:
             messages = build_messages(
-                question, schema, dialect=payload["dialect"], evidence=evidence, template=self.template
+                request.question,
+                request.schema,
+                dialect=request.dialect,
+                evidence=request.evidence,
+                template=self.template,
             )
             prompt = render_prompt(self.tokenizer, messages)
         except SqltuneError as exc:
-            return request_error(400, "question", str(exc))
+            raise Rejected(Rejection(400, "question", str(exc))) from None
         ids = self._encode(prompt)
-        if len(ids) > self.args.prompt_token_cap:
-            return request_error(
-                400,
-                "schema",
-                f"the prompt is {len(ids)} tokens; the limit is {self.args.prompt_token_cap}",
-                "too_long",
-            )
-        req, err = await self._run(ids, int(payload["max_new_tokens"]), self._statement_stop)
-        if err:
-            return err
-        return {
-            "text": self._decode(req.tokens),
-            "finish_reason": req.finish_reason,
-            "prompt_tokens": len(ids),
-            "completion_tokens": len(req.tokens),
-            "batch": {"max_decode_batch": req.max_batch, "prefill_batch": req.prefill_batch},
-            "timing": self._timing(req),
-            "model": self.name,
-        }
+        self.limits.prompt(len(ids), max_new, param="schema", code="too_long", new_param="max_new_tokens")
+        req = await self._run(GenRequest(ids, max_new, self.stop_ids, self._statement_stop), "max_new_tokens")
+        return Completion(
+            text=self._decode(req.tokens),
+            finish_reason=req.finish_reason,
+            prompt_tokens=len(ids),
+            completion_tokens=len(req.tokens),
+            model=self.name,
+            batch=_batch(req),
+            timing=_timing(req),
+        )
 
     # -- chat --------------------------------------------------------------------------------------
 
-    def _chat_prompt(self, payload: dict[str, Any]) -> tuple[list[int] | None, dict[str, Any] | None]:
-        messages = payload["messages"]
+    def _chat_request(self, request: ChatGeneration) -> GenRequest:
+        """The engine request of a chat completion (lengths checked, the chat template applied)."""
+        max_new = self.limits.new_tokens(request.max_tokens, request.max_tokens_param)
+        self.limits.messages(len(request.messages))
+        messages = [{"role": m.role, "content": m.content} for m in request.messages]
         try:
             prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as exc:  # noqa: BLE001 - a template error is the request's fault (e.g. odd roles)
-            return None, request_error(
-                400, "messages", f"cannot render the messages with the chat template: {exc}"
-            )
+            raise Rejected(
+                Rejection(400, "messages", f"cannot render the messages with the chat template: {exc}")
+            ) from None
         ids = self._encode(prompt)
-        if len(ids) > self.args.prompt_token_cap:
-            return None, request_error(
-                400,
-                "messages",
-                f"the prompt is {len(ids)} tokens; the limit is {self.args.prompt_token_cap}",
-                "context_length_exceeded",
-            )
-        return ids, None
-
-    async def chat(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """``{"messages": [...], "max_tokens": int, "stop": [str]?}`` -> text, finish reason, usage."""
-        ids, err = self._chat_prompt(payload)
-        if err:
-            return err
-        stops = [s for s in (payload.get("stop") or []) if s]
-        req, err = await self._run(
-            ids,
-            int(payload["max_tokens"]),
-            self._string_stop(stops) if stops else None,
-            ignore_eos=bool(payload.get("ignore_eos")),
+        self.limits.prompt(
+            len(ids), max_new, param="messages", code="context_length_exceeded", new_param=request.max_tokens_param
         )
-        if err:
-            return err
+        stops = tuple(s for s in request.stop if s)
+        return GenRequest(
+            ids,
+            max_new,
+            frozenset() if request.ignore_eos else self.stop_ids,
+            self._string_stop(stops) if stops else None,
+        )
+
+    async def chat(self, request: ChatGeneration) -> Completion | Rejection:
+        """A chat completion: the text (cut at the first stop string), the finish reason, usage."""
+        try:
+            req = await self._run(self._chat_request(request), request.max_tokens_param)
+        except Rejected as exc:
+            return exc.rejection
         text = self._decode(req.tokens)
         finish = "length" if req.finish_reason == "length" else "stop"
-        for s in stops:
+        for s in (s for s in request.stop if s):
             if s in text:
                 text = text[: text.index(s)]
                 finish = "stop"
-        return {
-            "text": text,
-            "finish_reason": finish,
-            "prompt_tokens": len(ids),
-            "completion_tokens": len(req.tokens),
-            "batch": {"max_decode_batch": req.max_batch, "prefill_batch": req.prefill_batch},
-            "timing": self._timing(req),
-            "model": self.name,
-        }
+        return Completion(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=len(req.prompt_ids),
+            completion_tokens=len(req.tokens),
+            model=self.name,
+            batch=_batch(req),
+            timing=_timing(req),
+        )
 
-    async def chat_stream(self, payload: dict[str, Any]):
-        """Async generator of ``{"delta": str}`` items, then ``{"finish_reason", "usage"}`` (or an error)."""
-        from sqltune.generation.request import EngineError, GenRequest
-
-        ids, err = self._chat_prompt(payload)
-        if err:
-            yield err
+    async def chat_stream(self, request: ChatGeneration) -> AsyncIterator[StreamItem]:
+        """:class:`StreamDelta` items as text becomes final, then one :class:`StreamEnd` (or a Rejection)."""
+        try:
+            req = self._chat_request(request)
+        except Rejected as exc:
+            yield exc.rejection
             return
-        stops = [s for s in (payload.get("stop") or []) if s]
+        stops = [s for s in request.stop if s]
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
 
-        def update(r, _new, finished):
+        def update(r: GenRequest, _new: list[int], finished: bool) -> None:
             snapshot = list(r.tokens)
             loop.call_soon_threadsafe(q.put_nowait, (snapshot, finished))
 
-        req = GenRequest(
-            ids,
-            int(payload["max_tokens"]),
-            frozenset() if payload.get("ignore_eos") else self.stop_ids,
-            self._string_stop(stops) if stops else None,
-            update,
-        )
+        req.on_update = update
         try:
-            self.engine.submit(req)
-        except EngineError as exc:
-            yield request_error(400, "max_tokens", str(exc), "too_long")
+            self._submit(req, request.max_tokens_param)
+        except Rejected as exc:
+            yield exc.rejection
             return
         sent = ""
         try:
@@ -338,7 +310,7 @@ class ModelServer:
                     cut = max(len(sent), cut - hold) if hold else cut
                 text = text[:cut]
                 if len(text) > len(sent) and text.startswith(sent):
-                    yield {"delta": text[len(sent) :]}
+                    yield StreamDelta(text[len(sent) :])
                     sent = text
                 if finished:
                     break
@@ -346,10 +318,14 @@ class ModelServer:
             req.cancelled = True
             raise
         if req.error:
-            yield request_error(500, None, req.error, "generation_failed")
+            yield Rejection(500, None, req.error, "generation_failed")
             return
-        yield {
-            "finish_reason": "length" if req.finish_reason == "length" else "stop",
-            "usage": {"prompt_tokens": len(ids), "completion_tokens": len(req.tokens)},
-            "batch": {"max_decode_batch": req.max_batch, "prefill_batch": req.prefill_batch},
-        }
+        yield StreamEnd(
+            finish_reason="length" if req.finish_reason == "length" else "stop",
+            prompt_tokens=len(req.prompt_ids),
+            completion_tokens=len(req.tokens),
+            batch=_batch(req),
+        )
+
+
+__all__ = ["ModelServer", "verify_artifact"]

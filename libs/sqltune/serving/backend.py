@@ -1,0 +1,44 @@
+"""The ingress's view of the model replicas: :class:`Backend`, typed after :mod:`sqltune.serving.protocol`.
+
+The HTTP app (:func:`sqltune.serving.api.create_app`) calls a backend; inside Ray Serve it is
+:class:`sqltune.serving.deployments.RayModelBackend` over the ``SQLModel`` deployment handle. A backend
+raises one of :data:`BACKEND_ERRORS` when the call itself fails (queue full, deadline, replica died);
+a request the replica refuses comes back as a :class:`~sqltune.serving.protocol.Rejection` value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from sqltune.serving.protocol import ChatGeneration, Completion, Rejection, ReplicaInfo, SqlGeneration, StreamItem
+
+
+class Overloaded(Exception):
+    """The model deployment's queue is full (Ray Serve back-pressure) or it has no replica."""
+
+
+class BackendTimeout(Exception):
+    """The replica did not answer within the request's deadline."""
+
+
+class BackendFailure(Exception):
+    """The replica failed while handling the call (it crashed or raised)."""
+
+
+BACKEND_ERRORS = (Overloaded, BackendTimeout, BackendFailure)
+
+
+class Backend(Protocol):
+    async def sql(self, request: SqlGeneration, *, timeout: float | None = None) -> Completion | Rejection: ...
+
+    async def chat(self, request: ChatGeneration, *, timeout: float | None = None) -> Completion | Rejection: ...
+
+    def chat_stream(self, request: ChatGeneration, *, timeout: float | None = None) -> AsyncIterator[StreamItem]: ...
+
+    async def info(self, *, timeout: float | None = None) -> ReplicaInfo: ...
+
+    async def stats(self, *, timeout: float | None = None) -> dict[str, Any]: ...
+
+
+__all__ = ["BACKEND_ERRORS", "Backend", "BackendFailure", "BackendTimeout", "Overloaded"]

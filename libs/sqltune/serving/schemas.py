@@ -1,0 +1,107 @@
+"""The HTTP request and response bodies (pydantic): ``/v1/sql`` and OpenAI's chat completion.
+
+They are the OpenAPI document's schemas; the ingress turns them into the replica protocol's requests.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class SQLRequest(BaseModel):
+    """Text-to-SQL request. Give either ``schema`` (CREATE TABLE text) or ``database`` (a configured name)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str = Field(..., description="The natural-language question.", examples=["How many customers?"])
+    schema_text: str | None = Field(
+        None, alias="schema", description="CREATE TABLE statements of the database."
+    )
+    database: str | None = Field(
+        None, description="Name of a database configured on the server (args.databases)."
+    )
+    tables: list[str] | None = Field(
+        None,
+        description="With 'database': put only these of its tables in the prompt (schema linking done by "
+        "the caller; a model trained on per-question table subsets wants the same here).",
+        examples=[["customers", "orders"]],
+    )
+    dialect: str | None = Field(
+        None, description="sqlite | duckdb | postgres (default: the database's, else sqlite)."
+    )
+    evidence: str | None = Field(None, description="Optional hint / domain knowledge (BIRD 'evidence').")
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Most tokens to generate (capped by the server)."
+    )
+    execute: bool = Field(False, description="Run the SQL on 'database' (read-only sandbox; never a write).")
+
+    @field_validator("question")
+    @classmethod
+    def _question_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class SQLResponse(BaseModel):
+    sql: str
+    dialect: str
+    valid: bool = Field(description="The SQL parses as exactly one statement in the dialect.")
+    read_only: bool = Field(description="A single query with no writes, DDL, file or session access.")
+    unknown_tables: list[str]
+    unknown_columns: list[str]
+    cleaned: bool = Field(description="Text besides the SQL (fences, prose, trailing text) was removed.")
+    model: str
+    latency_ms: float
+    usage: Usage
+    finish_reason: str | None = None
+    executed: bool | None = Field(None, description="With execute: whether the SQL was run.")
+    columns: list[str] | None = None
+    rows: list[list[Any]] | None = None
+    truncated: bool | None = None
+    execution_error: str | None = None
+    reasons: list[str] | None = Field(None, description="Why the SQL is not read-only (when it is not).")
+    debug: dict[str, Any] | None = None
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+
+class ChatRequest(BaseModel):
+    """OpenAI chat completion request (fields the server does not use are accepted and ignored).
+
+    Decoding is always greedy: ``temperature``/``top_p``/``seed`` are accepted for compatibility.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, ge=0, le=1)
+    n: int | None = Field(None, ge=1)
+    stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
+    stop: str | list[str] | None = None
+    ignore_eos: bool = Field(False, description="Extension (as in vLLM): generate exactly max_tokens tokens.")
+
+
+__all__ = ["ChatMessage", "ChatRequest", "ContentPart", "SQLRequest", "SQLResponse", "Usage"]
