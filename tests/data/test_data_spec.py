@@ -17,6 +17,7 @@ from sqltune.errors import ConfigError
 from sqltune.evaluation.config import DatasetConfig, EvalConfig
 from sqltune.evaluation.run import load_eval_examples
 from sqltune.train.config import DataConfig, TrainConfig
+from sqltune.train.run import load_splits
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CATEGORIES = ("join", "aggregate", "filter", "window")
@@ -84,9 +85,10 @@ def test_training_and_evaluation_share_the_test_split(tmp_path):
                                      "dataset": {**shared, "split": "test"}})
     assert isinstance(train_cfg.data, DatasetSpec) and isinstance(eval_cfg.dataset, DatasetSpec)
     assert split_identity(train_cfg.data) == split_identity(eval_cfg.dataset)
-    held_out = train_cfg.data.partition(load_examples(train_cfg.data)).test
-    scored, info = load_eval_examples(eval_cfg.dataset)
+    train, validation, held_out, _ = load_splits(train_cfg)  # what jobs.train trains and validates on
+    scored, info = load_eval_examples(eval_cfg.dataset)  # what jobs.evaluate scores
     assert [e.id for e in scored] == [e.id for e in held_out] and len(scored) == 40
+    assert not {e.id for e in scored} & {e.id for e in train + validation}
     assert info["n_total"] == 203
 
 
