@@ -11,16 +11,15 @@ storage error. Thin on purpose: the work is in :mod:`sqltune.pipeline.run`.
 
 from __future__ import annotations
 
-import logging
 import sys
+
+from sqltune.log import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     from sqltune.pipeline.run import main as pipeline_main
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("transformers", "bitsandbytes", "httpx", "peft"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     return pipeline_main(argv, prog="python -m jobs.pipeline")
 
 
