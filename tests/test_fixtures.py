@@ -63,6 +63,12 @@ def test_shared_folder_comes_first(pinned):
     assert locate("demo-fx") == pinned / "shared" / "demo" / "fx"
 
 
+def test_a_missing_file_is_named(pinned):
+    _write(pinned / "shared" / "demo" / "fx", {"a.yaml": CONTENT["a.yaml"]})
+    with pytest.raises(FixtureUnavailable, match=r"demo/fx/b\.json is missing"):
+        locate("demo-fx", download=False)
+
+
 def test_cache_when_the_shared_folder_is_absent(pinned):
     _write(pinned / "cache" / "demo-fx", CONTENT)
     assert locate("demo-fx", download=False) == pinned / "cache" / "demo-fx"
@@ -97,8 +103,15 @@ def test_unavailable_names_what_was_tried_and_the_fix(pinned, monkeypatch):
     with pytest.raises(FixtureUnavailable) as err:
         locate("demo-fx")
     msg = str(err.value)
-    assert "demo/fx/a.yaml is missing" in msg and "SQLTUNE_FIXTURES_OFFLINE" in msg
+    assert f"no folder {pinned / 'shared' / 'demo' / 'fx'}" in msg and "SQLTUNE_FIXTURES_OFFLINE" in msg
     assert "../shared/demo/fx/" in msg and "python -m sqltune.fixtures fetch demo-fx" in msg
+
+
+def test_a_failed_download_leaves_no_cache_folder(pinned, monkeypatch):
+    monkeypatch.setenv("SQLTUNE_FIXTURES_MIRROR", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(FixtureUnavailable, match=r"downloading http://127\.0\.0\.1:9/demo-fx/a\.yaml failed"):
+        locate("demo-fx")
+    assert not (pinned / "cache" / "demo-fx").exists()
 
 
 def test_unknown_fixture_lists_the_known_ones():

@@ -108,7 +108,9 @@ def sha256_of(path: Path) -> str:
 
 
 def _complete(folder: Path, fixture: Fixture) -> str | None:
-    """None if every pinned file is in ``folder`` with its sha256, else why not."""
+    """None if every pinned file is in ``folder`` with its sha256, else why not (naming the folder)."""
+    if not folder.is_dir():
+        return f"no folder {folder}"
     for f in fixture.files:
         path = folder / f.name
         if not path.is_file():
@@ -146,7 +148,8 @@ def _download(fixture: Fixture, dest: Path) -> None:
                 )
             os.replace(tmp, target)
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise FixtureUnavailable(f"downloading {url} failed: {exc}") from None
+            reason = getattr(exc, "reason", None) or exc
+            raise FixtureUnavailable(f"downloading {url} failed ({reason})") from None
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -187,9 +190,9 @@ def locate(name: str, *, download: bool | None = None) -> Path:
             return cached
         except FixtureUnavailable as exc:
             tried.append(str(exc))
-    raise FixtureUnavailable(
-        f"{fixture.what} ({name}) not available: " + "; ".join(tried) + f". {_fix_hint(fixture)}"
-    )
+            if cached.is_dir() and not any(cached.iterdir()):
+                cached.rmdir()  # leave no empty cache folder behind
+    raise FixtureUnavailable(f"{fixture.what} ({name}) not available: {'; '.join(tried)}. {_fix_hint(fixture)}")
 
 
 def main(argv: list[str] | None = None) -> int:
