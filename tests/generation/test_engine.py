@@ -91,8 +91,9 @@ def test_decoding_across_a_cache_length_bucket_matches_generate(setup, chunk):
     ref = []
     with torch.no_grad():
         for p in prompts:
-            out = model.generate(torch.tensor([p]), max_new_tokens=20, min_new_tokens=20, do_sample=False,
-                                 pad_token_id=0)
+            out = model.generate(
+                torch.tensor([p]), max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=0
+            )
             ref.append(out[0, len(p) :].tolist())
     eng = build_engine(model, tok, EngineConfig(max_slots=4, seq_len=640, decode_chunk=chunk)).start()
     try:

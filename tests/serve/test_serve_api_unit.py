@@ -60,7 +60,9 @@ class FakeBackend:
         if self.mode == "overloaded":
             raise Overloaded("queue full")
         if self.mode == "rejecting":
-            yield Rejection(400, "messages", "the prompt is 9999 tokens; the limit is 10", "context_length_exceeded")
+            yield Rejection(
+                400, "messages", "the prompt is 9999 tokens; the limit is 10", "context_length_exceeded"
+            )
             return
         yield StreamDelta("hi")
         yield StreamEnd("stop", prompt_tokens=3, completion_tokens=1)

@@ -17,7 +17,9 @@ ARGS = {"max_batch_size": 2, "warmup": False, "default_max_new_tokens": 24, "max
 
 
 def _ask(server: ModelServer, question: str, max_new_tokens: int | None = 24) -> Completion | Rejection:
-    return asyncio.run(server.sql(SqlGeneration(question, SHOP_SCHEMA, "sqlite", max_new_tokens=max_new_tokens)))
+    return asyncio.run(
+        server.sql(SqlGeneration(question, SHOP_SCHEMA, "sqlite", max_new_tokens=max_new_tokens))
+    )
 
 
 def test_serves_a_published_s3_artifact(taught_model, s3_prefix, tmp_path, monkeypatch):
@@ -36,7 +38,9 @@ def test_serves_a_published_s3_artifact(taught_model, s3_prefix, tmp_path, monke
         assert out.finish_reason == "stop" and out.model == "serve-test-merged"
         # A request over a limit comes back as a value naming the field, not as an exception.
         refused = _ask(server, PAIRS[0][0], max_new_tokens=33)
-        assert refused == Rejection(422, "max_new_tokens", "max_new_tokens is 33; the limit is 32", "too_large")
+        assert refused == Rejection(
+            422, "max_new_tokens", "max_new_tokens is 33; the limit is 32", "too_large"
+        )
     finally:
         server.shutdown()
 

@@ -45,7 +45,12 @@ def test_output_budget_defaults_and_caps(limits):
 def test_question_evidence_schema_and_messages(limits):
     limits.sql_inputs(words, "a b c d e", "x " * 10, None)
     r = _refused(limits.sql_inputs, words, "a b c d e f", "x", None)
-    assert (r.status, r.param, r.code, r.message) == (400, "question", "too_long", "question is 6 tokens; the limit is 5")
+    assert (r.status, r.param, r.code, r.message) == (
+        400,
+        "question",
+        "too_long",
+        "question is 6 tokens; the limit is 5",
+    )
     assert _refused(limits.sql_inputs, words, "q", "x", "e " * 6).param == "evidence"
     assert _refused(limits.sql_inputs, words, "q", "x " * 11, None).param == "schema"
     limits.messages(2)
@@ -55,7 +60,9 @@ def test_question_evidence_schema_and_messages(limits):
 def test_prompt_cap_then_cache_row(limits):
     cap = ARGS.prompt_token_cap  # 5 + 10 + 256
     limits.prompt(cap, 29, param="schema", code="too_long", new_param="max_new_tokens")
-    r = _refused(limits.prompt, cap + 1, 1, param="messages", code="context_length_exceeded", new_param="max_tokens")
+    r = _refused(
+        limits.prompt, cap + 1, 1, param="messages", code="context_length_exceeded", new_param="max_tokens"
+    )
     assert (r.status, r.param, r.code) == (400, "messages", "context_length_exceeded")
     # Within the prompt cap, but prompt + output exceed the engine's cache row: the output budget's field.
     r = _refused(limits.prompt, cap, 30, param="schema", code="too_long", new_param="max_new_tokens")

@@ -179,10 +179,11 @@ class BaseEngine:
         with self._lock:
             self.stats_counts["decode_batch_sizes"].clear()
             self.stats_counts["prefill_batch_sizes"].clear()
-            self.stats_counts.update(requests=0, generated_tokens=0, decode_steps=0, prefill_s=0.0, decode_s=0.0)
+            self.stats_counts.update(
+                requests=0, generated_tokens=0, decode_steps=0, prefill_s=0.0, decode_s=0.0
+            )
 
     # -- for the schedulers ------------------------------------------------------------------------
-
 
     def _accept(self, seq: Seq, toks: list[int]) -> None:
         """Append newly generated tokens to a sequence and decide whether it is finished."""

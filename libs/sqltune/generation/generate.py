@@ -30,8 +30,11 @@ def prompts_for(tokenizer: Any, items: list[dict[str, Any]], template: Any) -> l
         render_prompt(
             tokenizer,
             build_messages(
-                it["question"], it["schema"], dialect=it.get("dialect", "sqlite"),
-                evidence=it.get("evidence"), template=template,
+                it["question"],
+                it["schema"],
+                dialect=it.get("dialect", "sqlite"),
+                evidence=it.get("evidence"),
+                template=template,
             ),
         )
         for it in items
@@ -49,7 +52,9 @@ def stop_token_ids(tokenizer: Any) -> list[int]:
     return ids
 
 
-def generate_batch(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 128) -> list[Generation]:
+def generate_batch(
+    model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int = 128
+) -> list[Generation]:
     """Greedy-decode a batch of rendered prompts; latency is the batch's wall time (shared by its rows)."""
     tokenizer.padding_side = "left"
     enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)

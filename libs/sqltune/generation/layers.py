@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
+
 def rms(x, w, eps: float):
     dtype = x.dtype
     h = x.to(torch.float32)
@@ -83,7 +84,6 @@ def resolve_attn(attn: str, device: Any, dtype: Any) -> str:
     if attn == "triton":
         log.warning("Triton decode attention needs CUDA and fp16/bf16; using SDPA")
     return "sdpa"
-
 
 
 __all__ = ["head", "post_attn", "pre_attn", "resolve_attn", "rms", "rope"]

@@ -122,7 +122,7 @@ class ModelRunner:
         with torch.inference_mode():
             try:
                 self._trial()
-            except Exception as exc:  # noqa: BLE001 - fall back step by step: eager layers, then math attention
+            except Exception as exc:  # noqa: BLE001 - fall back step by step (see below)
                 err: Exception | None = exc
                 if self.compiled:
                     log.warning(
@@ -179,7 +179,7 @@ class ModelRunner:
         return first, len_d
 
     def load_slots(self, slot0: int, first, len_d) -> list[int]:
-        """Make prefilled slots decodable (next token, next position); returns the first tokens on the host."""
+        """Make prefilled slots decodable (next token, next position); returns the first tokens (host)."""
         n = first.shape[0]
         self.tokens_buf[slot0 : slot0 + n].copy_(first)
         self.pos_buf[slot0 : slot0 + n].copy_(len_d)

@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from sqltune.serving.protocol import ChatGeneration, Completion, Rejection, ReplicaInfo, SqlGeneration, StreamItem
+from sqltune.serving.protocol import (
+    ChatGeneration,
+    Completion,
+    Rejection,
+    ReplicaInfo,
+    SqlGeneration,
+    StreamItem,
+)
 
 
 class Overloaded(Exception):
@@ -30,11 +37,17 @@ BACKEND_ERRORS = (Overloaded, BackendTimeout, BackendFailure)
 
 
 class Backend(Protocol):
-    async def sql(self, request: SqlGeneration, *, timeout: float | None = None) -> Completion | Rejection: ...
+    async def sql(
+        self, request: SqlGeneration, *, timeout: float | None = None
+    ) -> Completion | Rejection: ...
 
-    async def chat(self, request: ChatGeneration, *, timeout: float | None = None) -> Completion | Rejection: ...
+    async def chat(
+        self, request: ChatGeneration, *, timeout: float | None = None
+    ) -> Completion | Rejection: ...
 
-    def chat_stream(self, request: ChatGeneration, *, timeout: float | None = None) -> AsyncIterator[StreamItem]: ...
+    def chat_stream(
+        self, request: ChatGeneration, *, timeout: float | None = None
+    ) -> AsyncIterator[StreamItem]: ...
 
     async def info(self, *, timeout: float | None = None) -> ReplicaInfo: ...
 

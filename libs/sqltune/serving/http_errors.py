@@ -59,7 +59,10 @@ def backend_error(exc: Exception, timeout_s: float) -> ApiError:
     """The HTTP error for one of :data:`~sqltune.serving.backend.BACKEND_ERRORS` (the call itself failed)."""
     if isinstance(exc, Overloaded):
         return ApiError(
-            503, f"the model is at capacity, retry shortly ({exc})", code="overloaded", headers={"Retry-After": "1"}
+            503,
+            f"the model is at capacity, retry shortly ({exc})",
+            code="overloaded",
+            headers={"Retry-After": "1"},
         )
     if isinstance(exc, BackendTimeout):
         return ApiError(504, f"the request took longer than {timeout_s}s", code="timeout")

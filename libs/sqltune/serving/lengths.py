@@ -58,14 +58,20 @@ class LengthLimits:
         if value is None:
             return self.default_max_new_tokens
         if value > self.max_new_tokens_cap:
-            raise _too_long(param, f"{param} is {value}; the limit is {self.max_new_tokens_cap}", "too_large", 422)
+            raise _too_long(
+                param, f"{param} is {value}; the limit is {self.max_new_tokens_cap}", "too_large", 422
+            )
         return value
 
     def messages(self, count: int) -> None:
         if count > self.max_messages:
-            raise _too_long("messages", f"{count} messages; the limit is {self.max_messages}", "invalid_request")
+            raise _too_long(
+                "messages", f"{count} messages; the limit is {self.max_messages}", "invalid_request"
+            )
 
-    def sql_inputs(self, count_tokens: Callable[[str], int], question: str, schema: str, evidence: str | None) -> None:
+    def sql_inputs(
+        self, count_tokens: Callable[[str], int], question: str, schema: str, evidence: str | None
+    ) -> None:
         """Question and evidence against the question cap, the schema against the schema cap."""
         n = count_tokens(question)
         if n > self.max_question_tokens:
@@ -73,16 +79,22 @@ class LengthLimits:
         if evidence:
             n = count_tokens(evidence)
             if n > self.max_question_tokens:
-                raise _too_long("evidence", f"evidence is {n} tokens; the limit is {self.max_question_tokens}")
+                raise _too_long(
+                    "evidence", f"evidence is {n} tokens; the limit is {self.max_question_tokens}"
+                )
         n = count_tokens(schema)
         if n > self.max_schema_tokens:
             raise _too_long("schema", f"schema is {n} tokens; the limit is {self.max_schema_tokens}")
 
-    def prompt(self, prompt_tokens: int, max_new_tokens: int, *, param: str, code: str, new_param: str) -> None:
+    def prompt(
+        self, prompt_tokens: int, max_new_tokens: int, *, param: str, code: str, new_param: str
+    ) -> None:
         """The rendered prompt against the prompt cap (naming ``param``), then prompt + output against the
         cache row (naming ``new_param``, the output budget's field)."""
         if prompt_tokens > self.prompt_token_cap:
-            raise _too_long(param, f"the prompt is {prompt_tokens} tokens; the limit is {self.prompt_token_cap}", code)
+            raise _too_long(
+                param, f"the prompt is {prompt_tokens} tokens; the limit is {self.prompt_token_cap}", code
+            )
         too_long = sequence_error(prompt_tokens, max_new_tokens, self.seq_len)
         if too_long:
             raise _too_long(new_param, too_long)

@@ -15,7 +15,14 @@ from fastapi.responses import StreamingResponse
 
 from sqltune.serving.config import ServeArgs
 from sqltune.serving.http_errors import ApiError, type_for
-from sqltune.serving.protocol import ChatGeneration, ChatMessageText, Rejection, StreamDelta, StreamEnd, StreamItem
+from sqltune.serving.protocol import (
+    ChatGeneration,
+    ChatMessageText,
+    Rejection,
+    StreamDelta,
+    StreamEnd,
+    StreamItem,
+)
 from sqltune.serving.schemas import ChatRequest
 from sqltune.serving.state import AppState
 

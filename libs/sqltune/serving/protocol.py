@@ -122,7 +122,7 @@ StreamItem = StreamDelta | StreamEnd | Rejection
 
 
 class Replica(Protocol):
-    """What a model replica offers the ingress (``ModelServer``, and the ``SQLModel`` deployment around it)."""
+    """What a model replica offers the ingress (``ModelServer`` and the ``SQLModel`` deployment around it)."""
 
     async def sql(self, request: SqlGeneration) -> Completion | Rejection: ...
 

@@ -240,7 +240,11 @@ class ModelServer:
             ) from None
         ids = self._encode(prompt)
         self.limits.prompt(
-            len(ids), max_new, param="messages", code="context_length_exceeded", new_param=request.max_tokens_param
+            len(ids),
+            max_new,
+            param="messages",
+            code="context_length_exceeded",
+            new_param=request.max_tokens_param,
         )
         stops = tuple(s for s in request.stop if s)
         return GenRequest(

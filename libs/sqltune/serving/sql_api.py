@@ -68,7 +68,9 @@ async def _schema_for(state: AppState, body: SQLRequest) -> tuple[str, str | Non
                 raise ApiError(422, str(exc), param="tables") from None
         return schema, location, db_dialect
     if body.tables is not None:
-        raise ApiError(422, "tables needs 'database'; with 'schema', send just the tables you want", param="tables")
+        raise ApiError(
+            422, "tables needs 'database'; with 'schema', send just the tables you want", param="tables"
+        )
     schema = body.schema_text or ""
     if not schema.strip():
         raise ApiError(422, "schema must not be empty", param="schema")
