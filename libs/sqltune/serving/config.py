@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import yaml
+
 from sqltune.config import Config, param
 from sqltune.errors import ConfigError
 
@@ -133,8 +135,6 @@ class ServeArgs(Config):
 
 def _parse_cli_values(args: dict[str, Any]) -> dict[str, Any]:
     """``serve run ... databases='{"shop": "/x.db"}'`` arrives as a string; parse YAML for mapping fields."""
-    import yaml
-
     out: dict[str, Any] = {}
     for key, value in args.items():
         if key in ("databases", "model_deployment", "ingress_deployment") and isinstance(value, str):

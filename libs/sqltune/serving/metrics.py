@@ -19,7 +19,10 @@ Exported series (Prometheus adds the ``ray_`` prefix):
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
+
+from sqltune.serving.auth import app_path
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +148,6 @@ class MetricsMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        import time
-
         start = time.perf_counter()
         status = 500
 
@@ -165,8 +166,6 @@ class MetricsMiddleware:
 
 
 def _known(scope: dict) -> str:
-    from sqltune.serving.auth import app_path
-
     path = app_path(scope)
     known = ("/v1/sql", "/v1/chat/completions", "/v1/models", "/v1/stats", "/healthz", "/readyz")
     return path if path in known else "other"
