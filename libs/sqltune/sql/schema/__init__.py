@@ -1,11 +1,13 @@
 """The schema model of sqltune: one home for what a database's tables look like.
 
-- :class:`Schema` - tables -> typed columns (plus keys), from DDL (:meth:`Schema.from_ddl`, sqlglot), a
-  mapping, or a live SQLite/DuckDB/PostgreSQL database (:meth:`Schema.from_db`); written back out as
-  CREATE TABLE text in the ``plain``, ``full`` or ``compact`` style (:meth:`Schema.to_ddl`).
+- :class:`Schema` - tables -> typed columns (plus keys), from DDL (:meth:`Schema.from_ddl`), a mapping, or a
+  live SQLite/DuckDB/PostgreSQL database (:meth:`Schema.from_db`); written back out as CREATE TABLE text in
+  the ``plain``, ``full`` or ``compact`` style (:meth:`Schema.to_ddl`).
 - :func:`ddl_from_database` - a live database's schema as prompt text in one call.
 - :mod:`~sqltune.sql.schema.text` - the parser-free layer: :func:`split_statements`, :func:`quote_ident`,
-  and CREATE TABLE statements cut into elements with their text kept (:func:`parse_table_text`).
+  and the one CREATE TABLE reader, which cuts a statement into its elements with their text kept
+  (:func:`parse_table_text`): :meth:`Schema.from_ddl` reads names and types with it, and prompt fitting
+  (:func:`sqltune.data.schema.fit_schema`) drops elements with it.
 
 Submodules, lowest first: ``text`` < ``table`` (Table/Column and the renderer) < ``introspect`` <
 ``model`` (Schema).

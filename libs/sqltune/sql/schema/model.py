@@ -13,7 +13,7 @@ from sqltune.errors import SQLError
 from sqltune.sql._dialects import canonical_dialect
 from sqltune.sql.schema.introspect import introspect
 from sqltune.sql.schema.table import Column, SchemaStyle, Table, render_tables
-from sqltune.sql.schema.text import split_statements
+from sqltune.sql.schema.text import column_type, parse_table_text, split_statements
 
 __all__ = ["Schema", "as_schema"]
 
@@ -57,28 +57,23 @@ class Schema:
 
     @classmethod
     def from_ddl(cls, text: str, dialect: str = "sqlite") -> "Schema":
-        """Parse the CREATE TABLE statements of ``text``; every other statement is ignored.
+        """Read the CREATE TABLE statements of ``text``; every other statement is ignored.
 
-        Statements sqlglot cannot parse are skipped one by one (with a debug log), so one odd
-        statement does not hide the rest of the schema.
+        The statements are cut by the text layer (:func:`~sqltune.sql.schema.text.parse_table_text`), so
+        SQL that no parser accepts still yields the tables it defines, and types stay as written. The
+        SELECT of a ``CREATE TABLE ... AS SELECT`` is read with sqlglot in ``dialect`` for its column
+        names. A table defined twice keeps its last definition.
         """
         dialect = canonical_dialect(dialect)
         tables: dict[str, dict[str, str]] = {}
-        for stmt in _parse_leniently(text, dialect):
-            if not isinstance(stmt, exp.Create) or (stmt.args.get("kind") or "").upper() != "TABLE":
+        for position, stmt in enumerate(split_statements(text)):
+            table = parse_table_text(stmt, position)
+            if table is None:
                 continue
-            target = stmt.this
-            table = target.this if isinstance(target, exp.Schema) else target
-            if not isinstance(table, exp.Table) or not table.name:
-                continue
-            cols: dict[str, str] = {}
-            if isinstance(target, exp.Schema):
-                for col in target.expressions:
-                    if isinstance(col, exp.ColumnDef) and col.name:
-                        kind = col.args.get("kind")
-                        cols[col.name] = kind.sql() if kind is not None else ""
-            elif isinstance(stmt.expression, exp.Query):  # CREATE TABLE ... AS SELECT
-                cols = {name: "" for name in stmt.expression.named_selects if name != "*"}
+            if table.elements:
+                cols = {name: column_type(el) for name, el in zip(table.columns, table.elements) if name}
+            else:
+                cols = {name: "" for name in _selected_names(stmt, dialect)}
             tables[table.name] = cols
         return cls(tables)
 
@@ -132,15 +127,12 @@ def as_schema(schema: "Schema | str | Mapping | None", dialect: str) -> "Schema 
     raise SQLError(f"schema must be DDL text, a Schema or a mapping, got {type(schema).__name__}")
 
 
-def _parse_leniently(text: str, dialect: str) -> list[exp.Expression]:
+def _selected_names(stmt: str, dialect: str) -> list[str]:
+    """The output column names of a ``CREATE TABLE ... AS SELECT`` (none when sqlglot cannot read it)."""
     try:
-        return [s for s in sqlglot.parse(text, read=dialect) if s is not None]
-    except Exception:  # noqa: BLE001 - fall back to one statement at a time
-        pass
-    out = []
-    for chunk in split_statements(text):
-        try:
-            out.extend(s for s in sqlglot.parse(chunk, read=dialect) if s is not None)
-        except Exception as exc:  # noqa: BLE001
-            log.debug("skipping unparseable DDL statement %r: %s", chunk[:80], exc)
-    return out
+        tree = sqlglot.parse_one(stmt, read=dialect)
+    except Exception as exc:  # noqa: BLE001 - sqlglot raises several types; an unreadable one adds no columns
+        log.debug("cannot read the SELECT of %r: %s", stmt[:80], exc)
+        return []
+    query = tree.expression if isinstance(tree, exp.Create) else None
+    return [name for name in query.named_selects if name != "*"] if isinstance(query, exp.Query) else []

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["TableText", "idents", "parse_table_text", "quote_ident", "split_statements", "unquote"]
+__all__ = ["TableText", "column_type", "idents", "parse_table_text", "quote_ident", "split_statements", "unquote"]
 
 # Words that must be quoted when used as identifiers (SQLite's and PostgreSQL's reserved words that
 # appear in real schemas; quoting more than needed is harmless, quoting less breaks parsing).
@@ -155,6 +155,35 @@ def parse_table_text(stmt: str, position: int = 0) -> TableText | None:
             im = _IDENT_RE.match(el)
             table.columns.append(unquote(im.group(1)) if im else "")
     return table
+
+
+_COLUMN_CONSTRAINT = re.compile(
+    r"\b(?:CONSTRAINT|PRIMARY|NOT|NULL|REFERENCES|DEFAULT|UNIQUE|CHECK|COLLATE|GENERATED|AUTOINCREMENT|"
+    r"AUTO_INCREMENT|IDENTITY|AS|ON)\b",
+    re.I,
+)
+
+
+def column_type(element: str) -> str:
+    """The type of a column definition as written (``"VARCHAR(40)"`` of ``"name VARCHAR(40) NOT NULL"``),
+    whitespace collapsed; ``""`` when the column has none."""
+    m = _IDENT_RE.match(element)
+    rest = element[m.end():] if m else ""
+    depth, quote, cut = 0, "", len(rest)
+    for i, ch in enumerate(rest):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and (i == 0 or not (rest[i - 1].isalnum() or rest[i - 1] == "_")):
+            if _COLUMN_CONSTRAINT.match(rest, i):
+                cut = i
+                break
+    return " ".join(rest[:cut].split())
 
 
 def _matching_paren(text: str, open_idx: int) -> int:
