@@ -9,7 +9,6 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
 from sqltune.config import load_config
 from sqltune.data import Example
 from sqltune.data.spec import SPLIT_FIELDS, DatasetSpec, load_examples, split_identity
@@ -25,8 +24,13 @@ CATEGORIES = ("join", "aggregate", "filter", "window")
 
 def _examples(n: int = 203) -> list[Example]:
     return [
-        Example(id=f"ex-{i:04d}", question=f"question {i}", schema="CREATE TABLE t (a INT)",
-                sql=f"SELECT {i}", category=CATEGORIES[i % len(CATEGORIES)])
+        Example(
+            id=f"ex-{i:04d}",
+            question=f"question {i}",
+            schema="CREATE TABLE t (a INT)",
+            sql=f"SELECT {i}",
+            category=CATEGORIES[i % len(CATEGORIES)],
+        )
         for i in range(n)
     ]
 
@@ -77,12 +81,22 @@ def test_training_and_evaluation_share_the_test_split(tmp_path):
     """The training job's data section and the evaluation job's dataset section, given the same values,
     are one spec: evaluation scores exactly the test split training held out."""
     source = _jsonl(tmp_path, _examples())
-    shared = {"source": str(source), "format": "jsonl", "split_ratios": [0.7, 0.1, 0.2], "split_seed": 5,
-              "stratify": "category"}
+    shared = {
+        "source": str(source),
+        "format": "jsonl",
+        "split_ratios": [0.7, 0.1, 0.2],
+        "split_seed": 5,
+        "stratify": "category",
+    }
     train_cfg = TrainConfig.from_dict({"model": {"base": "m"}, "output_uri": str(tmp_path), "data": shared})
-    eval_cfg = EvalConfig.from_dict({"eval_name": "e", "output_uri": str(tmp_path),
-                                     "variants": [{"name": "v", "kind": "merged", "model": "m"}],
-                                     "dataset": {**shared, "split": "test"}})
+    eval_cfg = EvalConfig.from_dict(
+        {
+            "eval_name": "e",
+            "output_uri": str(tmp_path),
+            "variants": [{"name": "v", "kind": "merged", "model": "m"}],
+            "dataset": {**shared, "split": "test"},
+        }
+    )
     assert isinstance(train_cfg.data, DatasetSpec) and isinstance(eval_cfg.dataset, DatasetSpec)
     assert split_identity(train_cfg.data) == split_identity(eval_cfg.dataset)
     train, validation, held_out, _ = load_splits(train_cfg)  # what jobs.train trains and validates on

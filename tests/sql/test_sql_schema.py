@@ -1,4 +1,4 @@
-"""sqltune.sql.schema: the schema model, live-database introspection, rendering styles, statement splitting."""
+"""sqltune.sql.schema: the schema model, live-database introspection, rendering styles, splitting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import sqlite3
 import duckdb
 import pytest
 import sqlglot
-
 from sqltune.errors import SQLError
 from sqltune.sql import Schema, split_statements
 from sqltune.sql.schema import ddl_from_database, parse_table_text, quote_ident
@@ -48,10 +47,14 @@ def test_from_db_names_what_a_query_can_name(tmp_path):
     """Views count for grounding a query; the DDL that recreates a database leaves them out."""
     path = tmp_path / "v.sqlite"
     with sqlite3.connect(path) as conn:
-        conn.executescript("CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL); CREATE VIEW v AS SELECT a FROM t;")
+        conn.executescript(
+            "CREATE TABLE t (a INTEGER PRIMARY KEY, b TEXT NOT NULL); CREATE VIEW v AS SELECT a FROM t;"
+        )
     assert list(Schema.from_db(path).tables) == ["t", "v"]
     assert list(Schema.from_db(path, everything=True).tables) == ["t"]
-    assert ddl_from_database(path) == "CREATE TABLE t (\n  a INTEGER,\n  b TEXT NOT NULL,\n  PRIMARY KEY (a)\n);"
+    assert (
+        ddl_from_database(path) == "CREATE TABLE t (\n  a INTEGER,\n  b TEXT NOT NULL,\n  PRIMARY KEY (a)\n);"
+    )
 
 
 @pytest.mark.parametrize(
@@ -59,15 +62,20 @@ def test_from_db_names_what_a_query_can_name(tmp_path):
     [
         ("plain", 'CREATE TABLE "order" (id INTEGER, "line no" INTEGER, qty);'),
         ("compact", 'CREATE TABLE "order" (id INTEGER PRIMARY KEY, "line no" INTEGER, qty TEXT);'),
-        ("full", 'CREATE TABLE "order" (\n  id INTEGER,\n  "line no" INTEGER NOT NULL,\n  qty TEXT,\n'
-                 '  PRIMARY KEY (id),\n  FOREIGN KEY (qty) REFERENCES q(id)\n);'),
+        (
+            "full",
+            'CREATE TABLE "order" (\n  id INTEGER,\n  "line no" INTEGER NOT NULL,\n  qty TEXT,\n'
+            "  PRIMARY KEY (id),\n  FOREIGN KEY (qty) REFERENCES q(id)\n);",
+        ),
     ],
 )
 def test_rendering_styles(tmp_path, style, expected):
     path = tmp_path / "o.sqlite"
     with sqlite3.connect(path) as conn:
-        conn.executescript('CREATE TABLE q (id INTEGER PRIMARY KEY); CREATE TABLE "order" (id INTEGER PRIMARY KEY, '
-                           '"line no" INTEGER NOT NULL, qty REFERENCES q);')
+        conn.executescript(
+            'CREATE TABLE q (id INTEGER PRIMARY KEY); CREATE TABLE "order" (id INTEGER PRIMARY KEY, '
+            '"line no" INTEGER NOT NULL, qty REFERENCES q);'
+        )
     schema = Schema.from_db(path)
     assert schema.defs[1].render(style) == expected
     joiner = "\n\n" if style == "full" else "\n"
@@ -117,7 +125,8 @@ def test_ddl_from_duckdb(tmp_path):
     conn = duckdb.connect(str(path))
     conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name VARCHAR NOT NULL)")
     conn.execute(
-        'CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id), "order" VARCHAR, total DOUBLE)'
+        "CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER REFERENCES customers(id), "
+        '"order" VARCHAR, total DOUBLE)'
     )
     conn.close()
     ddl = ddl_from_database(str(path))
@@ -136,7 +145,7 @@ def test_ddl_from_postgres(postgres_db):
     with psycopg.connect(postgres_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE customers (id serial PRIMARY KEY, name varchar(80) NOT NULL)")
         conn.execute(
-            'CREATE TABLE orders (id bigint PRIMARY KEY, customer_id integer REFERENCES customers(id), '
+            "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id integer REFERENCES customers(id), "
             '"order" text, total numeric(10,2))'
         )
         conn.execute("CREATE SCHEMA sales")
@@ -182,11 +191,16 @@ def test_compact_ddl_from_database(tmp_path):
 def test_split_statements():
     assert split_statements("SELECT ';'; SELECT 2;; -- c;\n /* x; */") == ["SELECT ';'", "SELECT 2"]
     assert split_statements("") == []
-    assert split_statements("SELECT 'a;b' AS [x;y], `c;d`; /* only a comment */;") == ["SELECT 'a;b' AS [x;y], `c;d`"]
+    assert split_statements("SELECT 'a;b' AS [x;y], `c;d`; /* only a comment */;") == [
+        "SELECT 'a;b' AS [x;y], `c;d`"
+    ]
 
 
 def test_split_statements_keeps_terminators_and_comments():
-    text = "-- header; comment\nCREATE TABLE a (x TEXT DEFAULT ';');\n/* ; */ INSERT INTO a VALUES ('a;b');\nSELECT 1"
+    text = (
+        "-- header; comment\nCREATE TABLE a (x TEXT DEFAULT ';');\n/* ; */ INSERT INTO a VALUES ('a;b');\n"
+        "SELECT 1"
+    )
     stmts = split_statements(text, keep_terminators=True)
     assert len(stmts) == 3
     assert stmts[0].startswith("-- header; comment") and stmts[0].endswith("DEFAULT ';');")
@@ -199,7 +213,10 @@ def test_split_statements_on_broken_input():
 
 
 def test_parse_table_text_keeps_the_text():
-    stmt = 'CREATE TABLE IF NOT EXISTS main."Line Items" (\n  id INT PRIMARY KEY,\n  note TEXT DEFAULT \'a, b\',\n  CHECK (id > 0)\n);'
+    stmt = (
+        'CREATE TABLE IF NOT EXISTS main."Line Items" (\n'
+        "  id INT PRIMARY KEY,\n  note TEXT DEFAULT 'a, b',\n  CHECK (id > 0)\n);"
+    )
     table = parse_table_text(stmt)
     assert table.name == "Line Items"
     assert table.columns == ["id", "note", ""]
@@ -228,8 +245,10 @@ def test_column_type_is_the_type_as_written(element, expected):
 def test_from_ddl_reads_what_sqlglot_cannot_parse():
     """One CREATE TABLE reader for the model and for prompt fitting: a dialect quirk that sqlglot rejects
     does not hide a table from grounding."""
-    ddl = ("CREATE TABLE t (a INT, b TEXT DEFAULT (1 +)) PARTITION BY;\n"
-           "CREATE TABLE u AS SELECT a AS x, b FROM t;")
+    ddl = (
+        "CREATE TABLE t (a INT, b TEXT DEFAULT (1 +)) PARTITION BY;\n"
+        "CREATE TABLE u AS SELECT a AS x, b FROM t;"
+    )
     assert not sqlglot_reads(ddl)
     schema = Schema.from_ddl(ddl)
     assert schema.tables == {"t": {"a": "INT", "b": "TEXT"}, "u": {"x": "", "b": ""}}

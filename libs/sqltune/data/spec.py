@@ -50,17 +50,20 @@ class DatasetSpec(Config):
         "auto", "Loader format for sqltune.data.load_dataset; auto detects it from the folder/file/columns."
     )
     source_split: str | None = param(
-        None, "Which split of the source to load before splitting it (Spider/BIRD 'train' or 'dev', hub datasets "
-        "'train'); null = the loader's default."
+        None,
+        "Which split of the source to load before splitting it (Spider/BIRD 'train' or 'dev', hub datasets "
+        "'train'); null = the loader's default.",
     )
     databases_dir: str | None = param(
-        None, "Spider/BIRD: the folder holding <db_id>/<db_id>.sqlite; null = the dataset's own (<source>/database "
-        "for Spider, <source>/dev_databases for BIRD)."
+        None,
+        "Spider/BIRD: the folder holding <db_id>/<db_id>.sqlite; null = the dataset's own (<source>/database "
+        "for Spider, <source>/dev_databases for BIRD).",
     )
     split_ratios: list[float] = param([0.8, 0.1, 0.1], "Train/validation/test fractions (sum to 1).")
     split_seed: int = param(0, "Seed of the deterministic split.")
     stratify: Stratify = param(
-        "category", "What the train/validation/test split is stratified by (training and evaluation must agree)."
+        "category",
+        "What the train/validation/test split is stratified by (training and evaluation must agree).",
     )
     embedded_seed: int = param(0, "Seed of the embedded dataset when source=embedded.")
     embedded_dir: str | None = param(
@@ -83,7 +86,7 @@ class DatasetSpec(Config):
         return Path(self.embedded_dir or default).expanduser()
 
     def root(self) -> Path | None:
-        """The local folder of the dataset (relative database paths resolve against it); None for remote ones."""
+        """The local folder of the dataset (relative database paths resolve against it); None if remote."""
         if self.is_embedded:
             return self.embedded_folder()
         path = Path(self.source)
@@ -93,7 +96,9 @@ class DatasetSpec(Config):
 
     def partition(self, examples: list[Example]) -> Splits:
         """The deterministic train/validation/test split of ``examples`` (see the module docstring)."""
-        return split_examples(examples, ratios=tuple(self.split_ratios), seed=self.split_seed, stratify=self.stratify)
+        return split_examples(
+            examples, ratios=tuple(self.split_ratios), seed=self.split_seed, stratify=self.stratify
+        )
 
 
 def load_examples(spec: DatasetSpec) -> list[Example]:
@@ -109,7 +114,7 @@ def split_identity(spec: DatasetSpec) -> dict[str, Any]:
 
 
 def sample_examples(examples: list[Example], limit: int | None, seed: int) -> list[Example]:
-    """A seeded sample of at most ``limit`` examples, kept in their order (all of them when ``limit`` is None)."""
+    """A seeded sample of at most ``limit`` examples, kept in their order (all when ``limit`` is None)."""
     if not limit or len(examples) <= limit:
         return list(examples)
     keep = sorted(random.Random(f"sqltune-eval:{seed}").sample(range(len(examples)), limit))

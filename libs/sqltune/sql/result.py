@@ -34,8 +34,13 @@ def capped_result(rows: list[tuple], columns: list[str], max_rows: int) -> ExecR
     """The result of ``rows`` fetched with a cap of ``max_rows`` (callers fetch ``max_rows + 1`` rows, so
     one row more than the cap means the query had more): truncated and categorised ``too_many_rows``."""
     if len(rows) > max_rows:
-        return ExecResult(rows=rows[:max_rows], columns=columns, truncated=True, category="too_many_rows",
-                          error=f"the query returned more than max_rows={max_rows} rows")
+        return ExecResult(
+            rows=rows[:max_rows],
+            columns=columns,
+            truncated=True,
+            category="too_many_rows",
+            error=f"the query returned more than max_rows={max_rows} rows",
+        )
     return ExecResult(rows=rows, columns=columns)
 
 

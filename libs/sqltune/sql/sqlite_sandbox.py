@@ -7,7 +7,13 @@ import sqlite3
 
 from sqltune.sql.result import Category
 
-__all__ = ["SQLITE_ALLOWED_ACTIONS", "SQLITE_DENIED_FUNCTIONS", "SQLITE_MAX_LENGTH", "classify_sqlite", "sqlite_authorizer"]
+__all__ = [
+    "SQLITE_ALLOWED_ACTIONS",
+    "SQLITE_DENIED_FUNCTIONS",
+    "SQLITE_MAX_LENGTH",
+    "classify_sqlite",
+    "sqlite_authorizer",
+]
 
 SQLITE_ALLOWED_ACTIONS = {
     sqlite3.SQLITE_SELECT,
@@ -19,8 +25,9 @@ SQLITE_DENIED_FUNCTIONS = {"load_extension", "readfile", "writefile", "edit", "f
 SQLITE_MAX_LENGTH = 50_000_000  # bytes in one string/blob value (zeroblob(1e9) and friends)
 
 
-def sqlite_authorizer(action: int, arg1: str | None, arg2: str | None, dbname: str | None,
-                      source: str | None) -> int:
+def sqlite_authorizer(
+    action: int, arg1: str | None, arg2: str | None, dbname: str | None, source: str | None
+) -> int:
     """Admit reads, plain functions and recursive CTEs on the main/temp databases; deny everything else."""
     if action not in SQLITE_ALLOWED_ACTIONS:
         return sqlite3.SQLITE_DENY

@@ -39,7 +39,9 @@ __all__ = [
 ]
 
 
-def ddl_from_database(db: str | os.PathLike[str], *, style: SchemaStyle = "full", timeout_s: float = 10.0) -> str:
+def ddl_from_database(
+    db: str | os.PathLike[str], *, style: SchemaStyle = "full", timeout_s: float = 10.0
+) -> str:
     """The base tables of every schema of a live database as CREATE TABLE text in ``style``.
 
     Tables outside the default schema (``main``, ``public``) are schema-qualified; views are left out.

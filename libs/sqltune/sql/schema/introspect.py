@@ -27,7 +27,9 @@ def introspect(db: str | os.PathLike[str], *, timeout_s: float = 10.0) -> list[T
     """
     text = os.fspath(db)
     if not is_postgres_dsn(text) and not Path(text).is_file():
-        raise SQLError(f"database {text!r} does not exist (expected a SQLite/DuckDB file or a postgresql:// DSN)")
+        raise SQLError(
+            f"database {text!r} does not exist (expected a SQLite/DuckDB file or a postgresql:// DSN)"
+        )
     try:
         engine = engine_of(text)
     except SQLError:
@@ -51,7 +53,8 @@ def _sqlite(path: str, timeout_s: float) -> list[Table]:
         raise SQLError(f"cannot open SQLite database {path}: {exc}") from exc
     try:
         objects = conn.execute(
-            "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' "
+            "SELECT name, type FROM sqlite_master "
+            "WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' "
             "ORDER BY rowid"
         ).fetchall()
         return [_sqlite_table(conn, name, kind == "view") for name, kind in objects]
@@ -62,7 +65,7 @@ def _sqlite(path: str, timeout_s: float) -> list[Table]:
 
 
 def _sqlite_table(conn: sqlite3.Connection, name: str, view: bool) -> Table:
-    info = conn.execute("SELECT cid, name, type, \"notnull\", pk FROM pragma_table_info(?)", (name,)).fetchall()
+    info = conn.execute('SELECT cid, name, type, "notnull", pk FROM pragma_table_info(?)', (name,)).fetchall()
     table = Table(
         name=name,
         columns=[Column(r[1], r[2] or "", bool(r[3])) for r in info],
@@ -73,7 +76,9 @@ def _sqlite_table(conn: sqlite3.Connection, name: str, view: bool) -> Table:
     for row in conn.execute("SELECT * FROM pragma_foreign_key_list(?)", (name,)).fetchall():
         parent, column, ref_col = row[2], row[3], row[4]
         if ref_col is None:
-            parent_pk = [p[0] for p in conn.execute("SELECT name FROM pragma_table_info(?) WHERE pk", (parent,))]
+            parent_pk = [
+                p[0] for p in conn.execute("SELECT name FROM pragma_table_info(?) WHERE pk", (parent,))
+            ]
             ref_col = parent_pk[0] if parent_pk else column
         table.foreign_keys.append(ForeignKey([column], parent, [ref_col]))
     return table

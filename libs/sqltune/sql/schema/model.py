@@ -30,7 +30,10 @@ class Schema:
 
     def __init__(self, tables: Mapping[str, Mapping[str, str]] | Iterable[Table] | None = None) -> None:
         if isinstance(tables, Mapping):
-            defs = [Table(str(t), [Column(str(c), str(ty or "")) for c, ty in cols.items()]) for t, cols in tables.items()]
+            defs = [
+                Table(str(t), [Column(str(c), str(ty or "")) for c, ty in cols.items()])
+                for t, cols in tables.items()
+            ]
         else:
             defs = list(tables or [])
         self.defs: list[Table] = defs
@@ -78,7 +81,9 @@ class Schema:
         return cls(tables)
 
     @classmethod
-    def from_db(cls, db: str | os.PathLike[str], *, timeout_s: float = 10.0, everything: bool = False) -> "Schema":
+    def from_db(
+        cls, db: str | os.PathLike[str], *, timeout_s: float = 10.0, everything: bool = False
+    ) -> "Schema":
         """Introspect a SQLite/DuckDB file or a PostgreSQL DSN read-only.
 
         By default: the tables and views a query can name without a schema qualifier (SQLite's, DuckDB's

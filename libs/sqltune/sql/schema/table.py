@@ -61,7 +61,11 @@ class Table:
         canonical_dialect(dialect)  # the three dialects quote identifiers alike; a bad name still fails
         if style == "plain":
             return self._plain()
-        name = f"{quote_ident(self.namespace)}.{quote_ident(self.name)}" if self.namespace else quote_ident(self.name)
+        name = (
+            f"{quote_ident(self.namespace)}.{quote_ident(self.name)}"
+            if self.namespace
+            else quote_ident(self.name)
+        )
         if style == "compact":
             return f"CREATE TABLE {name} ({', '.join(self._compact_parts())});"
         if style != "full":

@@ -11,7 +11,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["TableText", "column_type", "idents", "parse_table_text", "quote_ident", "split_statements", "unquote"]
+__all__ = [
+    "TableText",
+    "column_type",
+    "idents",
+    "parse_table_text",
+    "quote_ident",
+    "split_statements",
+    "unquote",
+]
 
 # Words that must be quoted when used as identifiers (SQLite's and PostgreSQL's reserved words that
 # appear in real schemas; quoting more than needed is harmless, quoting less breaks parsing).
@@ -91,7 +99,7 @@ _IDENT_RE = re.compile(r'^\s*("(?:[^"]|"")*"|`[^`]*`|\[[^\]]*\]|[\w$]+)')
 def unquote(name: str) -> str:
     """``"a b"``, `` `a b` `` and ``[a b]`` -> ``a b``; a plain name stays as it is."""
     name = name.strip()
-    if len(name) >= 2 and name[0] in "\"`[" and name[-1] in "\"`]":
+    if len(name) >= 2 and name[0] in '"`[' and name[-1] in '"`]':
         return name[1:-1].replace('""', '"')
     return name
 
@@ -168,7 +176,7 @@ def column_type(element: str) -> str:
     """The type of a column definition as written (``"VARCHAR(40)"`` of ``"name VARCHAR(40) NOT NULL"``),
     whitespace collapsed; ``""`` when the column has none."""
     m = _IDENT_RE.match(element)
-    rest = element[m.end():] if m else ""
+    rest = element[m.end() :] if m else ""
     depth, quote, cut = 0, "", len(rest)
     for i, ch in enumerate(rest):
         if quote:
