@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TOOLS_STAMP := .venv-tools/.installed
 
-.PHONY: setup test test-fast demo demo-full demo-clean bench-train bench-serve lint clean
+.PHONY: setup test test-fast demo demo-full demo-clean bench-train bench-serve lint clean k8s-local
 
 setup: $(STAMP) $(TOOLS_STAMP)
 
@@ -35,6 +35,15 @@ demo: $(STAMP)
 # The same flow trained twice as long (1,000 steps).
 demo-full: $(STAMP)
 	$(PY) scripts/demo.py --train-steps 1000
+
+# The cpu-dev overlay, rendered by kustomize, run on a local Ray by the KubeRay stand-in (docs/kubernetes.md):
+# embedded S3, the tiny base built and published, train -> export -> evaluate, then the RayService answers.
+KUBECTL := $(shell test -x .venv-tools/bin/kubectl && echo .venv-tools/bin/kubectl || echo kubectl)
+k8s-local: setup
+	mkdir -p .state
+	$(KUBECTL) kustomize k8s/overlays/cpu-dev > .state/cpu-dev.yaml
+	$(PY) -m sqltune.cli k8s local-run -f .state/cpu-dev.yaml --embedded-s3 --tiny-base \
+	  --args sqltune-train-tiny:train.max_steps=20 --args sqltune-eval-tiny:dataset.limit=16
 
 bench-train:
 	$(PYTHON) benchmarks/bench_train.py

@@ -18,15 +18,16 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
+
+from sqltune.k8s import localray
+from sqltune.k8s.localray import LocalRay
 
 log = logging.getLogger("sqltune.demo")
 BUCKET = "sqltune"  # the presets in jobs/configs/ default to s3://sqltune/...
@@ -36,86 +37,12 @@ SERVE_PORT = 8000
 RAY_TEMP = "/tmp/sqltune-demo-ray"  # short: Ray puts unix sockets under it
 
 
-def sh(cmd: list[str], *, env: dict[str, str], check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    log.info("$ %s", " ".join(cmd))
-    return subprocess.run(cmd, env=env, cwd=ROOT, check=check, text=True, capture_output=capture)
-
-
 def own_ray_processes() -> list:
     """The processes of the demo's Ray cluster: those started with its temp dir, and their descendants.
 
     `ray stop` would stop every Ray cluster on the machine (a test suite's too); the demo stops its own.
     """
-    import psutil
-
-    roots = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(RAY_TEMP in part for part in (proc.info["cmdline"] or [])):
-                roots.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    procs = {p.pid: p for p in roots}
-    for root in roots:
-        try:
-            procs.update({c.pid: c for c in root.children(recursive=True)})
-        except psutil.NoSuchProcess:
-            continue
-    procs.pop(os.getpid(), None)
-    return list(procs.values())
-
-
-def stop_own_ray(timeout: float = 20.0) -> None:
-    import psutil
-
-    procs = own_ray_processes()
-    for proc in procs:
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-    if procs:
-        log.info("stopped the demo's Ray cluster (%d processes)", len(procs))
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct free ports: all sockets are held open until every port is chosen (ports picked one
-    after another can repeat, and Ray's agent then fails on "Address already in use")."""
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def demo_auth_token(work: Path) -> Path:
-    """The Ray auth token file of the demo's cluster under ``work`` (created once, readable by the owner only)."""
-    import secrets
-
-    path = work / "ray_auth_token"
-    if not path.exists():
-        work.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    return path
-
-
-def bin_path(name: str) -> str:
-    candidate = Path(sys.executable).parent / name
-    return str(candidate) if candidate.exists() else name
+    return localray.own_ray_processes(RAY_TEMP)
 
 
 class Demo:
@@ -130,12 +57,7 @@ class Demo:
         self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"
         self.env["PYTHONPATH"] = f"{ROOT}:{ROOT / 'libs'}"
         self.env.setdefault("PYTHONUNBUFFERED", "1")
-        # Ray 2.60's `ray start` turns token auth on by default, but the job/serve CLIs only send the token
-        # (~/.ray/auth_token) when the mode is set explicitly: set it for the head and every client.
-        self.env["RAY_AUTH_MODE"] = "token"
-        # The demo's own token: on a fresh machine there is no ~/.ray/auth_token, and `ray start` with the mode
-        # set does not create one ("Token authentication is enabled but no authentication token was found").
-        self.env["RAY_AUTH_TOKEN_PATH"] = str(demo_auth_token(work))
+        self.ray: LocalRay | None = None
         self.s3 = None
         self.started_ray = False
         self.timings: dict[str, float] = {}
@@ -149,43 +71,24 @@ class Demo:
         os.environ.update(self.s3.env())
         self.s3.create_bucket(BUCKET)
         log.info("embedded S3 at %s, bucket s3://%s", self.s3.endpoint, BUCKET)
-        stop_own_ray()  # leftovers of an interrupted demo; other Ray clusters on this machine are left alone
-        self.started_ray = True  # from here on, a failure still stops whatever part of the head came up
-        for attempt in (1, 2):
-            agent, grpc, metrics, runtime_env = free_ports(4)
-            out = sh(
-                [
-                    bin_path("ray"), "start", "--head", f"--temp-dir={RAY_TEMP}", "--node-ip-address=127.0.0.1",
-                    f"--port={RAY_PORT}", f"--dashboard-port={DASHBOARD_PORT}", "--dashboard-host=127.0.0.1",
-                    "--num-cpus=4", "--disable-usage-stats",
-                    # Ray's fixed default agent/metrics ports clash with any other Ray on the machine (a test
-                    # suite's): then the job agent never comes up ("No available agent to submit job").
-                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
-                    f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
-                ],
-                env=self.env, check=False, capture=True,
-            )
-            if out.returncode == 0:
-                break
-            # A port taken between choosing and binding it, or a slow raylet: start again from nothing, once.
-            log.warning("ray start failed (attempt %d): %s", attempt, (out.stderr or out.stdout).strip()[-500:])
-            stop_own_ray()
-        else:
-            raise RuntimeError(f"ray start failed twice:\n{out.stdout}{out.stderr}")
-        self.env["RAY_ADDRESS"] = f"http://127.0.0.1:{DASHBOARD_PORT}"
+        # token auth with the demo's own token file, free agent/metrics ports, one retry (sqltune.k8s.localray);
+        # leftovers of an interrupted demo are stopped first, other Ray clusters on this machine are left alone
+        self.ray = LocalRay(self.work, temp_dir=RAY_TEMP, num_cpus=4, port=RAY_PORT, dashboard_port=DASHBOARD_PORT,
+                            env=self.env, cwd=ROOT)
+        self.started_ray = True
+        self.ray.start()
+        self.env = self.ray.env
 
     def stop_services(self) -> None:
-        if self.started_ray:
-            sh([bin_path("serve"), "shutdown", "-y", "-a", f"http://127.0.0.1:{DASHBOARD_PORT}"], env=self.env,
-               check=False, capture=True)
-            stop_own_ray()
+        if self.started_ray and self.ray is not None:
+            self.ray.stop()
         if self.s3 is not None:
             self.s3.stop()
 
     # -- steps ------------------------------------------------------------------------------------
     def build_assets(self) -> None:
-        from sqltune.data.embedded import build_embedded
         from sqltune.config import load_config
+        from sqltune.data.embedded import build_embedded
         from sqltune.models.tiny import TinyModelConfig, build_tiny_model
         from sqltune.storage import publish
 
@@ -205,24 +108,10 @@ class Demo:
     def submit(self, module: str, config: str, overrides: list[str]) -> None:
         """`ray job submit`, then follow its logs; fails unless the job ends SUCCEEDED."""
         job_id = f"sqltune-{module.split('.')[-1]}-{int(time.time())}"
-        address = ["--address", self.env["RAY_ADDRESS"]]
-        cmd = [
-            bin_path("ray"), "job", "submit", *address, "--submission-id", job_id, "--no-wait",
-            "--working-dir", ".", "--", "python", "-m", module, "--config", config, *overrides,
-        ]
-        for attempt in range(12):
-            out = sh(cmd, env=self.env, check=False, capture=True)
-            if out.returncode == 0:
-                break
-            # Right after `ray start` the job agent may not be up yet on a loaded machine.
-            if "No available agent" not in (out.stdout + out.stderr) or attempt == 11:
-                raise RuntimeError(f"ray job submit failed:\n{out.stdout}{out.stderr}")
-            time.sleep(5)
-        sh([bin_path("ray"), "job", "logs", *address, "--follow", job_id], env=self.env, check=False)
-        status = sh([bin_path("ray"), "job", "status", *address, job_id], env=self.env, check=False, capture=True)
-        # The CLI logs "Job '<id>' succeeded" to stderr.
-        if "succeeded" not in (status.stdout + status.stderr).lower():
-            raise RuntimeError(f"job {job_id} ({module}) did not succeed:\n{status.stdout}{status.stderr}")
+        state, _ = self.ray.submit(["python", "-m", module, "--config", config, *overrides], submission_id=job_id,
+                                   working_dir=".", stream=True)
+        if state != "SUCCEEDED":
+            raise RuntimeError(f"job {job_id} ({module}) did not succeed: {state}")
         log.info("job %s succeeded", job_id)
 
     def train(self) -> None:
@@ -266,23 +155,9 @@ class Demo:
         cfg["http_options"]["port"] = SERVE_PORT
         path = self.work / "serve.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        sh([bin_path("serve"), "deploy", str(path), "-a", self.env["RAY_ADDRESS"]], env=self.env)
+        self.ray.serve_deploy(path)
         base = f"http://127.0.0.1:{SERVE_PORT}"
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=5) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            status = sh([bin_path("serve"), "status", "-a", self.env["RAY_ADDRESS"]], env=self.env, check=False,
-                        capture=True).stdout
-            if "DEPLOY_FAILED" in status:
-                raise RuntimeError(f"serve deploy failed:\n{status}")
-            time.sleep(3)
-        else:
-            raise RuntimeError("the server did not become ready within 300 s; see `ray status` / serve logs")
+        self.ray.wait_http_ready(f"{base}/readyz", timeout=300)
         evaluated = self.evaluated_sql("merged")
         for ex in self.demo_questions():
             # The embedded examples' prompts carry the tables their question is about; `tables` puts the same

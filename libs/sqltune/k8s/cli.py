@@ -6,6 +6,7 @@
   render-serve-config  print the serveConfigV2 text
   generate             (re)write the generated manifests under k8s/ (--check: fail if stale)
   validate             validate YAML manifests offline (KubeRay CRDs + Kubernetes schemas)
+  local-run            run rendered RayJobs/RayService on a local Ray (the KubeRay stand-in, sqltune.k8s.local)
 
 ``--dry-run`` prints the objects as YAML and contacts no cluster. Exit codes of ``submit --follow``:
 0 SUCCEEDED, 1 FAILED, 2 bad input (or rejected by the operator), 3 STOPPED / other.
@@ -111,6 +112,36 @@ def register(parser: argparse.ArgumentParser) -> None:
     v.add_argument("files", nargs="+", help="YAML files ('-' for stdin)")
     v.add_argument("--crds", default=None, help="folder of the KubeRay CRDs (default: $SQLTUNE_CRD_DIR)")
     v.set_defaults(func=cmd_validate)
+
+    lr = sub.add_parser(
+        "local-run", help="Run rendered RayJobs and the RayService on a local Ray cluster (KubeRay stand-in).",
+        description="Runs `kubectl kustomize` or `sqltune k8s submit --dry-run` output the way KubeRay would: "
+        "ConfigMap files at their mountPaths under a temporary root (paths in the entrypoint get the root as "
+        "prefix), pod env with Secrets from --env-file, runtimeEnvYAML, the entrypoint via `ray job submit`; "
+        "RayService: serve deploy of serveConfigV2, /readyz and one /v1/sql answer. Not emulated: scheduling, "
+        "GPUs, image pulls, probes.",
+    )
+    lr.add_argument("-f", "--filename", required=True, help="rendered manifests ('-' for stdin)")
+    lr.add_argument("--env-file", default=None, help="Secrets as <secret>.<key>=<value> lines")
+    lr.add_argument("--job", action="append", default=None, metavar="NAME",
+                    help="RayJob to run, in order (repeat; default: every RayJob but the pipeline: train, export, eval)")
+    lr.add_argument("--service", action="append", default=None, metavar="NAME",
+                    help="RayService to deploy (repeat; default: every RayService)")
+    lr.add_argument("--no-service", action="store_true", help="deploy no RayService")
+    lr.add_argument("--args", action="append", default=[], metavar="JOB:key=value",
+                    help="append key=value to JOB's entrypoint (e.g. sqltune-train-tiny:train.max_steps=5)")
+    lr.add_argument("--address", default=None,
+                    help="use this running Ray (dashboard address) instead of starting one; RAY_AUTH_* from the env")
+    lr.add_argument("--num-cpus", type=_positive, default=4, help="logical CPUs of the local Ray it starts")
+    lr.add_argument("--embedded-s3", action="store_true",
+                    help="start the embedded S3 server (bucket sqltune), fill Secret sqltune-s3 from it (and "
+                    "sqltune-api with a random token unless --env-file has one)")
+    lr.add_argument("--tiny-base", action="store_true",
+                    help="with --embedded-s3: build the tiny base model and dataset as `make demo` does and publish them")
+    lr.add_argument("--work", type=Path, default=Path(".state/k8s-local"), help="mounts, logs, serve config")
+    lr.add_argument("--timeout", type=_nonneg, default=0, help="seconds per RayJob (0: no limit)")
+    lr.add_argument("--keep-running", action="store_true", help="leave the local Ray (and S3) up afterwards")
+    lr.set_defaults(func=cmd_local_run)
 
 
 # ----------------------------------------------------------------------------------------------- submit
@@ -321,3 +352,107 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(e, file=sys.stderr)
     print(f"{len(objs)} objects, {len(errors)} errors", file=sys.stderr)
     return 1 if errors else 0
+
+
+# ----------------------------------------------------------------------------------------------- local
+
+
+DEFAULT_JOB_ORDER = ("train", "export", "eval")
+
+
+def _job_args(items: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, kv = item.partition(":")
+        if not sep or "=" not in kv or kv.startswith("="):
+            raise ConfigError(f"--args {item!r}: expected JOB:key=value, e.g. sqltune-train-tiny:train.max_steps=5")
+        out.setdefault(name, []).append(kv)
+    return out
+
+
+def cmd_local_run(args: argparse.Namespace) -> int:
+    import os
+
+    from sqltune.k8s import local
+    from sqltune.k8s.localray import LocalRay
+
+    text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
+    objs = local.load_objects(text, args.filename)
+    secrets = local.read_env_file(args.env_file)
+    if args.job is None:
+        by_component = {o["metadata"]["name"]: (o["metadata"].get("labels") or {}).get("app.kubernetes.io/component")
+                        for o in objs if o["kind"] == "RayJob"}
+        names = [n for c in DEFAULT_JOB_ORDER for n, comp in by_component.items() if comp == c]
+        names += [n for n, comp in by_component.items() if comp not in (*DEFAULT_JOB_ORDER, "pipeline")]
+        jobs = local.select(objs, "RayJob", names)
+    else:
+        jobs = local.select(objs, "RayJob", args.job)
+    services = [] if args.no_service else local.select(objs, "RayService", args.service)
+    extra = _job_args(args.args)
+    unknown = sorted(set(extra) - {j["metadata"]["name"] for j in jobs})
+    if unknown:
+        raise ConfigError(f"--args names {unknown[0]!r}, which is not among the RayJobs run")
+    repo = Path(__file__).resolve().parents[3]
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    s3 = None
+    ray = LocalRay(work, num_cpus=args.num_cpus, cwd=repo)
+    try:
+        if args.embedded_s3:
+            s3 = _embedded_s3(secrets, ray, work, repo, tiny_base=args.tiny_base)
+        if args.address:
+            ray.env = dict(os.environ)  # the running cluster's RAY_AUTH_* come from the caller's environment
+            ray.dashboard_port = int(args.address.rstrip("/").rsplit(":", 1)[1])
+        else:
+            ray.start()
+        for job in jobs:
+            name = job["metadata"]["name"]
+            outcome = local.run_rayjob(job, objs, ray, root=work / "mounts", repo=repo, secrets=secrets,
+                                       extra_args=extra.get(name), timeout=args.timeout or None, stream=True)
+            if not outcome.ok:
+                print(f"sqltune: RayJob {name} ended {outcome.status}", file=sys.stderr)
+                return 1
+        for svc in services:
+            local.run_rayservice(svc, objs, ray, work=work, repo=repo, secrets=secrets)
+    finally:
+        if not args.keep_running:
+            if not args.address:
+                ray.stop()
+            if s3 is not None:
+                s3.stop()
+    return 0
+
+
+def secrets_token() -> str:
+    return secrets.token_hex(16)
+
+
+def _embedded_s3(secrets: dict[str, dict[str, str]], ray, work: Path, repo: Path, *, tiny_base: bool):
+    """Start the embedded S3 (bucket sqltune), put its settings in Secret sqltune-s3, publish the tiny base."""
+    from sqltune.storage import EmbeddedS3
+
+    s3 = EmbeddedS3().start()
+    s3.create_bucket("sqltune")
+    secrets.setdefault(b.S3_SECRET, {}).update(s3.env())
+    if b.API_SECRET_KEY not in secrets.get(b.API_SECRET, {}):
+        secrets.setdefault(b.API_SECRET, {})[b.API_SECRET_KEY] = secrets_token()
+        print(f"[stand-in] Secret {b.API_SECRET}: token {secrets[b.API_SECRET][b.API_SECRET_KEY]}", file=sys.stderr)
+    if tiny_base:
+        import os
+
+        from sqltune.config import load_config
+        from sqltune.data.embedded import build_embedded
+        from sqltune.models.tiny import TinyModelConfig, build_tiny_model
+        from sqltune.storage import publish
+
+        import shutil
+
+        os.environ.update(s3.env())
+        for folder in ("dataset", "tiny-base"):
+            shutil.rmtree(work / folder, ignore_errors=True)
+        build_embedded(work / "dataset", seed=0)
+        cfg = load_config(TinyModelConfig, repo / "jobs/configs/tiny-base.yaml")
+        build_tiny_model(work / "tiny-base", cfg, cache_dir=repo / ".cache" / "tiny-models")
+        publish(work / "dataset", "s3://sqltune/datasets/embedded", kind="dataset", overwrite=True)
+        publish(work / "tiny-base", "s3://sqltune/models/tiny-base", kind="base", overwrite=True)
+    return s3

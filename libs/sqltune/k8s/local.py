@@ -23,6 +23,7 @@ pod (the stand-in submits itself). Secrets come from a local env file whose line
 from __future__ import annotations
 
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,160 @@ def plan_rayjob(
         env=pod_env(obj, objs, secrets or {}), runtime_env=runtime_env,
         entrypoint_num_cpus=float(spec.get("entrypointNumCpus", 0) or 0),
     )
+
+
+# ----------------------------------------------------------------------------------------------- running
+
+
+def _image_env(root: Path) -> dict[str, str]:
+    """What the sqltune image provides that the pod spec does not: the code (PYTHONPATH=/app there)."""
+    import os
+
+    paths = [str(root), str(root / "libs")]
+    extra = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": ":".join(paths + ([extra] if extra else []))}
+
+
+@dataclass
+class JobOutcome:
+    name: str
+    status: str  # SUCCEEDED | FAILED | STOPPED | UNKNOWN
+    command: str
+    logs: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "SUCCEEDED"
+
+
+def run_rayjob(
+    obj: dict[str, Any], objs: list[dict[str, Any]], ray: Any, *, root: Path, repo: Path,
+    secrets: dict[str, dict[str, str]] | None = None, extra_args: list[str] | None = None,
+    timeout: float | None = None, stream: bool = False,
+) -> JobOutcome:
+    """Run one RayJob on the local Ray ``ray`` (a :class:`~sqltune.k8s.localray.LocalRay`) and wait for its end."""
+    import json
+    import secrets as _secrets
+
+    name = obj["metadata"]["name"]
+    if needs_gpus(obj):
+        raise StandInError(
+            f"RayJob {name} asks for GPUs (worker nvidia.com/gpu limits or entrypointNumGpus); the local "
+            "stand-in does not emulate GPUs: render the cpu-dev overlay or submit with --gpus 0"
+        )
+    plan = plan_rayjob(obj, objs, root, secrets, extra_args)
+    runtime_env = dict(plan.runtime_env)
+    own_env_vars = runtime_env.get("env_vars") or {}
+    # The pod env is the Ray processes' env on a cluster; here it travels as the job's env_vars (the image's
+    # PYTHONPATH too), with runtimeEnvYAML's own env_vars on top. Without those, a driver's own
+    # ray.init(runtime_env=...) must still apply over the pod env as it does over a container's env, not
+    # collide with it: RAY_OVERRIDE_JOB_RUNTIME_ENV lets the driver's values win.
+    runtime_env["env_vars"] = {**plan.env, **_image_env(repo), **own_env_vars}
+    if not own_env_vars:
+        runtime_env["env_vars"]["RAY_OVERRIDE_JOB_RUNTIME_ENV"] = "1"
+    print(f"[stand-in] RayJob {name}: {plan.entrypoint}", file=sys.stderr)
+    if plan.argv != shlex.split(plan.entrypoint):
+        print(f"[stand-in]   runs as: {plan.command}  (mountPaths under {plan.root})", file=sys.stderr)
+    status, logs = ray.submit(
+        plan.argv, submission_id=f"{name}-{_secrets.token_hex(3)}", runtime_env_json=json.dumps(runtime_env),
+        entrypoint_num_cpus=plan.entrypoint_num_cpus, timeout=timeout, stream=stream,
+    )
+    print(f"[stand-in] RayJob {name}: {status}", file=sys.stderr)
+    return JobOutcome(name, status, plan.command, logs)
+
+
+@dataclass
+class ServiceOutcome:
+    name: str
+    url: str
+    models: list[str]
+    answer: dict[str, Any]
+
+
+def serve_config_for(obj: dict[str, Any], objs: list[dict[str, Any]], secrets: dict[str, dict[str, str]],
+                     repo: Path, port: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """serveConfigV2 as the stand-in deploys it: HTTP on 127.0.0.1:``port``, the pod env in every
+    application's runtime_env. Returns (config, pod env)."""
+    name = obj["metadata"]["name"]
+    text = obj["spec"].get("serveConfigV2")
+    if not text:
+        raise StandInError(f"RayService {name}: spec.serveConfigV2 is empty")
+    try:
+        cfg = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise StandInError(f"RayService {name}: serveConfigV2 is not valid YAML: {exc}") from None
+    env = pod_env(obj, objs, secrets)
+    cfg.setdefault("http_options", {}).update({"host": "127.0.0.1", "port": port})
+    for app in cfg.get("applications") or []:
+        rt = app.setdefault("runtime_env", {})
+        rt["env_vars"] = {**env, **_image_env(repo), **(rt.get("env_vars") or {})}
+    return cfg, env
+
+
+def _http(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None,
+          timeout: float = 120.0) -> dict[str, Any]:
+    import json
+    import urllib.request
+
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, headers=headers, method=method)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+SMOKE_QUESTION = {
+    "question": "How many customers are there?",
+    "schema": "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT);",
+    "dialect": "sqlite",
+    "max_new_tokens": 32,
+}
+
+
+def run_rayservice(
+    obj: dict[str, Any], objs: list[dict[str, Any]], ray: Any, *, work: Path, repo: Path,
+    secrets: dict[str, dict[str, str]] | None = None, port: int | None = None, timeout: float = 600.0,
+) -> ServiceOutcome:
+    """`serve deploy` a RayService's serveConfigV2, wait for /readyz, ask /v1/models and /v1/sql once."""
+    from sqltune.k8s.localray import free_ports
+
+    name = obj["metadata"]["name"]
+    if needs_gpus(obj):
+        print(f"[stand-in] RayService {name}: worker pods ask for GPUs; deploying its serveConfigV2 on the local "
+              "(CPU) Ray anyway: only the Serve config is checked", file=sys.stderr)
+    port = port or free_ports(1)[0]
+    cfg, env = serve_config_for(obj, objs, secrets or {}, repo, port)
+    for app in cfg.get("applications") or []:
+        for dep in app.get("deployments") or []:
+            if (dep.get("ray_actor_options") or {}).get("num_gpus"):
+                raise StandInError(
+                    f"RayService {name}: deployment {dep.get('name')} asks for num_gpus "
+                    f"{dep['ray_actor_options']['num_gpus']}; the local stand-in has no GPUs (render the cpu-dev overlay)"
+                )
+    path = Path(work) / f"{name}-serve.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    print(f"[stand-in] RayService {name}: serve deploy (HTTP on 127.0.0.1:{port})", file=sys.stderr)
+    ray.serve_deploy(path)
+    url = f"http://127.0.0.1:{port}"
+    ray.wait_http_ready(f"{url}/readyz", timeout=timeout)
+    token = env.get("SQLTUNE_API_TOKEN")
+    models = [m["id"] for m in _http("GET", f"{url}/v1/models", token=token).get("data", [])]
+    answer = _http("POST", f"{url}/v1/sql", SMOKE_QUESTION, token=token)
+    if not isinstance(answer.get("sql"), str):
+        raise StandInError(f"RayService {name}: /v1/sql answered without SQL: {answer}")
+    print(f"[stand-in] RayService {name}: ready; models {models}; /v1/sql -> {answer['sql']!r}", file=sys.stderr)
+    return ServiceOutcome(name, url, models, answer)
+
+
+def select(objs: list[dict[str, Any]], kind: str, names: list[str] | None) -> list[dict[str, Any]]:
+    """The objects of ``kind`` named in ``names`` (in that order), or all of them in manifest order."""
+    found = {o["metadata"]["name"]: o for o in objs if o["kind"] == kind}
+    if names is None:
+        return list(found.values())
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ConfigError(f"no {kind} named {missing[0]!r} in the manifests (they have: {', '.join(found) or 'none'})")
+    return [found[n] for n in names]

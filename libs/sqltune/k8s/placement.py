@@ -62,7 +62,7 @@ class Demand:
     def needed(self) -> int:
         return self.workers if self.min_workers is None else self.min_workers
 
-    def merge(self, other: "Demand") -> "Demand":
+    def merge(self, other: Demand) -> Demand:
         """The larger of two demands that run one after another (the pipeline's stages)."""
         return Demand(
             workers=max(self.workers, other.workers), cpus=max(self.cpus, other.cpus),
