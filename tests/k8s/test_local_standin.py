@@ -28,6 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 API_TOKEN = "stand-in-test-token"
 FEW_STEPS = ["train.max_steps=2", "data.max_train_examples=48", "data.max_validation_examples=8"]
 SMALL_EVAL = ["dataset.limit=4", "generation.max_new_tokens=12", "plots=false", "metrics.bootstrap_samples=10"]
+FAST_EXPORT = ["measure_merge=false"]  # the merge-choice measurement is a report figure, not a CI check
 
 
 @dataclass
@@ -98,7 +99,8 @@ def test_cpu_dev_overlay_runs_end_to_end(stand_in: StandIn, ray_env, capsys) -> 
     code = cli.main([
         "k8s", "local-run", "-f", str(stand_in.manifests), "--env-file", str(stand_in.env_file),
         "--address", stand_in.ray.address, "--work", str(stand_in.work / "run"), "--no-service",
-        *[f"--args=sqltune-train-tiny:{a}" for a in FEW_STEPS], *[f"--args=sqltune-eval-tiny:{a}" for a in SMALL_EVAL],
+        *[f"--args=sqltune-train-tiny:{a}" for a in FEW_STEPS], *[f"--args=sqltune-export-tiny:{a}" for a in FAST_EXPORT],
+        *[f"--args=sqltune-eval-tiny:{a}" for a in SMALL_EVAL],
     ])
     err = capsys.readouterr().err
     assert code == 0, err[-6000:]
@@ -132,6 +134,7 @@ def test_failing_gate_leaves_the_served_model_and_says_why(stand_in: StandIn) ->
     (job,) = local.select(stand_in.objs, "RayJob", ["sqltune-pipeline-tiny"])
     extra = [
         f"train_overrides=[run_name=tiny-candidate,{','.join(FEW_STEPS)}]",
+        f"export_overrides=[{','.join(FAST_EXPORT)}]",
         f"eval_overrides=[eval_name=tiny-candidate,{','.join(SMALL_EVAL)}]",
         "gate.min_exec_accuracy=1.0",  # above anything a 2-step model measures
         "promote.target=local", f"promote.address={stand_in.ray.address}",
