@@ -10,7 +10,8 @@ The public API is small and loaded lazily, so ``import sqltune`` never pulls in 
 - errors: :class:`SqltuneError` and its subclasses (``sqltune.errors``)
 
 Jobs live in ``jobs/`` (train, export, evaluate) and the server in ``serve/``; their library code is in
-``sqltune.train``, ``sqltune.export``, ``sqltune.evaluation`` and ``sqltune.serving``.
+``sqltune.train``, ``sqltune.export``, ``sqltune.evaluation`` and ``sqltune.serving``; the greedy decoding
+engines evaluation and serving share are in ``sqltune.generation``.
 """
 
 from __future__ import annotations
