@@ -41,6 +41,7 @@ from sqltune.log import setup_logging
 
 # name -> ("module:function", one-line help). Keep sorted; other modules add their line here.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "ask": ("sqltune.ask:register", "Ask a model a question about a database: SQL, checks, repair, rows."),
     "gate": ("sqltune.pipeline.cli:register_gate", "Gate an evaluation report (gate.json) and promote on pass."),
     "k8s": ("sqltune.k8s.cli:register", "Run training/eval jobs and serving on Kubernetes (KubeRay)."),
     "pipeline": ("sqltune.pipeline.cli:register_pipeline", "Train, export, evaluate, gate and promote in one run."),

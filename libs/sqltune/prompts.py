@@ -101,6 +101,21 @@ def build_messages(
     ]
 
 
+REPAIR_FEEDBACK = (
+    "That query failed: {error}\n"
+    "Reply with a corrected {dialect} query that answers the question: SQL only."
+)
+
+
+def repair_messages(
+    messages: list[dict[str, str]], failed_sql: str, error: str, *, dialect: str = "sqlite"
+) -> list[dict[str, str]]:
+    """The conversation that asks for a corrected query: the original prompt, the failed SQL as the
+    assistant's answer, and the error as the user's reply (:data:`REPAIR_FEEDBACK`)."""
+    feedback = REPAIR_FEEDBACK.format(error=" ".join(error.split()), dialect=DIALECT_NAMES.get(dialect, dialect))
+    return [*messages, {"role": "assistant", "content": failed_sql.strip()}, {"role": "user", "content": feedback}]
+
+
 def example_messages(example: Example, template: PromptTemplate | None = None) -> list[dict[str, str]]:
     return build_messages(
         example.question, example.schema, dialect=example.dialect, evidence=example.evidence, template=template

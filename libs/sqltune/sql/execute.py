@@ -33,7 +33,10 @@ from sqltune.sql.postgres import classify_postgres, run_readonly
 from sqltune.sql.result import CATEGORIES, Category, ExecResult, capped_result, error_message
 from sqltune.sql.sqlite_sandbox import SQLITE_MAX_LENGTH, classify_sqlite, sqlite_authorizer
 
-__all__ = ["CATEGORIES", "Category", "DUCKDB_CONFIG", "ExecResult", "execute", "classify_sqlite", "classify_duckdb"]
+__all__ = [
+    "CATEGORIES", "Category", "DUCKDB_CONFIG", "ExecResult", "execute", "precheck_sql", "classify_sqlite",
+    "classify_duckdb",
+]
 
 def execute(
     sql: str,
@@ -60,22 +63,31 @@ def execute(
         return ExecResult(error="empty SQL", category="syntax", engine=engine)
     run_sql = sql
     if precheck:
-        analysis = analyze(sql, dialect=dialect)
-        if not analysis.parseable:
-            return _done(ExecResult(error=analysis.error, category="syntax", engine=engine), start)
-        if not analysis.read_only:
-            return _done(
-                ExecResult(error="not a read-only query: " + "; ".join(analysis.reasons),
-                           category="not_read_only", engine=engine),
-                start,
-            )
-        if dialect != engine:
-            try:
-                run_sql = transpile(sql, dialect, engine)
-            except Exception as exc:  # noqa: BLE001
-                return _done(ExecResult(error=f"cannot transpile {dialect} to {engine}: {exc}",
-                                        category="syntax", engine=engine), start)
+        run_sql, refused = precheck_sql(sql, dialect=dialect, engine=engine)
+        if refused is not None:
+            return _done(refused, start)
     return _run_unchecked(run_sql, db=db, engine=engine, timeout_s=timeout_s, max_rows=max_rows)
+
+
+def precheck_sql(sql: str, *, dialect: str, engine: str) -> tuple[str, ExecResult | None]:
+    """The static gate before any engine sees ``sql``: (SQL to run, None) or (sql, the refusal).
+
+    Refused: text that does not parse (``syntax``) and anything but one read-only query
+    (``not_read_only``). SQL written in another dialect than the engine's is transpiled.
+    """
+    analysis = analyze(sql, dialect=dialect)
+    if not analysis.parseable:
+        return sql, ExecResult(error=analysis.error, category="syntax", engine=engine)
+    if not analysis.read_only:
+        return sql, ExecResult(error="not a read-only query: " + "; ".join(analysis.reasons),
+                               category="not_read_only", engine=engine)
+    if dialect != engine:
+        try:
+            return transpile(sql, dialect, engine), None
+        except Exception as exc:  # noqa: BLE001
+            return sql, ExecResult(error=f"cannot transpile {dialect} to {engine}: {exc}", category="syntax",
+                                   engine=engine)
+    return sql, None
 
 
 def _run_unchecked(sql: str, *, db: Any, engine: str | None = None, timeout_s: float = 5.0,

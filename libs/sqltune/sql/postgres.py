@@ -291,3 +291,34 @@ def classify_postgres(exc: BaseException) -> str:
     if "cannot insert multiple commands" in msg or "read-only transaction" in msg:
         return "not_read_only"
     return "runtime"
+
+
+def prepare_readonly(sql: str, dsn: str, *, timeout_s: float = 5.0):
+    """PostgreSQL's compile step for ``sql`` (``PREPARE``: parse, bind, rewrite; no row is read).
+
+    Runs in a READ ONLY transaction with statement/lock timeouts that is always rolled back, so the
+    prepared statement disappears with the session.
+    """
+    psycopg = _psycopg()
+    ms = max(1, int(timeout_s * 1000))
+    try:
+        conn = psycopg.connect(dsn, autocommit=False, connect_timeout=max(2, int(timeout_s) + 1),
+                               options=f"-c statement_timeout={ms} -c lock_timeout={ms}")
+    except psycopg.OperationalError as exc:
+        safe = dsn_with(dsn, password="") if dsn.startswith(("postgresql://", "postgres://")) else "<conninfo>"
+        raise SQLError(f"cannot connect to PostgreSQL at {safe}: {_first_line(exc)}") from exc
+    try:
+        conn.execute("SET TRANSACTION READ ONLY")
+        try:
+            conn.execute("PREPARE sqltune_check AS " + sql)
+        except psycopg.errors.QueryCanceled as exc:
+            return ExecResult(error=f"timed out after {timeout_s:g}s ({_first_line(exc)})", category="timeout")
+        except psycopg.Error as exc:
+            return ExecResult(error=f"{type(exc).__name__}: {_first_line(exc)}", category=classify_postgres(exc))
+        return ExecResult()
+    finally:
+        try:
+            conn.rollback()
+        except Exception:  # noqa: BLE001
+            pass
+        conn.close()

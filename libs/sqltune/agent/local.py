@@ -1,0 +1,144 @@
+"""A model loaded in this process, as the repair loop's *generate* function (``sqltune ask``, evaluation).
+
+Loading is :func:`~sqltune.models.loading.load_for_inference` (the artifact's prompt template comes
+with it) and greedy decoding is the serving engine's, stopping at the end of the turn or of the first
+statement, as the server's ``/v1/sql`` does. Sampled candidates (self-consistency, a repair round that
+repeats itself) decode with transformers' ``generate`` under a seeded generator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqltune.agent.repair import Conversation, Sampling
+from sqltune.prompts import first_semicolon, render_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Timing:
+    calls: int = 0
+    seconds: float = 0.0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+class LocalModel:
+    """Loaded model + tokenizer + template + engine; call it with conversations and their sampling."""
+
+    def __init__(self, uri: str, *, base_uri: str | None = None, precision: str = "auto", device: str = "auto",
+                 max_new_tokens: int = 256, slots: int = 8, seq_len: int = 4096):
+        from sqltune.models.generate import stop_token_ids
+        from sqltune.models.loading import load_for_inference
+        from sqltune.serving.engine import EngineConfig, build_engine
+
+        self.loaded = load_for_inference(uri, base_uri=base_uri, precision=precision, device=device)  # type: ignore[arg-type]
+        self.tokenizer = self.loaded.tokenizer
+        self.template = self.loaded.template
+        self.max_new_tokens = max_new_tokens
+        self.seq_len = seq_len
+        self.stop_ids = frozenset(stop_token_ids(self.tokenizer))
+        self.engine = build_engine(self.loaded.model, self.tokenizer,
+                                   EngineConfig(max_slots=max(1, slots), seq_len=seq_len))
+        self.engine.start()
+        self.engine.ready = True
+        self.timing = Timing()
+
+    # -- the generate function of the repair loop ---------------------------------------------------
+
+    def __call__(self, conversations: list[Conversation], samplings: list[Sampling]) -> list[str]:
+        start = time.perf_counter()
+        prompts = [self._encode(render_prompt(self.tokenizer, c)) for c in conversations]
+        out: list[str | None] = [None] * len(prompts)
+        greedy = [i for i, s in enumerate(samplings) if s.greedy]
+        if greedy:
+            reqs = self.engine.generate([prompts[i] for i in greedy], self._budget(prompts, greedy),
+                                        stop_ids=self.stop_ids, text_stop=self._statement_stop)
+            for i, req in zip(greedy, reqs):
+                if req.error:
+                    from sqltune.errors import ModelError
+
+                    raise ModelError(f"generation failed: {req.error}")
+                out[i] = self._decode(req.tokens)
+                self.timing.output_tokens += len(req.tokens)
+        for i, s in enumerate(samplings):
+            if not s.greedy:
+                out[i] = self._sample(prompts[i], s)
+        self.timing.calls += 1
+        self.timing.seconds += time.perf_counter() - start
+        self.timing.prompt_tokens += sum(len(p) for p in prompts)
+        return [o or "" for o in out]
+
+    def messages(self, question: str, schema: str, *, dialect: str, evidence: str | None = None) -> Conversation:
+        from sqltune.prompts import build_messages
+
+        return build_messages(question, schema, dialect=dialect, evidence=evidence, template=self.template)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._encode(text)) if text else 0
+
+    def close(self) -> None:
+        self.engine.stop()
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _budget(self, prompts: list[list[int]], idx: list[int]) -> int:
+        longest = max(len(prompts[i]) for i in idx)
+        room = self.seq_len - longest
+        if room < 1:
+            from sqltune.errors import ModelError
+
+            raise ModelError(f"the prompt is {longest} tokens; this model's context here is {self.seq_len}")
+        return min(self.max_new_tokens, room)
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _decode(self, tokens: list[int]) -> str:
+        return self.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _statement_stop(self, tokens: list[int]) -> int | None:
+        """End of statement: keep tokens up to the one that completes the first top-level ``;``."""
+        text = self._decode(tokens)
+        if first_semicolon(text) < 0:
+            return None
+        keep = len(tokens)
+        while keep > 1 and first_semicolon(self._decode(tokens[: keep - 1])) >= 0:
+            keep -= 1
+        return keep
+
+    def _sample(self, prompt: list[int], s: Sampling) -> str:
+        import torch
+
+        model = self.loaded.model
+        device = next(model.parameters()).device
+        ids = torch.tensor([prompt], device=device)
+        gen = torch.Generator(device="cpu").manual_seed(int(s.seed or 0))
+        # transformers' generate draws from the global generator: seed it from ours for reproducibility
+        state = torch.random.get_rng_state()
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        try:
+            with torch.inference_mode():
+                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
+                                     temperature=s.temperature, top_p=s.top_p, top_k=0,
+                                     max_new_tokens=self._budget([prompt], [0]),
+                                     eos_token_id=sorted(self.stop_ids), pad_token_id=self.tokenizer.pad_token_id)
+        finally:
+            torch.random.set_rng_state(state)
+        new = out[0, len(prompt):].tolist()
+        for j, t in enumerate(new):
+            if t in self.stop_ids:
+                new = new[:j]
+                break
+        self.timing.output_tokens += len(new)
+        text = self._decode(new)
+        end = first_semicolon(text)
+        return text if end < 0 else text[: end + 1]
+
+
+def load_local(uri: str, **kwargs: Any) -> LocalModel:
+    return LocalModel(uri, **kwargs)

@@ -1,0 +1,104 @@
+"""``sqltune ask`` end to end: a real (tiny, taught) model, the embedded warehouse, the console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import COUNT_Q, COUNT_SQL, REPAIR_Q, RIGHT_SQL, WRONG_SQL
+
+from sqltune.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def ask(*args: str) -> list[str]:
+    return ["ask", *args]
+
+
+def test_ask_answers_against_the_embedded_warehouse(ask_model, warehouse, capsys):
+    code = main(ask(COUNT_Q, "--model", str(ask_model), "--db", str(warehouse.sqlite_path), "--link", "always",
+                    "--execute", "--json"))
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["sql"] == COUNT_SQL.rstrip(";")
+    assert out["valid"] and out["read_only"] and out["passed"] and out["rounds_used"] == 0
+    conn = sqlite3.connect(warehouse.sqlite_path)
+    expected = conn.execute("SELECT COUNT(*) FROM customers").fetchone()[0]
+    conn.close()
+    assert out["columns"] == ["COUNT(*)"] and out["rows"] == [[expected]]
+    assert out["linking"]["tables"] == ["customers"] and out["linking"]["total_tables"] == 7
+
+
+def test_ask_repairs_an_unknown_column_through_the_console_script(ask_model, warehouse):
+    exe = Path(sys.executable).with_name("sqltune")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sqltune.cli"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "libs"),
+                                                          os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [*cmd, "ask", REPAIR_Q, "--model", str(ask_model), "--db", str(warehouse.sqlite_path), "--link", "always",
+         "--execute"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == RIGHT_SQL.rstrip(";")
+    assert "valid: yes   read-only: yes   status: ok   repair rounds: 1" in proc.stdout
+    assert f"round 0: unknown_identifier: no such column: nme  [{WRONG_SQL.rstrip(';')}]" in proc.stdout
+    assert "name" in lines[lines.index(next(x for x in lines if x.startswith("name")))]
+    assert proc.stdout.rstrip().endswith("rows)")
+
+
+def test_ask_without_repair_keeps_the_first_answer(ask_model, warehouse, capsys):
+    code = main(ask(REPAIR_Q, "--model", str(ask_model), "--db", str(warehouse.sqlite_path), "--link", "always",
+                    "--max-rounds", "0", "--json"))
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1  # the final SQL did not pass its checks
+    assert out["sql"] == WRONG_SQL.rstrip(";") and out["status"] == "unknown_identifier"
+    assert out["valid"] and out["read_only"] and "rows" not in out
+
+
+def test_ask_with_a_schema_file_checks_without_a_database(ask_model, warehouse, tmp_path, capsys):
+    from conftest import linked_schema
+
+    schema = tmp_path / "schema.sql"
+    schema.write_text(linked_schema(warehouse, COUNT_Q))
+    code = main(ask(COUNT_Q, "--model", str(ask_model), "--schema", str(schema)))
+    text = capsys.readouterr().out
+    assert code == 0
+    assert text.splitlines()[0] == COUNT_SQL.rstrip(";")
+    assert "valid: yes   read-only: yes   status: ok" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--db", "{tmp}/missing.sqlite"], "--db: cannot open '{tmp}/missing.sqlite'"),
+        (["--db", "{tmp}/garbage.sqlite"], "--db: cannot open '{tmp}/garbage.sqlite'"),
+        (["--db", "postgresql://nobody@127.0.0.1:1/none"], "--db: cannot open 'postgresql://nobody@127.0.0.1:1/none'"),
+        (["--schema", "{tmp}/nothing.sql"], "--schema: '{tmp}/nothing.sql' is not a file"),
+        (["--schema", "{tmp}/schema.sql", "--execute"], "--execute needs --db"),
+        (["--db", "{db}", "--max-rounds", "9"], "--max-rounds: 9 is above the maximum 5"),
+        (["--db", "{db}", "--candidates", "0"], "--candidates: 0 is below the minimum 1"),
+        (["--db", "{db}", "--timeout", "0"], "--timeout: 0.0 is below the minimum 0.1"),
+        (["--db", "{db}", "--dialect", "oracle"], "--dialect: unknown SQL dialect 'oracle'"),
+    ],
+)
+def test_bad_input_is_a_clear_error(extra, message, tmp_path, shop_sqlite, capsys):
+    (tmp_path / "garbage.sqlite").write_bytes(b"this is not a database" * 10)
+    (tmp_path / "schema.sql").write_text("CREATE TABLE t (a INTEGER);")
+    fill = {"tmp": str(tmp_path), "db": str(shop_sqlite)}
+    args = [a.format(**fill) for a in extra]
+    code = main(ask("How many?", "--model", str(tmp_path / "no-model"), *args))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message.format(**fill) in err
+    assert "Traceback" not in err
+
+
+def test_an_empty_question_is_refused(tmp_path, shop_sqlite, capsys):
+    assert main(ask("  ", "--model", str(tmp_path), "--db", str(shop_sqlite))) == 2
+    assert "the question is empty" in capsys.readouterr().err
