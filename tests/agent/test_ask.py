@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import COUNT_Q, COUNT_SQL, REPAIR_Q, RIGHT_SQL, WRONG_SQL
+from agent_helpers import COUNT_Q, COUNT_SQL, REPAIR_Q, RIGHT_SQL, WRONG_SQL, linked_schema
 
 from sqltune.cli import main
 
@@ -62,8 +62,6 @@ def test_ask_without_repair_keeps_the_first_answer(ask_model, warehouse, capsys)
 
 
 def test_ask_with_a_schema_file_checks_without_a_database(ask_model, warehouse, tmp_path, capsys):
-    from conftest import linked_schema
-
     schema = tmp_path / "schema.sql"
     schema.write_text(linked_schema(warehouse, COUNT_Q))
     code = main(ask(COUNT_Q, "--model", str(ask_model), "--schema", str(schema)))

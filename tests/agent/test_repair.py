@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from conftest import SHOP_SCHEMA
+from agent_helpers import SHOP_SCHEMA
 
 from sqltune.agent import RepairConfig, RepairSession, Sampling, repair, repair_many, target_for
 from sqltune.agent.repair import check_candidate

@@ -32,9 +32,10 @@ class LocalModel:
 
     def __init__(self, uri: str, *, base_uri: str | None = None, precision: str = "auto", device: str = "auto",
                  max_new_tokens: int = 256, slots: int = 8, seq_len: int = 4096):
-        from sqltune.models.generate import stop_token_ids
+        from sqltune.generation import EngineConfig
+        from sqltune.generation.engine import build_engine
+        from sqltune.generation.generate import stop_token_ids
         from sqltune.models.loading import load_for_inference
-        from sqltune.serving.engine import EngineConfig, build_engine
 
         self.loaded = load_for_inference(uri, base_uri=base_uri, precision=precision, device=device)  # type: ignore[arg-type]
         self.tokenizer = self.loaded.tokenizer
