@@ -64,7 +64,8 @@ def test_every_preset_and_flag_combination_parses(monkeypatch, capsys, tmp_path:
     kind = infer_kind(preset)
     for n, (workers, gpus) in enumerate(itertools.product(WORKERS, GPUS)):
         flags = (["--workers", str(workers)] if workers is not None else []) + (
-            ["--gpus", str(gpus)] if gpus is not None else [])
+            ["--gpus", str(gpus)] if gpus is not None else []
+        )
         code = cli.main(["k8s", "submit", "--config", str(preset), "--dry-run", "--name", "t", *flags])
         out = capsys.readouterr()
         expected = _expected_error(kind, workers, gpus)
@@ -116,8 +117,9 @@ def test_model_config_is_not_a_job(capsys) -> None:
 
 
 def test_unknown_key_fails_at_submit_not_in_the_cluster(capsys) -> None:
-    code = cli.main(["k8s", "submit", "--config", str(ROOT / "jobs/configs/tiny.yaml"), "--dry-run",
-                     "ray.num_workers=1"])
+    code = cli.main(
+        ["k8s", "submit", "--config", str(ROOT / "jobs/configs/tiny.yaml"), "--dry-run", "ray.num_workers=1"]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "ray: unknown key" in err and "scaling" in err
 
@@ -125,7 +127,9 @@ def test_unknown_key_fails_at_submit_not_in_the_cluster(capsys) -> None:
 def test_group_that_cannot_hold_the_job_is_an_error() -> None:
     demand = pl.Demand(workers=2, cpus=1, gpus=1, source="scaling: 2 workers x 1 CPU + 1 GPU")
     job = yaml.safe_load((ROOT / "k8s/base/rayjob-train.yaml").read_text())  # one 1-GPU worker
-    with pytest.raises(pl.PlacementError, match=r"asks Ray for 2 x \(1 CPU, 1 GPU\).*room for 1.*pending forever"):
+    with pytest.raises(
+        pl.PlacementError, match=r"asks Ray for 2 x \(1 CPU, 1 GPU\).*room for 1.*pending forever"
+    ):
         pl.check_fits(demand, job)
     with pytest.raises(pl.PlacementError, match="custom Ray resources.*resources_per_worker"):
         pl.check_fits(pl.Demand(workers=1, custom=("accelerator_type:H100",)), job)

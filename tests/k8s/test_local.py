@@ -26,17 +26,24 @@ def test_plan_writes_configmap_files_and_prefixes_only_mounted_paths(rendered, t
     assert cfg.read_text() == (Path(__file__).resolve().parents[2] / "jobs/configs/tiny.yaml").read_text()
     assert plan.entrypoint == job["spec"]["entrypoint"]
     assert plan.argv == ["python", "-m", "jobs.train", "--config", str(cfg), "train.max_steps=2"]
-    assert plan.env == {"RAY_USAGE_STATS_ENABLED": "0", "AWS_ACCESS_KEY_ID": "k",
-                        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9"}
+    assert plan.env == {
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+    }
     root = Path("/r")
-    assert local.prefix_paths(["/etc/x/a.yaml", "k=/etc/x/b", "--f=/etc/x", "/etc/xy", "/tmp/a"], ["/etc/x"], root) == [
-        "/r/etc/x/a.yaml", "k=/r/etc/x/b", "--f=/r/etc/x", "/etc/xy", "/tmp/a"]
+    assert local.prefix_paths(
+        ["/etc/x/a.yaml", "k=/etc/x/b", "--f=/etc/x", "/etc/xy", "/tmp/a"], ["/etc/x"], root
+    ) == ["/r/etc/x/a.yaml", "k=/r/etc/x/b", "--f=/r/etc/x", "/etc/xy", "/tmp/a"]
 
 
 def test_required_secret_key_missing_names_the_line_to_add(rendered) -> None:
     (svc,) = local.select(rendered["cpu-dev"], "RayService", None)
-    with pytest.raises(local.StandInError, match=r"env SQLTUNE_API_TOKEN comes from Secret 'sqltune-api' key "
-                       r"'token'.*add the line sqltune-api.token=<value>"):
+    with pytest.raises(
+        local.StandInError,
+        match=r"env SQLTUNE_API_TOKEN comes from Secret 'sqltune-api' key "
+        r"'token'.*add the line sqltune-api.token=<value>",
+    ):
         local.pod_env(svc, rendered["cpu-dev"], {})
     env = local.pod_env(svc, rendered["cpu-dev"], {"sqltune-api": {"token": "t"}})
     assert env["SQLTUNE_API_TOKEN"] == "t"  # sqltune-s3 is optional: absent is fine
@@ -45,7 +52,9 @@ def test_required_secret_key_missing_names_the_line_to_add(rendered) -> None:
 def test_missing_configmap_is_an_error(rendered, tmp_path: Path) -> None:
     job, objs = job_objs(rendered)
     without = [o for o in objs if o["kind"] != "ConfigMap"]
-    with pytest.raises(local.StandInError, match="mounts ConfigMap 'sqltune-job-configs', which is not among"):
+    with pytest.raises(
+        local.StandInError, match="mounts ConfigMap 'sqltune-job-configs', which is not among"
+    ):
         local.plan_rayjob(job, without, tmp_path)
 
 
@@ -60,8 +69,13 @@ def test_gpu_manifests_are_refused(rendered, tmp_path: Path) -> None:
 def test_env_file(tmp_path: Path) -> None:
     f = tmp_path / "s.env"
     f.write_text("# S3\nsqltune-s3.AWS_ACCESS_KEY_ID=a=b\n\nsqltune-api.token=t\n")
-    assert local.read_env_file(f) == {"sqltune-s3": {"AWS_ACCESS_KEY_ID": "a=b"}, "sqltune-api": {"token": "t"}}
-    assert local.read_env_file(f) == local.read_env_file(_write(tmp_path, local.env_file_text(local.read_env_file(f))))
+    assert local.read_env_file(f) == {
+        "sqltune-s3": {"AWS_ACCESS_KEY_ID": "a=b"},
+        "sqltune-api": {"token": "t"},
+    }
+    assert local.read_env_file(f) == local.read_env_file(
+        _write(tmp_path, local.env_file_text(local.read_env_file(f)))
+    )
     f.write_text("AWS_ACCESS_KEY_ID=a\n")
     with pytest.raises(ConfigError, match=r"line 1: 'AWS_ACCESS_KEY_ID=a' is not <secret>.<key>=<value>"):
         local.read_env_file(f)
@@ -82,7 +96,9 @@ def _write(tmp_path: Path, text: str) -> Path:
         (["--env-file", "/nonexistent.env"], "--env-file /nonexistent.env: no such file"),
     ],
 )
-def test_local_run_bad_input_exits_2_before_starting_ray(kubectl, tmp_path: Path, capsys, extra, message) -> None:
+def test_local_run_bad_input_exits_2_before_starting_ray(
+    kubectl, tmp_path: Path, capsys, extra, message
+) -> None:
     from .conftest import ROOT, kustomize
 
     manifests = tmp_path / "cpu-dev.yaml"

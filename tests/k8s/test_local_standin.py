@@ -27,7 +27,12 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 API_TOKEN = "stand-in-test-token"
 FEW_STEPS = ["train.max_steps=2", "data.max_train_examples=48", "data.max_validation_examples=8"]
-SMALL_EVAL = ["dataset.limit=4", "generation.max_new_tokens=12", "plots=false", "metrics.bootstrap_samples=10"]
+SMALL_EVAL = [
+    "dataset.limit=4",
+    "generation.max_new_tokens=12",
+    "plots=false",
+    "metrics.bootstrap_samples=10",
+]
 FAST_EXPORT = ["measure_merge=false"]  # the merge-choice measurement is a report figure, not a CI check
 
 
@@ -52,8 +57,9 @@ def _tiny_base(out: Path, embedded: Path) -> Path:
     for ex in load_dataset(embedded, format="embedded")[:300]:
         texts.extend(m["content"] for m in build_messages(ex.question, ex.schema, dialect=ex.dialect))
         texts.append(ex.sql)
-    cfg = TinyModelConfig(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1,
-                          intermediate_size=128)
+    cfg = TinyModelConfig(
+        vocab_size=1024, hidden_size=64, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=128
+    )
     return build_tiny_model(out, cfg, corpus=texts)
 
 
@@ -96,18 +102,33 @@ def served_models(url: str) -> list[str]:
 
 def test_cpu_dev_overlay_runs_end_to_end(stand_in: StandIn, ray_env, capsys) -> None:
     # The three RayJobs, through the user command, in the order the chain needs them.
-    code = cli.main([
-        "k8s", "local-run", "-f", str(stand_in.manifests), "--env-file", str(stand_in.env_file),
-        "--address", stand_in.ray.address, "--work", str(stand_in.work / "run"), "--no-service",
-        *[f"--args=sqltune-train-tiny:{a}" for a in FEW_STEPS], *[f"--args=sqltune-export-tiny:{a}" for a in FAST_EXPORT],
-        *[f"--args=sqltune-eval-tiny:{a}" for a in SMALL_EVAL],
-    ])
+    code = cli.main(
+        [
+            "k8s",
+            "local-run",
+            "-f",
+            str(stand_in.manifests),
+            "--env-file",
+            str(stand_in.env_file),
+            "--address",
+            stand_in.ray.address,
+            "--work",
+            str(stand_in.work / "run"),
+            "--no-service",
+            *[f"--args=sqltune-train-tiny:{a}" for a in FEW_STEPS],
+            *[f"--args=sqltune-export-tiny:{a}" for a in FAST_EXPORT],
+            *[f"--args=sqltune-eval-tiny:{a}" for a in SMALL_EVAL],
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0, err[-6000:]
     for job in ("sqltune-train-tiny", "sqltune-export-tiny", "sqltune-eval-tiny"):
         assert f"[stand-in] RayJob {job}: SUCCEEDED" in err, err[-4000:]
     # the manifests' exact entrypoints ran (mountPaths under the stand-in's root)
-    assert "[stand-in] RayJob sqltune-train-tiny: python -m jobs.train --config /etc/sqltune/configs/tiny.yaml" in err
+    assert (
+        "[stand-in] RayJob sqltune-train-tiny: python -m jobs.train --config /etc/sqltune/configs/tiny.yaml"
+        in err
+    )
     assert storage.exists("s3://sqltune/runs/tiny/adapter/manifest.json")
     assert storage.exists("s3://sqltune/runs/tiny/merged/manifest.json")
     report = json.loads(storage.read_text("s3://sqltune/eval/tiny/report.json"))
@@ -117,8 +138,9 @@ def test_cpu_dev_overlay_runs_end_to_end(stand_in: StandIn, ray_env, capsys) -> 
     # The RayService: serve deploy of its serveConfigV2, /readyz, /v1/sql.
     (svc,) = local.select(stand_in.objs, "RayService", None)
     port = free_ports(1)[0]
-    out = local.run_rayservice(svc, stand_in.objs, stand_in.ray, work=stand_in.work, repo=ROOT,
-                               secrets=stand_in.secrets, port=port)
+    out = local.run_rayservice(
+        svc, stand_in.objs, stand_in.ray, work=stand_in.work, repo=ROOT, secrets=stand_in.secrets, port=port
+    )
     stand_in.serve_url = out.url
     assert out.models == ["tiny-merged"]
     assert isinstance(out.answer["sql"], str) and out.answer["model"] == "tiny-merged"
@@ -137,10 +159,18 @@ def test_failing_gate_leaves_the_served_model_and_says_why(stand_in: StandIn) ->
         f"export_overrides=[{','.join(FAST_EXPORT)}]",
         f"eval_overrides=[eval_name=tiny-candidate,{','.join(SMALL_EVAL)}]",
         "gate.min_exec_accuracy=1.0",  # above anything a 2-step model measures
-        "promote.target=local", f"promote.address={stand_in.ray.address}",
+        "promote.target=local",
+        f"promote.address={stand_in.ray.address}",
     ]
-    out = local.run_rayjob(job, stand_in.objs, stand_in.ray, root=stand_in.work / "mounts", repo=ROOT,
-                           secrets=stand_in.secrets, extra_args=extra)
+    out = local.run_rayjob(
+        job,
+        stand_in.objs,
+        stand_in.ray,
+        root=stand_in.work / "mounts",
+        repo=ROOT,
+        secrets=stand_in.secrets,
+        extra_args=extra,
+    )
     assert out.status == "FAILED", out.logs[-4000:]
     assert "gate FAILED" in out.logs and "gate.min_exec_accuracy is 100.0%" in out.logs, out.logs[-4000:]
     assert "serving is unchanged" in out.logs
@@ -152,12 +182,23 @@ def test_failing_gate_leaves_the_served_model_and_says_why(stand_in: StandIn) ->
 
 def test_passing_gate_switches_the_served_model(stand_in: StandIn, ray_env, capsys) -> None:
     if not storage.exists("s3://sqltune/eval/tiny-candidate/report.json"):
-        pytest.skip("needs the evaluation published by test_failing_gate_leaves_the_served_model_and_says_why")
-    code = cli.main([
-        "gate", "--report", "s3://sqltune/eval/tiny-candidate", "--config", str(ROOT / "jobs/configs/pipeline-tiny.yaml"),
-        "gate.min_exec_accuracy=0", "gate.min_gain=-1", "gate.require_agreement=false",
-        "promote.target=local", f"promote.address={stand_in.ray.address}",
-    ])
+        pytest.skip(
+            "needs the evaluation published by test_failing_gate_leaves_the_served_model_and_says_why"
+        )
+    code = cli.main(
+        [
+            "gate",
+            "--report",
+            "s3://sqltune/eval/tiny-candidate",
+            "--config",
+            str(ROOT / "jobs/configs/pipeline-tiny.yaml"),
+            "gate.min_exec_accuracy=0",
+            "gate.min_gain=-1",
+            "gate.require_agreement=false",
+            "promote.target=local",
+            f"promote.address={stand_in.ray.address}",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err[-4000:]
     assert "gate PASSED for merged (s3://sqltune/runs/tiny-candidate/merged)" in out.out
@@ -167,9 +208,13 @@ def test_passing_gate_switches_the_served_model(stand_in: StandIn, ray_env, caps
         time.sleep(2)
     assert served_models(stand_in.serve_url) == ["tiny-candidate-merged"]
     req = urllib.request.Request(
-        f"{stand_in.serve_url}/v1/sql", data=json.dumps(local.SMOKE_QUESTION).encode(),
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"})
+        f"{stand_in.serve_url}/v1/sql",
+        data=json.dumps(local.SMOKE_QUESTION).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_TOKEN}"},
+    )
     with urllib.request.urlopen(req, timeout=120) as resp:
         assert json.loads(resp.read())["model"] == "tiny-candidate-merged"
     deployed = yaml.safe_load((stand_in.work / "sqltune-serve.yaml").read_text())
-    assert deployed["applications"][0]["args"]["model_uri"] == "s3://sqltune/runs/tiny/merged"  # what was deployed first
+    assert (
+        deployed["applications"][0]["args"]["model_uri"] == "s3://sqltune/runs/tiny/merged"
+    )  # what was deployed first

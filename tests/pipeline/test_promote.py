@@ -22,16 +22,30 @@ def cpu_dev(tmp_path_factory) -> Path:
     sys.path.insert(0, str(ROOT))
     from tests.k8s.conftest import kubectl_path
 
-    out = subprocess.run([kubectl_path(), "kustomize", str(ROOT / "k8s/overlays/cpu-dev")], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [kubectl_path(), "kustomize", str(ROOT / "k8s/overlays/cpu-dev")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     path = tmp_path_factory.mktemp("render") / "cpu-dev.yaml"
     path.write_text(out.stdout)
     return path
 
 
 def test_dry_run_prints_the_patch_of_model_uri_only(cpu_dev: Path, capsys) -> None:
-    code = cli.main(["promote", "--model-uri", "s3://sqltune/runs/tiny-candidate/merged", "--target", "kubernetes",
-                     "--dry-run", "--from", str(cpu_dev)])
+    code = cli.main(
+        [
+            "promote",
+            "--model-uri",
+            "s3://sqltune/runs/tiny-candidate/merged",
+            "--target",
+            "kubernetes",
+            "--dry-run",
+            "--from",
+            str(cpu_dev),
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "merge patch for RayService sqltune/sqltune" in out.out
@@ -48,7 +62,9 @@ def test_dry_run_prints_the_patch_of_model_uri_only(cpu_dev: Path, capsys) -> No
 
 def test_patch_names_missing_app() -> None:
     svc = {"metadata": {"name": "s"}, "spec": {"serveConfigV2": "applications:\n- name: other\n  args: {}\n"}}
-    with pytest.raises(ConfigError, match=r"no application 'sqltune' \(it has \['other'\]\); set promote.app"):
+    with pytest.raises(
+        ConfigError, match=r"no application 'sqltune' \(it has \['other'\]\); set promote.app"
+    ):
         kubernetes_patch(svc, "sqltune", "s3://b/m")
     cfg, prev = replace_model_uri({"applications": [{"name": "a", "args": {"model_uri": "x"}}]}, "a", "y")
     assert prev == "x" and cfg["applications"][0]["args"]["model_uri"] == "y"
@@ -59,7 +75,10 @@ def test_patch_names_missing_app() -> None:
     [
         (["--target", "kubernetes", "--from", "{f}"], "add --dry-run"),
         (["--target", "kubernetes", "--dry-run", "--from", "/nonexistent.yaml"], "no such file"),
-        (["--target", "kubernetes", "--dry-run", "--from", "{f}", "--rayservice", "nope"], "no RayService named 'nope'"),
+        (
+            ["--target", "kubernetes", "--dry-run", "--from", "{f}", "--rayservice", "nope"],
+            "no RayService named 'nope'",
+        ),
         (["--target", "local", "--address", "127.0.0.1:8265"], "promote.address: no Ray dashboard address"),
     ],
 )

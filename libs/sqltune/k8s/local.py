@@ -48,7 +48,9 @@ def load_objects(text: str, where: str = "manifests") -> list[dict[str, Any]]:
         raise ConfigError(f"{where}: not valid YAML: {exc}") from None
     bad = [o for o in objs if not isinstance(o, dict) or "kind" not in o]
     if bad:
-        raise ConfigError(f"{where}: every document must be a Kubernetes object with a kind; got {bad[0]!r:.80}")
+        raise ConfigError(
+            f"{where}: every document must be a Kubernetes object with a kind; got {bad[0]!r:.80}"
+        )
     return objs
 
 
@@ -150,7 +152,9 @@ def prefix_paths(argv: list[str], mounts: list[str], root: Path) -> list[str]:
     return out
 
 
-def pod_env(obj: dict[str, Any], objs: list[dict[str, Any]], secrets: dict[str, dict[str, str]]) -> dict[str, str]:
+def pod_env(
+    obj: dict[str, Any], objs: list[dict[str, Any]], secrets: dict[str, dict[str, str]]
+) -> dict[str, str]:
     """The environment the Ray pods of ``obj`` get: ``env`` values, Secret/ConfigMap refs and ``envFrom``.
 
     A required (non-optional) Secret key missing from the env file is an error naming the line to add."""
@@ -171,7 +175,9 @@ def pod_env(obj: dict[str, Any], objs: list[dict[str, Any]], secrets: dict[str, 
                     env.update({f"{src.get('prefix', '')}{k}": v for k, v in (data or {}).items()})
                 elif "configMapRef" in src:
                     cm = cms.get(src["configMapRef"]["name"])
-                    env.update({f"{src.get('prefix', '')}{k}": v for k, v in ((cm or {}).get("data") or {}).items()})
+                    env.update(
+                        {f"{src.get('prefix', '')}{k}": v for k, v in ((cm or {}).get("data") or {}).items()}
+                    )
             for e in c.get("env") or []:
                 if "value" in e:
                     env[e["name"]] = str(e["value"])
@@ -230,7 +236,10 @@ class JobPlan:
 
 
 def plan_rayjob(
-    obj: dict[str, Any], objs: list[dict[str, Any]], root: Path, secrets: dict[str, dict[str, str]] | None = None,
+    obj: dict[str, Any],
+    objs: list[dict[str, Any]],
+    root: Path,
+    secrets: dict[str, dict[str, str]] | None = None,
     extra_args: list[str] | None = None,
 ) -> JobPlan:
     """Materialize a RayJob's mounted files under ``root`` and return what to submit."""
@@ -249,8 +258,13 @@ def plan_rayjob(
         except yaml.YAMLError as exc:
             raise StandInError(f"RayJob {name}: spec.runtimeEnvYAML is not valid YAML: {exc}") from None
     return JobPlan(
-        name=name, entrypoint=spec["entrypoint"], argv=argv, root=job_root, mounts=mounts,
-        env=pod_env(obj, objs, secrets or {}), runtime_env=runtime_env,
+        name=name,
+        entrypoint=spec["entrypoint"],
+        argv=argv,
+        root=job_root,
+        mounts=mounts,
+        env=pod_env(obj, objs, secrets or {}),
+        runtime_env=runtime_env,
         entrypoint_num_cpus=float(spec.get("entrypointNumCpus", 0) or 0),
     )
 
@@ -280,9 +294,16 @@ class JobOutcome:
 
 
 def run_rayjob(
-    obj: dict[str, Any], objs: list[dict[str, Any]], ray: Any, *, root: Path, repo: Path,
-    secrets: dict[str, dict[str, str]] | None = None, extra_args: list[str] | None = None,
-    timeout: float | None = None, stream: bool = False,
+    obj: dict[str, Any],
+    objs: list[dict[str, Any]],
+    ray: Any,
+    *,
+    root: Path,
+    repo: Path,
+    secrets: dict[str, dict[str, str]] | None = None,
+    extra_args: list[str] | None = None,
+    timeout: float | None = None,
+    stream: bool = False,
 ) -> JobOutcome:
     """Run one RayJob on the local Ray ``ray`` (a :class:`~sqltune.k8s.localray.LocalRay`) and wait for its end."""
     import json
@@ -308,8 +329,12 @@ def run_rayjob(
     if plan.argv != shlex.split(plan.entrypoint):
         print(f"[stand-in]   runs as: {plan.command}  (mountPaths under {plan.root})", file=sys.stderr)
     status, logs = ray.submit(
-        plan.argv, submission_id=f"{name}-{_secrets.token_hex(3)}", runtime_env_json=json.dumps(runtime_env),
-        entrypoint_num_cpus=plan.entrypoint_num_cpus, timeout=timeout, stream=stream,
+        plan.argv,
+        submission_id=f"{name}-{_secrets.token_hex(3)}",
+        runtime_env_json=json.dumps(runtime_env),
+        entrypoint_num_cpus=plan.entrypoint_num_cpus,
+        timeout=timeout,
+        stream=stream,
     )
     print(f"[stand-in] RayJob {name}: {status}", file=sys.stderr)
     return JobOutcome(name, status, plan.command, logs)
@@ -323,8 +348,9 @@ class ServiceOutcome:
     answer: dict[str, Any]
 
 
-def serve_config_for(obj: dict[str, Any], objs: list[dict[str, Any]], secrets: dict[str, dict[str, str]],
-                     repo: Path, port: int) -> tuple[dict[str, Any], dict[str, str]]:
+def serve_config_for(
+    obj: dict[str, Any], objs: list[dict[str, Any]], secrets: dict[str, dict[str, str]], repo: Path, port: int
+) -> tuple[dict[str, Any], dict[str, str]]:
     """serveConfigV2 as the stand-in deploys it: HTTP on 127.0.0.1:``port``, the pod env in every
     application's runtime_env. Returns (config, pod env)."""
     name = obj["metadata"]["name"]
@@ -343,8 +369,13 @@ def serve_config_for(obj: dict[str, Any], objs: list[dict[str, Any]], secrets: d
     return cfg, env
 
 
-def _http(method: str, url: str, body: dict[str, Any] | None = None, token: str | None = None,
-          timeout: float = 120.0) -> dict[str, Any]:
+def _http(
+    method: str,
+    url: str,
+    body: dict[str, Any] | None = None,
+    token: str | None = None,
+    timeout: float = 120.0,
+) -> dict[str, Any]:
     import json
     import urllib.request
 
@@ -366,16 +397,26 @@ SMOKE_QUESTION = {
 
 
 def run_rayservice(
-    obj: dict[str, Any], objs: list[dict[str, Any]], ray: Any, *, work: Path, repo: Path,
-    secrets: dict[str, dict[str, str]] | None = None, port: int | None = None, timeout: float = 600.0,
+    obj: dict[str, Any],
+    objs: list[dict[str, Any]],
+    ray: Any,
+    *,
+    work: Path,
+    repo: Path,
+    secrets: dict[str, dict[str, str]] | None = None,
+    port: int | None = None,
+    timeout: float = 600.0,
 ) -> ServiceOutcome:
     """`serve deploy` a RayService's serveConfigV2, wait for /readyz, ask /v1/models and /v1/sql once."""
     from sqltune.k8s.localray import free_ports
 
     name = obj["metadata"]["name"]
     if needs_gpus(obj):
-        print(f"[stand-in] RayService {name}: worker pods ask for GPUs; deploying its serveConfigV2 on the local "
-              "(CPU) Ray anyway: only the Serve config is checked", file=sys.stderr)
+        print(
+            f"[stand-in] RayService {name}: worker pods ask for GPUs; deploying its serveConfigV2 on the local "
+            "(CPU) Ray anyway: only the Serve config is checked",
+            file=sys.stderr,
+        )
     port = port or free_ports(1)[0]
     cfg, env = serve_config_for(obj, objs, secrets or {}, repo, port)
     for app in cfg.get("applications") or []:
@@ -397,7 +438,9 @@ def run_rayservice(
     answer = _http("POST", f"{url}/v1/sql", SMOKE_QUESTION, token=token)
     if not isinstance(answer.get("sql"), str):
         raise StandInError(f"RayService {name}: /v1/sql answered without SQL: {answer}")
-    print(f"[stand-in] RayService {name}: ready; models {models}; /v1/sql -> {answer['sql']!r}", file=sys.stderr)
+    print(
+        f"[stand-in] RayService {name}: ready; models {models}; /v1/sql -> {answer['sql']!r}", file=sys.stderr
+    )
     return ServiceOutcome(name, url, models, answer)
 
 
@@ -408,5 +451,7 @@ def select(objs: list[dict[str, Any]], kind: str, names: list[str] | None) -> li
         return list(found.values())
     missing = [n for n in names if n not in found]
     if missing:
-        raise ConfigError(f"no {kind} named {missing[0]!r} in the manifests (they have: {', '.join(found) or 'none'})")
+        raise ConfigError(
+            f"no {kind} named {missing[0]!r} in the manifests (they have: {', '.join(found) or 'none'})"
+        )
     return [found[n] for n in names]

@@ -106,8 +106,15 @@ class LocalRay:
     """One local Ray head (``ray start --head``) on 127.0.0.1, addressed through its dashboard."""
 
     def __init__(
-        self, work: Path, *, temp_dir: str | None = None, num_cpus: int = 4, port: int | None = None,
-        dashboard_port: int | None = None, env: dict[str, str] | None = None, cwd: Path | None = None,
+        self,
+        work: Path,
+        *,
+        temp_dir: str | None = None,
+        num_cpus: int = 4,
+        port: int | None = None,
+        dashboard_port: int | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.work = Path(work)
         # short: Ray puts unix sockets under it (107-byte limit)
@@ -128,13 +135,23 @@ class LocalRay:
         """The dashboard address (``ray job``/``serve`` CLIs' ``--address``)."""
         return f"http://127.0.0.1:{self.dashboard_port}"
 
-    def run(self, cmd: Sequence[str], *, check: bool = True, capture: bool = True,
-            timeout: float | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self, cmd: Sequence[str], *, check: bool = True, capture: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
         log.info("$ %s", " ".join(cmd))
-        out = subprocess.run(list(cmd), env=self.env, cwd=self.cwd, text=True, capture_output=capture,
-                             check=False, timeout=timeout)
+        out = subprocess.run(
+            list(cmd),
+            env=self.env,
+            cwd=self.cwd,
+            text=True,
+            capture_output=capture,
+            check=False,
+            timeout=timeout,
+        )
         if check and out.returncode != 0:
-            raise ResourceError(f"`{' '.join(cmd[:3])} ...` failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+            raise ResourceError(
+                f"`{' '.join(cmd[:3])} ...` failed ({out.returncode}):\n{out.stdout}{out.stderr}"
+            )
         return out
 
     # ------------------------------------------------------------------------------------------- life
@@ -149,11 +166,20 @@ class LocalRay:
             dashboard = self.dashboard_port or dash
             out = self.run(
                 [
-                    bin_path("ray"), "start", "--head", f"--temp-dir={self.temp_dir}", "--node-ip-address=127.0.0.1",
-                    f"--port={port}", f"--dashboard-port={dashboard}", "--dashboard-host=127.0.0.1",
-                    f"--num-cpus={self.num_cpus}", "--disable-usage-stats",
-                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={grpc}",
-                    f"--metrics-export-port={metrics}", f"--runtime-env-agent-port={runtime_env}",
+                    bin_path("ray"),
+                    "start",
+                    "--head",
+                    f"--temp-dir={self.temp_dir}",
+                    "--node-ip-address=127.0.0.1",
+                    f"--port={port}",
+                    f"--dashboard-port={dashboard}",
+                    "--dashboard-host=127.0.0.1",
+                    f"--num-cpus={self.num_cpus}",
+                    "--disable-usage-stats",
+                    f"--dashboard-agent-listen-port={agent}",
+                    f"--dashboard-agent-grpc-port={grpc}",
+                    f"--metrics-export-port={metrics}",
+                    f"--runtime-env-agent-port={runtime_env}",
                 ],
                 check=False,
             )
@@ -162,9 +188,13 @@ class LocalRay:
                 self.env["RAY_ADDRESS"] = self.address
                 return self
             # a port taken between choosing and binding it, or a slow raylet: start again from nothing, once
-            log.warning("ray start failed (attempt %d): %s", attempt, (out.stderr or out.stdout).strip()[-500:])
+            log.warning(
+                "ray start failed (attempt %d): %s", attempt, (out.stderr or out.stdout).strip()[-500:]
+            )
             stop_own_ray(self.temp_dir)
-        raise ResourceError(f"ray start failed twice:\n{out.stdout if out else ''}{out.stderr if out else ''}")
+        raise ResourceError(
+            f"ray start failed twice:\n{out.stdout if out else ''}{out.stderr if out else ''}"
+        )
 
     def stop(self) -> None:
         if not self.started:
@@ -185,14 +215,31 @@ class LocalRay:
     # ------------------------------------------------------------------------------------------- jobs
 
     def submit(
-        self, argv: Sequence[str], *, submission_id: str, runtime_env_json: str | None = None,
-        working_dir: str | None = None, entrypoint_num_cpus: float = 0, entrypoint_num_gpus: float = 0,
-        follow: bool = True, timeout: float | None = None, log_file: Path | None = None, stream: bool = False,
+        self,
+        argv: Sequence[str],
+        *,
+        submission_id: str,
+        runtime_env_json: str | None = None,
+        working_dir: str | None = None,
+        entrypoint_num_cpus: float = 0,
+        entrypoint_num_gpus: float = 0,
+        follow: bool = True,
+        timeout: float | None = None,
+        log_file: Path | None = None,
+        stream: bool = False,
     ) -> tuple[str, str]:
         """`ray job submit` ``argv``; with ``follow``, stream its logs until it ends and return
         (status, logs). Retries while the freshly started head's job agent is not up yet."""
-        cmd = [bin_path("ray"), "job", "submit", "--address", self.address, "--submission-id", submission_id,
-               "--no-wait"]
+        cmd = [
+            bin_path("ray"),
+            "job",
+            "submit",
+            "--address",
+            self.address,
+            "--submission-id",
+            submission_id,
+            "--no-wait",
+        ]
         if working_dir:
             cmd += ["--working-dir", working_dir]
         if runtime_env_json:
@@ -213,14 +260,24 @@ class LocalRay:
             return "PENDING", ""
         return self.wait(submission_id, timeout=timeout, log_file=log_file, stream=stream)
 
-    def wait(self, submission_id: str, *, timeout: float | None = None, log_file: Path | None = None,
-             stream: bool = False) -> tuple[str, str]:
+    def wait(
+        self,
+        submission_id: str,
+        *,
+        timeout: float | None = None,
+        log_file: Path | None = None,
+        stream: bool = False,
+    ) -> tuple[str, str]:
         """Follow a job's logs until it ends (printed as they come with ``stream``, else returned);
         (SUCCEEDED | FAILED | STOPPED, logs)."""
         address = ["--address", self.address]
         try:
-            logs = self.run([bin_path("ray"), "job", "logs", *address, "--follow", submission_id], check=False,
-                            timeout=timeout, capture=not stream)
+            logs = self.run(
+                [bin_path("ray"), "job", "logs", *address, "--follow", submission_id],
+                check=False,
+                timeout=timeout,
+                capture=not stream,
+            )
             text = (logs.stdout or "") + (logs.stderr or "")
         except subprocess.TimeoutExpired as exc:
             self.run([bin_path("ray"), "job", "stop", *address, submission_id], check=False)
@@ -257,4 +314,6 @@ class LocalRay:
                 if "DEPLOY_FAILED" in status:
                     raise ResourceError(f"serve deploy failed:\n{status}")
             time.sleep(2)
-        raise ResourceError(f"{url} did not answer 200 within {timeout:g} s; see `serve status -a {self.address}`")
+        raise ResourceError(
+            f"{url} did not answer 200 within {timeout:g} s; see `serve status -a {self.address}`"
+        )

@@ -53,10 +53,14 @@ class Demand:
     gpus: float = 0.0  # per worker bundle
     driver_gpus: float = 0.0
     driver_cpus: float = 0.0
-    custom: tuple[str, ...] = ()  # custom resources per worker (names), which a KubeRay group never advertises
+    custom: tuple[
+        str, ...
+    ] = ()  # custom resources per worker (names), which a KubeRay group never advertises
     source: str = ""  # the config keys the numbers come from, for messages
     min_workers: int | None = None  # bundles that must fit at once for the job to progress (None: workers)
-    cpu_fallback: float | None = None  # CPUs per bundle when the cluster has no GPU (evaluation's use_gpu=auto)
+    cpu_fallback: float | None = (
+        None  # CPUs per bundle when the cluster has no GPU (evaluation's use_gpu=auto)
+    )
 
     @property
     def needed(self) -> int:
@@ -65,9 +69,12 @@ class Demand:
     def merge(self, other: Demand) -> Demand:
         """The larger of two demands that run one after another (the pipeline's stages)."""
         return Demand(
-            workers=max(self.workers, other.workers), cpus=max(self.cpus, other.cpus),
-            gpus=max(self.gpus, other.gpus), driver_gpus=max(self.driver_gpus, other.driver_gpus),
-            driver_cpus=max(self.driver_cpus, other.driver_cpus), custom=tuple(sorted({*self.custom, *other.custom})),
+            workers=max(self.workers, other.workers),
+            cpus=max(self.cpus, other.cpus),
+            gpus=max(self.gpus, other.gpus),
+            driver_gpus=max(self.driver_gpus, other.driver_gpus),
+            driver_cpus=max(self.driver_cpus, other.driver_cpus),
+            custom=tuple(sorted({*self.custom, *other.custom})),
             source="; ".join(s for s in (self.source, other.source) if s),
             min_workers=max(self.needed, other.needed),
             cpu_fallback=None if self.gpus > other.gpus or other.cpu_fallback is None else other.cpu_fallback,
@@ -98,7 +105,9 @@ def flag_overrides(kind: str, *, workers: int | None, gpus: int | None) -> list[
             )
         if gpus is not None:
             if gpus > 1:
-                raise PlacementError(f"--gpus {gpus}: jobs.export uses one device; pass --gpus 1 (device=cuda) or 0")
+                raise PlacementError(
+                    f"--gpus {gpus}: jobs.export uses one device; pass --gpus 1 (device=cuda) or 0"
+                )
             out.append(f"device={'cuda' if gpus else 'cpu'}")
     elif kind == "pipeline":
         if workers is not None or gpus is not None:
@@ -120,7 +129,10 @@ def demand_of(module: str, cfg: Any, config_dir: Path | None = None) -> Demand:
         s = cfg.scaling
         custom = tuple(sorted(k for k in s.resources_per_worker if k not in ("CPU", "GPU")))
         return Demand(
-            workers=s.num_workers, cpus=s.cpus_per_worker, gpus=1.0 if s.use_gpu else 0.0, custom=custom,
+            workers=s.num_workers,
+            cpus=s.cpus_per_worker,
+            gpus=1.0 if s.use_gpu else 0.0,
+            custom=custom,
             source=f"scaling: {s.num_workers} workers x {s.cpus_per_worker:g} CPU"
             + (" + 1 GPU" if s.use_gpu else ""),
         )
@@ -129,22 +141,38 @@ def demand_of(module: str, cfg: Any, config_dir: Path | None = None) -> Demand:
         local = [v for v in cfg.variants if v.kind != "http"]
         at_once = max(1, min(len(local), r.max_parallel or len(local)))
         if r.use_gpu == "never" or not local:
-            return Demand(workers=at_once, cpus=r.num_cpus_per_actor, min_workers=1,
-                      source=f"ray.num_cpus_per_actor={r.num_cpus_per_actor:g}")
+            return Demand(
+                workers=at_once,
+                cpus=r.num_cpus_per_actor,
+                min_workers=1,
+                source=f"ray.num_cpus_per_actor={r.num_cpus_per_actor:g}",
+            )
         # auto takes a GPU when the cluster has one; always insists: either way a GPU group must hold an actor
         # Actors beyond the cluster's room wait for a finished one: one must fit, all at once is the aim.
         return Demand(
-            workers=at_once, cpus=1.0, gpus=r.num_gpus_per_actor, min_workers=1,
+            workers=at_once,
+            cpus=1.0,
+            gpus=r.num_gpus_per_actor,
+            min_workers=1,
             cpu_fallback=r.num_cpus_per_actor if r.use_gpu == "auto" else None,
             source=f"ray.use_gpu={r.use_gpu}: {at_once} variant actors x {r.num_gpus_per_actor:g} GPU",
         )
     if module == "jobs.export":
         gpu = cfg.device == "cuda"
-        return Demand(workers=1, cpus=1.0, driver_gpus=1.0 if gpu else 0.0, driver_cpus=0.0,
-                      source=f"device={cfg.device}")
+        return Demand(
+            workers=1,
+            cpus=1.0,
+            driver_gpus=1.0 if gpu else 0.0,
+            driver_cpus=0.0,
+            source=f"device={cfg.device}",
+        )
     if module == "jobs.pipeline":
         total = Demand(workers=0, cpus=0.0)
-        for stage, sub_module in (("train", "jobs.train"), ("export", "jobs.export"), ("evaluate", "jobs.evaluate")):
+        for stage, sub_module in (
+            ("train", "jobs.train"),
+            ("export", "jobs.export"),
+            ("evaluate", "jobs.evaluate"),
+        ):
             sub = cfg.stage_config(stage, config_dir)
             total = total.merge(demand_of(sub_module, sub, config_dir))
         return total
@@ -175,7 +203,7 @@ def cluster_capacity(cluster_spec: dict[str, Any]) -> tuple[list[tuple[int, floa
     ``num-cpus``/``num-gpus`` from the container limits unless rayStartParams set them."""
 
     def pod(template: dict[str, Any], params: dict[str, Any]) -> tuple[float, float]:
-        res = (template["spec"]["containers"][0].get("resources") or {})
+        res = template["spec"]["containers"][0].get("resources") or {}
         limits = res.get("limits") or res.get("requests") or {}
         cpus = float(params["num-cpus"]) if "num-cpus" in params else _quantity_cpu(limits.get("cpu", 0))
         gpus = float(params["num-gpus"]) if "num-gpus" in params else float(limits.get("nvidia.com/gpu", 0))
@@ -204,8 +232,12 @@ def check_fits(demand: Demand, rayjob: dict[str, Any], where: str = "") -> None:
     nodes = [(cpus, gpus) for replicas, cpus, gpus in groups for _ in range(replicas)]
     nodes.append((head_cpus, head_gpus))
     if demand.cpu_fallback is not None and not any(g for _c, g in nodes):
-        demand = Demand(workers=demand.workers, cpus=demand.cpu_fallback, min_workers=demand.min_workers,
-                        source=demand.source + " (no GPU in the cluster: CPU actors)")
+        demand = Demand(
+            workers=demand.workers,
+            cpus=demand.cpu_fallback,
+            min_workers=demand.min_workers,
+            source=demand.source + " (no GPU in the cluster: CPU actors)",
+        )
     # bundles that fit on each node at once (the head takes CPU-only bundles too, as Ray would)
     capacity = 0
     for cpus, gpus in nodes:

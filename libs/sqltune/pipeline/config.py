@@ -24,16 +24,25 @@ class GateConfig(Config):
 
     candidate: str = param("merged", "Variant of the evaluation report that would be served.")
     baseline: str = param(
-        "base", "Variant the candidate must beat by min_gain ('' = no comparison). An http variant pointing at "
+        "base",
+        "Variant the candidate must beat by min_gain ('' = no comparison). An http variant pointing at "
         "the running server compares against the model served now.",
     )
-    min_exec_accuracy: float = param(0.0, "Lowest execution accuracy of the candidate (0.6 = 60%).", min=0.0, max=1.0)
-    min_gain: float = param(
-        0.0, "Execution-accuracy points over the baseline, as a fraction (0.05 = 5 points; negative allows a drop).",
-        min=-1.0, max=1.0,
+    min_exec_accuracy: float = param(
+        0.0, "Lowest execution accuracy of the candidate (0.6 = 60%).", min=0.0, max=1.0
     )
-    require_agreement: bool = param(True, "Fail when an agreement pair that includes the candidate is flagged.")
-    max_read_only_violations: int = param(0, "Most predictions of the candidate that write to the database.", min=0)
+    min_gain: float = param(
+        0.0,
+        "Execution-accuracy points over the baseline, as a fraction (0.05 = 5 points; negative allows a drop).",
+        min=-1.0,
+        max=1.0,
+    )
+    require_agreement: bool = param(
+        True, "Fail when an agreement pair that includes the candidate is flagged."
+    )
+    max_read_only_violations: int = param(
+        0, "Most predictions of the candidate that write to the database.", min=0
+    )
     allow_failed_variants: bool = param(False, "Pass even when some variant of the report failed to run.")
 
 
@@ -42,14 +51,18 @@ class PromoteConfig(Config):
     """Where a model that passed the gate is switched on."""
 
     target: Literal["none", "local", "kubernetes"] = param(
-        "none", "kubernetes: patch the RayService's serveConfigV2; local: `serve deploy` to a Ray cluster; none: gate only."
+        "none",
+        "kubernetes: patch the RayService's serveConfigV2; local: `serve deploy` to a Ray cluster; none: gate only.",
     )
     rayservice: str = param("sqltune", "kubernetes: the RayService to patch.")
     namespace: str = param("sqltune", "kubernetes: its namespace.")
-    context: str | None = param(None, "kubernetes: kubeconfig context (null: in-cluster config, else the current one).")
+    context: str | None = param(
+        None, "kubernetes: kubeconfig context (null: in-cluster config, else the current one)."
+    )
     app: str = param("sqltune", "The Ray Serve application whose args.model_uri is replaced.")
     address: str = param(
-        "", "local: the Ray dashboard address for `serve deploy` (empty: $SQLTUNE_SERVE_ADDRESS, else $RAY_ADDRESS "
+        "",
+        "local: the Ray dashboard address for `serve deploy` (empty: $SQLTUNE_SERVE_ADDRESS, else $RAY_ADDRESS "
         "when it is an http:// address).",
     )
     dry_run: bool = param(False, "Print the change (the patch or the serve config) and change nothing.")
@@ -99,14 +112,25 @@ class PipelineConfig(Config):
         key = {"train": "train_config", "export": "export_config", "evaluate": "eval_config"}[stage]
         path = self.stage_file(stage, config_dir)
         if not path.is_file():
-            raise ConfigError(f"{key}: {str(path)!r} does not exist; name a preset beside the pipeline config")
-        train = load_config(TrainConfig, path if stage == "train" else self.stage_file("train", config_dir),
-                            self.train_overrides)
+            raise ConfigError(
+                f"{key}: {str(path)!r} does not exist; name a preset beside the pipeline config"
+            )
+        train = load_config(
+            TrainConfig,
+            path if stage == "train" else self.stage_file("train", config_dir),
+            self.train_overrides,
+        )
         if stage == "train":
             return train
         run = join(train.output_uri, train.run_name)
-        export_wiring = [f"adapter={join(run, 'adapter')}", f"output_uri={train.output_uri}", f"run_name={train.run_name}"]
+        export_wiring = [
+            f"adapter={join(run, 'adapter')}",
+            f"output_uri={train.output_uri}",
+            f"run_name={train.run_name}",
+        ]
         if stage == "export":
             return load_config(ExportConfig, path, export_wiring + self.export_overrides)
-        export = load_config(ExportConfig, self.stage_file("export", config_dir), export_wiring + self.export_overrides)
+        export = load_config(
+            ExportConfig, self.stage_file("export", config_dir), export_wiring + self.export_overrides
+        )
         return load_config(EvalConfig, path, [f"run_uri={export.destination()}"] + self.eval_overrides)

@@ -45,7 +45,9 @@ class Promotion:
         return f"promote ({self.target}): {verb} serving from {self.previous_model_uri} to {self.model_uri}"
 
 
-def replace_model_uri(serve_config: dict[str, Any], app: str, model_uri: str) -> tuple[dict[str, Any], str | None]:
+def replace_model_uri(
+    serve_config: dict[str, Any], app: str, model_uri: str
+) -> tuple[dict[str, Any], str | None]:
     """A copy of a Serve config (``applications: [...]``) with ``app``'s ``args.model_uri`` replaced."""
     import copy
 
@@ -53,7 +55,9 @@ def replace_model_uri(serve_config: dict[str, Any], app: str, model_uri: str) ->
     apps = [a for a in cfg.get("applications") or [] if a.get("name") == app]
     if not apps:
         names = [a.get("name") for a in cfg.get("applications") or []]
-        raise ConfigError(f"promote.app: the Serve config has no application {app!r} (it has {names}); set promote.app")
+        raise ConfigError(
+            f"promote.app: the Serve config has no application {app!r} (it has {names}); set promote.app"
+        )
     args = apps[0].setdefault("args", {})
     previous = args.get("model_uri")
     args["model_uri"] = model_uri
@@ -63,13 +67,17 @@ def replace_model_uri(serve_config: dict[str, Any], app: str, model_uri: str) ->
 # ----------------------------------------------------------------------------------------------- kubernetes
 
 
-def kubernetes_patch(rayservice: dict[str, Any], app: str, model_uri: str) -> tuple[dict[str, Any], str | None]:
+def kubernetes_patch(
+    rayservice: dict[str, Any], app: str, model_uri: str
+) -> tuple[dict[str, Any], str | None]:
     """The merge patch that points ``rayservice``'s serveConfigV2 at ``model_uri``."""
     from sqltune.k8s.builders import render_serve_config
 
     text = (rayservice.get("spec") or {}).get("serveConfigV2")
     if not text:
-        raise ConfigError(f"RayService {rayservice['metadata']['name']}: spec.serveConfigV2 is empty; nothing to promote")
+        raise ConfigError(
+            f"RayService {rayservice['metadata']['name']}: spec.serveConfigV2 is empty; nothing to promote"
+        )
     current = yaml.safe_load(text)
     _, previous = replace_model_uri(current, app, model_uri)
     return {"spec": {"serveConfigV2": render_serve_config(current, model_uri=model_uri, app=app)}}, previous
@@ -80,14 +88,22 @@ def _rayservice_from_file(path: str | Path, name: str) -> dict[str, Any]:
 
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"--from {p}: no such file; pass a rendered manifest (kubectl kustomize ...) with the RayService")
-    found = [o for o in load_objects(p.read_text(), str(p)) if o["kind"] == "RayService" and o["metadata"]["name"] == name]
+        raise ConfigError(
+            f"--from {p}: no such file; pass a rendered manifest (kubectl kustomize ...) with the RayService"
+        )
+    found = [
+        o
+        for o in load_objects(p.read_text(), str(p))
+        if o["kind"] == "RayService" and o["metadata"]["name"] == name
+    ]
     if not found:
         raise ConfigError(f"--from {p}: no RayService named {name!r}; set promote.rayservice")
     return found[0]
 
 
-def promote_kubernetes(model_uri: str, cfg: PromoteConfig, *, from_file: str | None = None, out=None) -> Promotion:
+def promote_kubernetes(
+    model_uri: str, cfg: PromoteConfig, *, from_file: str | None = None, out=None
+) -> Promotion:
     out = out or sys.stdout
     if from_file:
         obj = _rayservice_from_file(from_file, cfg.rayservice)
@@ -98,18 +114,25 @@ def promote_kubernetes(model_uri: str, cfg: PromoteConfig, *, from_file: str | N
         cluster = Cluster(cfg.context)
         obj = cluster.get("RayService", cfg.rayservice, cfg.namespace)
         if obj is None:
-            raise PromoteError(f"RayService {cfg.namespace}/{cfg.rayservice} does not exist; deploy it first "
-                               "(kubectl apply -k k8s/overlays/...) or set promote.rayservice/promote.namespace")
+            raise PromoteError(
+                f"RayService {cfg.namespace}/{cfg.rayservice} does not exist; deploy it first "
+                "(kubectl apply -k k8s/overlays/...) or set promote.rayservice/promote.namespace"
+            )
     patch, previous = kubernetes_patch(obj, cfg.app, model_uri)
     if cfg.dry_run:
-        print(f"# merge patch for RayService {cfg.namespace}/{cfg.rayservice} (kubectl patch --type merge); "
-              f"model_uri {previous} -> {model_uri}", file=out)
+        print(
+            f"# merge patch for RayService {cfg.namespace}/{cfg.rayservice} (kubectl patch --type merge); "
+            f"model_uri {previous} -> {model_uri}",
+            file=out,
+        )
         from sqltune.k8s.builders import dump_yaml
 
         out.write(dump_yaml(patch))
         return Promotion("kubernetes", model_uri, previous, False, patch)
     if cluster is None:
-        raise ConfigError("--from reads a RayService from a file: only with --dry-run (a file cannot be patched)")
+        raise ConfigError(
+            "--from reads a RayService from a file: only with --dry-run (a file cannot be patched)"
+        )
     cluster.patch("RayService", cfg.rayservice, cfg.namespace, patch)
     return Promotion("kubernetes", model_uri, previous, True, patch)
 
@@ -118,7 +141,11 @@ def promote_kubernetes(model_uri: str, cfg: PromoteConfig, *, from_file: str | N
 
 
 def serve_address(cfg: PromoteConfig) -> str:
-    for value in (cfg.address, os.environ.get("SQLTUNE_SERVE_ADDRESS", ""), os.environ.get("RAY_ADDRESS", "")):
+    for value in (
+        cfg.address,
+        os.environ.get("SQLTUNE_SERVE_ADDRESS", ""),
+        os.environ.get("RAY_ADDRESS", ""),
+    ):
         if value.startswith(("http://", "https://")):
             return value
     raise ConfigError(
@@ -167,7 +194,9 @@ def promote_local(model_uri: str, cfg: PromoteConfig, *, wait_s: float = 600.0, 
     finally:
         os.unlink(path)
     if done.returncode != 0:
-        raise PromoteError(f"`serve deploy` to {address} failed: {(done.stderr or done.stdout).strip()[-800:]}")
+        raise PromoteError(
+            f"`serve deploy` to {address} failed: {(done.stderr or done.stdout).strip()[-800:]}"
+        )
     deadline = time.monotonic() + wait_s
     time.sleep(1.0)  # the controller marks the app DEPLOYING once it picked the new config up
     while True:
@@ -175,12 +204,16 @@ def promote_local(model_uri: str, cfg: PromoteConfig, *, wait_s: float = 600.0, 
         if status == "RUNNING":
             break
         if status == "DEPLOY_FAILED" or time.monotonic() > deadline:
-            raise PromoteError(f"serve app {cfg.app!r} is {status} after promoting {model_uri}; see `serve status -a {address}`")
+            raise PromoteError(
+                f"serve app {cfg.app!r} is {status} after promoting {model_uri}; see `serve status -a {address}`"
+            )
         time.sleep(2.0)
     return Promotion("local", model_uri, previous, True, serve_config)
 
 
-def promote(model_uri: str, cfg: PromoteConfig, *, from_file: str | None = None, out=None) -> Promotion | None:
+def promote(
+    model_uri: str, cfg: PromoteConfig, *, from_file: str | None = None, out=None
+) -> Promotion | None:
     """Switch serving to ``model_uri`` as ``cfg.target`` says (None for target none)."""
     out = out or sys.stdout
     if not model_uri:
@@ -195,6 +228,10 @@ def promote(model_uri: str, cfg: PromoteConfig, *, from_file: str | None = None,
 def promotion_record(p: Promotion | None) -> dict[str, Any] | None:
     if p is None:
         return None
-    return {"target": p.target, "model_uri": p.model_uri, "previous_model_uri": p.previous_model_uri,
-            "applied": p.applied, "change": json.loads(json.dumps(p.change, default=str))}
-
+    return {
+        "target": p.target,
+        "model_uri": p.model_uri,
+        "previous_model_uri": p.previous_model_uri,
+        "applied": p.applied,
+        "change": json.loads(json.dumps(p.change, default=str)),
+    }

@@ -40,10 +40,14 @@ class PipelineResult:
 
 
 def setup(cfg: PipelineConfig) -> PipelinePlan:
-    return PipelinePlan(cfg, cfg.stage_config("train"), cfg.stage_config("export"), cfg.stage_config("evaluate"))
+    return PipelinePlan(
+        cfg, cfg.stage_config("train"), cfg.stage_config("export"), cfg.stage_config("evaluate")
+    )
 
 
-def gate_and_promote(report: dict[str, Any], report_uri: str, cfg: PipelineConfig, out=None) -> tuple[GateResult, str, Promotion | None]:
+def gate_and_promote(
+    report: dict[str, Any], report_uri: str, cfg: PipelineConfig, out=None
+) -> tuple[GateResult, str, Promotion | None]:
     """Gate a published report, write gate.json beside it, promote on pass; raise GateFailed on fail."""
     out = out or sys.stdout
     result = evaluate_gate(report, cfg.gate, report_uri)
@@ -80,7 +84,9 @@ def run(plan: PipelinePlan) -> PipelineResult:
     print(evaluated.table)
     print(f"report published to {evaluated.uri}")
     result, gate_uri, promotion = gate_and_promote(evaluated.report, evaluated.uri, plan.cfg)
-    return PipelineResult(trained.adapter_uri, exported.destination, evaluated.uri, result, gate_uri, promotion)
+    return PipelineResult(
+        trained.adapter_uri, exported.destination, evaluated.uri, result, gate_uri, promotion
+    )
 
 
 def config_path(argv: list[str]) -> str:
