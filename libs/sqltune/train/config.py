@@ -2,7 +2,8 @@
 
 Every field has a one-line doc (``python -m jobs.train --help`` prints them all) and is validated when
 the config is built, before Ray starts. Nested sections: ``data``, ``model``, ``lora``, ``optim``,
-``train``, ``eval``, ``checkpoint``, ``scaling``, ``tracking``.
+``train``, ``eval``, ``checkpoint``, ``scaling``, ``tracking``, and the method-specific ``dpo`` and ``grpo``
+(setting a key of a section that does not apply to ``method`` is an error naming the key).
 """
 
 from __future__ import annotations
@@ -69,6 +70,12 @@ class ModelConfig(Config):
     attn_implementation: str | None = param(
         None, "transformers attention implementation (sdpa, eager, flash_attention_2, or sqltune_packed_sdpa: SDPA per "
         "packed example in training, for CPUs without a varlen kernel); null = library default."
+    )
+
+    init_adapter: str | None = param(
+        None, "Start from this published sqltune adapter (local directory or s3:// prefix), e.g. an SFT run's, "
+        "for SFT+DPO / SFT+GRPO: its weights initialise the trained adapter and are the reference policy. "
+        "lora.* must have its shape. method=dpo or grpo; null = a fresh adapter on the base.",
     )
 
     def validate(self) -> None:
@@ -155,6 +162,51 @@ class EvalSettings(Config):
 
 
 @dataclass
+class DpoSettings(Config):
+    """Direct preference optimisation (method=dpo): pairs from a file or from the model's own samples."""
+
+    pairs_file: str | None = param(
+        None, "JSONL of preference pairs, one a line: question, chosen, rejected, and optional schema, db, dialect, "
+        "evidence, gold (the reference SQL the pair is checked against; default chosen). null = build pairs from "
+        "the model's own samples on the training split.",
+    )
+    beta: float = param(0.1, "DPO temperature: how far the policy may move from the reference.", min=0.0)
+    loss: Literal["sigmoid", "ipo"] = param("sigmoid", "sigmoid: the DPO loss; ipo: identity preference optimisation.")
+    samples_per_prompt: int = param(
+        4, "Building pairs from samples: completions sampled per training question.", min=1
+    )
+    temperature: float = param(1.0, "Sampling temperature when building pairs from samples.", min=0.01)
+    max_new_tokens: int = param(128, "Generation limit when building pairs from samples.", min=8)
+    max_pairs: int | None = param(None, "Use at most this many pairs; null = all.", min=1)
+    reward_timeout_s: float = param(2.0, "Sandbox timeout per query when checking pairs.", min=0.05)
+    reward_workers: int = param(4, "Threads that check pairs in the sandbox in parallel.", min=1)
+
+
+@dataclass
+class GrpoSettings(Config):
+    """Group relative policy optimisation (method=grpo) with the sandboxed execution reward."""
+
+    num_generations: int = param(4, "Completions sampled per question (the group advantages are relative to).",
+                                 min=2)
+    max_new_tokens: int = param(128, "Generation limit of a completion.", min=8)
+    temperature: float = param(1.0, "Sampling temperature.", min=0.01)
+    top_p: float = param(1.0, "Nucleus sampling threshold.", min=0.01, max=1.0)
+    beta: float = param(
+        0.0, "KL coefficient against the reference policy (model.init_adapter, else the base); 0 = none.", min=0.0
+    )
+    scale_rewards: Literal["group", "batch", "none"] = param(
+        "group", "Divide advantages by the reward std of the group, of the batch, or not at all."
+    )
+    partial_weight: float = param(0.7, "Reward without an execution match: this x ROUGE-L.", min=0.0, max=1.0)
+    format_weight: float = param(
+        0.0, "Format term added to the reward: this x (half for parseable, half for parseable and read-only).",
+        min=0.0,
+    )
+    reward_timeout_s: float = param(2.0, "Sandbox timeout per query of a reward.", min=0.05)
+    reward_workers: int = param(4, "Threads that score completions in the sandbox in parallel.", min=1)
+
+
+@dataclass
 class CheckpointSettings(Config):
     """Ray Train checkpoints (fault tolerance and best-checkpoint selection)."""
 
@@ -199,6 +251,10 @@ class TrackingConfig(Config):
 class TrainConfig(Config):
     """A sqltune training run: QLoRA/LoRA/full fine-tuning as a Ray Train job."""
 
+    method: Literal["sft", "dpo", "grpo"] = param(
+        "sft", "sft: supervised fine-tuning on the gold SQL; dpo: preference pairs (section dpo); grpo: sampled "
+        "completions scored by the sandboxed execution reward (section grpo)."
+    )
     run_name: str = param("sqltune-run", "Run name: the Ray Train run, the checkpoint folder and the output prefix.")
     output_uri: str = param(".cache/runs", "Where the adapter is published: <output_uri>/<run_name>/adapter/.")
     overwrite: bool = param(False, "Replace an adapter already published at the output place.")
@@ -212,6 +268,8 @@ class TrainConfig(Config):
     checkpoint: CheckpointSettings = param(CheckpointSettings(), "Checkpoints.")
     scaling: ScalingSettings = param(ScalingSettings(), "Ray Train workers.")
     tracking: TrackingConfig = param(TrackingConfig(), "Experiment tracking.")
+    dpo: DpoSettings = param(DpoSettings(), "DPO settings (method=dpo only).")
+    grpo: GrpoSettings = param(GrpoSettings(), "GRPO settings (method=grpo only).")
     prompt_mode: Literal["strict", "plain"] = param("strict", "System instruction of the prompt template.")
     prompt_system: str | None = param(
         None,
@@ -236,11 +294,38 @@ class TrainConfig(Config):
             raise ConfigError("model.selective_checkpointing: choose it or gradient_checkpointing, not both")
         if self.model.mode == "full" and self.lora.modules_to_save:
             raise ConfigError("lora.modules_to_save: only meaningful with model.mode=qlora or lora; remove it")
+        self._validate_method()
         if self.train.packing and self.train.pack_tokens < self.data.max_length:
             raise ConfigError(
                 f"train.pack_tokens: {self.train.pack_tokens} is below data.max_length {self.data.max_length}; "
                 "a packed row must hold the longest example"
             )
+
+    def _validate_method(self) -> None:
+        """Keys of a method's section, or method-only options, set for another method are errors."""
+        import dataclasses
+
+        for section, cls in (("dpo", DpoSettings), ("grpo", GrpoSettings)):
+            if self.method == section:
+                continue
+            current, default = getattr(self, section), cls()
+            for f in dataclasses.fields(cls):
+                if getattr(current, f.name) != getattr(default, f.name):
+                    raise ConfigError(
+                        f"{section}.{f.name}: applies to method={section} only, and method is {self.method!r}; "
+                        f"remove {section}.{f.name} or set method={section}"
+                    )
+        if self.method == "sft" and self.model.init_adapter:
+            raise ConfigError(
+                "model.init_adapter: applies to method=dpo or grpo (SFT+DPO, SFT+GRPO); remove it for method=sft"
+            )
+        if self.method != "sft":
+            if self.model.mode == "full":
+                raise ConfigError(f"model.mode: method={self.method} trains LoRA/QLoRA adapters; use qlora or lora")
+            if self.train.packing:
+                raise ConfigError(f"train.packing: applies to method=sft only; set train.packing=false for {self.method}")
+            if self.train.loss_chunk_tokens:
+                raise ConfigError(f"train.loss_chunk_tokens: applies to method=sft only; set it to 0 for {self.method}")
 
     # --- derived values ------------------------------------------------------------------------------
 
@@ -257,6 +342,8 @@ class TrainConfig(Config):
 
     def score(self) -> tuple[str, Literal["max", "min"]]:
         """The checkpoint score attribute and order used for best-checkpoint selection."""
+        if self.method != "sft":
+            return "eval_reward", "max"
         if self.eval.exec_accuracy:
             return "eval_exec_accuracy", "max"
         return "eval_loss", "min"

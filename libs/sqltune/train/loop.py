@@ -139,7 +139,6 @@ class Trainer:
         import torch
 
         from sqltune.data.record import Example
-        from sqltune.train.data import BatchPlan, tokenize_examples
         from sqltune.train.model import build_model
         from sqltune.train.optim import build_optimizer, build_scheduler
 
@@ -151,6 +150,30 @@ class Trainer:
         self.template = cfg.prompt_template()
         train_ex = [Example.from_dict(d) for d in self.payload["train"]]
         self.val_ex = [Example.from_dict(d) for d in self.payload["validation"]]
+        self._plan_data(train_ex)
+        self.total_steps = self.plan.total_steps(cfg.train.epochs, cfg.train.max_steps)
+        self.optimizer, self.optimizer_name = build_optimizer(self.model, cfg.optim, self.device)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        if self.rank == 0:
+            log.info(
+                "data: %d train / %d validation examples (%d + %d dropped > max_length); %d steps "
+                "(%d per epoch, %d workers x batch %d x accum %d%s); optimizer %s",
+                len(self.train_set.rows), len(self.val_set.rows), self.train_set.dropped, self.val_set.dropped,
+                self.total_steps, self.plan.steps_per_epoch(), self.world, cfg.train.batch_size,
+                cfg.train.grad_accum, ", packed" if cfg.train.packing else "", self.optimizer_name,
+            )
+        self._restore()
+        self._wrap()
+        del torch
+
+    def _plan_data(self, train_ex: list[Any]) -> None:
+        """Tokenize the examples and plan the batches (``train_set``, ``val_set``, ``plan``); the preference
+        and policy-gradient trainers plan their own."""
+        from sqltune.train.data import BatchPlan, tokenize_examples
+
+        cfg = self.cfg
         self.train_set = tokenize_examples(train_ex, self.tokenizer, self.template, cfg.data.max_length)
         self.val_set = tokenize_examples(self.val_ex, self.tokenizer, self.template, cfg.data.max_length)
         if not self.train_set.rows:
@@ -170,22 +193,6 @@ class Trainer:
                 f"{len(self.train_set.rows)} training examples make less than one optimizer step on each of "
                 f"{self.world} workers (batch_size={cfg.train.batch_size}, grad_accum={cfg.train.grad_accum})"
             )
-        self.total_steps = self.plan.total_steps(cfg.train.epochs, cfg.train.max_steps)
-        self.optimizer, self.optimizer_name = build_optimizer(self.model, cfg.optim, self.device)
-        self.scheduler = build_scheduler(self.optimizer, cfg.optim, self.total_steps)
-        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        if self.rank == 0:
-            log.info(
-                "data: %d train / %d validation examples (%d + %d dropped > max_length); %d steps "
-                "(%d per epoch, %d workers x batch %d x accum %d%s); optimizer %s",
-                len(self.train_set.rows), len(self.val_set.rows), self.train_set.dropped, self.val_set.dropped,
-                self.total_steps, self.plan.steps_per_epoch(), self.world, cfg.train.batch_size,
-                cfg.train.grad_accum, ", packed" if cfg.train.packing else "", self.optimizer_name,
-            )
-        self._restore()
-        self._wrap()
-        del torch
 
     def _wrap(self) -> None:
         self.flat_sync = False
@@ -562,4 +569,17 @@ def train_loop_per_worker(payload: dict[str, Any]) -> None:
     else:
         device = "cpu"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    Trainer(cfg, payload, rank=rank, world_size=world, device=device).run()
+    trainer_class(cfg.method)(cfg, payload, rank=rank, world_size=world, device=device).run()
+
+
+def trainer_class(method: str) -> type[Trainer]:
+    """The worker's trainer for ``method``: SFT here, DPO and GRPO in their own modules."""
+    if method == "dpo":
+        from sqltune.train.dpo import DPOTrainer
+
+        return DPOTrainer
+    if method == "grpo":
+        from sqltune.train.grpo import GRPOTrainer
+
+        return GRPOTrainer
+    return Trainer

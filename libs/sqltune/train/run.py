@@ -52,6 +52,8 @@ class Prepared:
     adapter_uri: str
     resuming: bool
     dataset_info: dict[str, Any] = field(default_factory=dict)
+    pairs: list[dict[str, Any]] | None = None
+    """method=dpo with dpo.pairs_file: the checked preference pairs (else None: built by the workers)."""
 
 
 @dataclass
@@ -182,7 +184,16 @@ def preflight(cfg: TrainConfig) -> Prepared:
                 "is not installed; pip install 'sqltune[tracking]' or set tracking.backend=none"
             ) from None
     _check_base_model(cfg.model.base)
+    if cfg.model.init_adapter:
+        from sqltune.train.prefs import check_init_adapter
+
+        check_init_adapter(cfg)
     train, val, test, info = load_splits(cfg)
+    pairs = None
+    if cfg.method == "dpo" and cfg.dpo.pairs_file:
+        from sqltune.train.prefs import load_pairs
+
+        pairs, info["pairs"] = load_pairs(cfg.dpo.pairs_file, cfg.dpo)
     adapter_uri = cfg.adapter_uri()
     storage_uri = cfg.storage_uri()
     _check_writable(cfg.output_uri, "output_uri")
@@ -203,7 +214,7 @@ def preflight(cfg: TrainConfig) -> Prepared:
         "preflight ok in %.1fs: %d train / %d validation / %d test examples from %s; base %s; output %s",
         time.perf_counter() - t0, len(train), len(val), len(test), info["resolved"], cfg.model.base, adapter_uri,
     )
-    return Prepared(cfg, train, val, len(test), storage_uri, adapter_uri, resuming, info)
+    return Prepared(cfg, train, val, len(test), storage_uri, adapter_uri, resuming, info, pairs)
 
 
 # ---------------------------------------------------------------------------------------------- ray
@@ -271,6 +282,7 @@ def build_trainer(prep: Prepared):
         "config": cfg.to_dict(),
         "train": [ex.to_dict() for ex in prep.train],
         "validation": [ex.to_dict() for ex in prep.validation],
+        "pairs": prep.pairs,
     }
     return TorchTrainer(
         train_loop_per_worker,
@@ -319,11 +331,15 @@ def assemble_artifact(cfg: TrainConfig, prep: Prepared, ckpt_dir: Path, out: Pat
         "eval_exec_accuracy", "eval_parseable", "optimizer", "world_size", "train_examples",
         "validation_examples", "dropped_examples", "trainable_params", "total_params",
     )}
+    final.update({k: state[k] for k in ("eval_reward", "eval_hybrid", "train_reward", "pairs") if k in state})
+    final["method"] = cfg.method
     final["train_loss"] = (state.get("metrics") or {}).get("train_loss")
     metrics = {
         "run_name": cfg.run_name,
         "base_model": cfg.model.base,
         "mode": cfg.model.mode,
+        "method": cfg.method,
+        "init_adapter": cfg.model.init_adapter,
         "final": final,
         "resumed_from": state.get("resumed_from", []),
         "history": state.get("history", []),
@@ -472,8 +488,9 @@ def run(prep: Prepared) -> RunResult:
     f = metrics["final"]
     acc = f.get("eval_exec_accuracy")
     summary = (
-        f"run {cfg.run_name}: {f.get('step')} steps, train loss {_fmt(f.get('train_loss'))}, eval loss "
+        f"run {cfg.run_name} ({cfg.method}): {f.get('step')} steps, train loss {_fmt(f.get('train_loss'))}, eval loss "
         f"{_fmt(f.get('eval_loss'))}" + (f", exec acc {acc:.3f}" if acc is not None else "")
+        + (f", validation reward {f['eval_reward']:.3f}" if f.get("eval_reward") is not None else "")
         + f", {_fmt(f.get('tokens_per_second'), '.0f')} tok/s, {wall:.0f}s"
         + (f", resumed at step(s) {metrics['resumed_from']}" if metrics["resumed_from"] else "")
     )
