@@ -160,10 +160,10 @@ def check_init_adapter(cfg: Any) -> None:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"model.init_adapter {uri!r}: cannot read its adapter_config.json ({exc})") from None
     want = {"r": adapter.get("r"), "alpha": adapter.get("lora_alpha"),
-            "target_modules": sorted(adapter.get("target_modules") or []),
+            "target_modules": sorted({m.rsplit(".", 1)[-1] for m in adapter.get("target_modules") or []}),
             # PEFT records a tied module under its full name too (model.embed_tokens): compare the last parts
             "modules_to_save": sorted({m.rsplit(".", 1)[-1] for m in adapter.get("modules_to_save") or []})}
-    have = {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "target_modules": sorted(cfg.lora.target_modules),
+    have = {"r": cfg.lora.r, "alpha": cfg.lora.alpha, "target_modules": sorted(set(cfg.lora.target_modules)),
             "modules_to_save": sorted({m.rsplit(".", 1)[-1] for m in cfg.lora.modules_to_save})}
     for key, value in want.items():
         if value is None:
