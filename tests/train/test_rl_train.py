@@ -24,9 +24,9 @@ def test_grpo_and_dpo_jobs_from_a_starting_adapter(tmp_path):
     from adapter_fixture import build_adapter
 
     base = build_gretel_base(tmp_path / "base")
-    # The starting adapter (in the place of an SFT run's): r8 LoRA on every linear layer + embeddings.
-    sft = build_adapter(base, tmp_path / "sft" / "adapter", steps=8, r=8, modules_to_save=["embed_tokens"])
-    lora = ["lora.r=8", "lora.alpha=16", "model.compute_dtype=fp32", "train.log_every=1"]
+    # The starting adapter (in the place of an SFT run's): r8 LoRA on every linear layer.
+    sft = build_adapter(base, tmp_path / "sft" / "adapter", steps=8, r=8)
+    lora = ["lora.r=8", "lora.alpha=16", "lora.modules_to_save=[]", "model.compute_dtype=fp32", "train.log_every=1"]
     with RayHead() as head:
         common = [f"model.base={base}", f"model.init_adapter={sft}", *lora, *_data(tmp_path),
                   "eval.exec_examples=6", "eval.max_new_tokens=32", "eval.interval=2", "checkpoint.interval=2"]
@@ -44,7 +44,7 @@ def test_grpo_and_dpo_jobs_from_a_starting_adapter(tmp_path):
     assert len(steps) == 4 and all(0.0 <= h["train_reward"] <= 1.0 for h in steps)
     assert all(h["train_completion_length"] > 0 for h in steps) and any(h["train_kl"] > 0 for h in steps[1:])
     evals = [h for h in grpo["history"] if "eval_reward" in h]
-    assert [h["step"] for h in evals] == [2, 4] and grpo["final"]["eval_reward"] == evals[-1]["eval_reward"]
+    assert [h["step"] for h in evals] == [0, 2, 4] and grpo["final"]["eval_reward"] == evals[-1]["eval_reward"]
     assert "validation reward" in logs and "started from adapter" in logs
 
     dpo = json.loads((tmp_path / "runs" / "tiny-dpo" / "adapter" / "metrics.json").read_text())

@@ -134,7 +134,13 @@ def load_init_adapter(model: Any, uri: str) -> None:
     weights = local / "adapter_model.safetensors"
     if not weights.is_file():
         raise ModelError(f"model.init_adapter {uri!r}: no adapter_model.safetensors there (not a sqltune adapter)")
-    result = set_peft_model_state_dict(unwrap(model), load_file(str(weights)))
+    try:
+        result = set_peft_model_state_dict(unwrap(model), load_file(str(weights)))
+    except (KeyError, RuntimeError) as exc:  # a tensor missing or of another shape
+        raise ModelError(
+            f"model.init_adapter {uri!r} does not fit this model ({type(exc).__name__}: {exc}); give lora.* "
+            "(r, target_modules, modules_to_save) the adapter's values and the same model.base"
+        ) from None
     unexpected = list(getattr(result, "unexpected_keys", []) or [])
     if unexpected:
         raise ModelError(
@@ -258,6 +264,15 @@ class PolicyTrainer(Trainer):
         out.update(method=self.cfg.method, eval_reward=self.state.get("eval_reward"),
                    eval_hybrid=self.state.get("eval_hybrid"), train_reward=self.state.get("train_reward"))
         return out
+
+    def run(self) -> None:
+        self.setup()
+        if self.state["step"] == 0 and self.total_steps > 0:
+            # The starting policy's validation reward (step 0 of the history), so a run shows what it changed.
+            self._run_eval(exec_accuracy=False)
+        if self.state["step"] < self.total_steps:
+            self.train()
+        self.finish()
 
     # ------------------------------------------------------------------------------------- the loop
 

@@ -264,7 +264,7 @@ def _check_cluster(cfg: TrainConfig) -> None:
             raise ResourceError(f"scaling.resources_per_worker: the cluster has no {amount * s.num_workers:g} {name!r}")
 
 
-def build_trainer(prep: Prepared):
+def build_trainer(prep: Prepared, callbacks: list[Any] | None = None):
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -292,6 +292,7 @@ def build_trainer(prep: Prepared):
             name=cfg.run_name,
             storage_path=path,
             storage_filesystem=fs,
+            callbacks=callbacks,
             failure_config=FailureConfig(max_failures=s.max_failures),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.checkpoint.num_to_keep,
@@ -431,8 +432,9 @@ def _absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, data=data, model=model, output_uri=absolute(cfg.output_uri))
 
 
-def run(prep: Prepared) -> RunResult:
-    """Start/join Ray, train, publish; raises SqltuneError (nothing published) if the run fails."""
+def run(prep: Prepared, callbacks: list[Any] | None = None) -> RunResult:
+    """Start/join Ray, train, publish; raises SqltuneError (nothing published) if the run fails.
+    ``callbacks``: Ray Train callbacks (a Tune trial passes Tune's report callback)."""
     import ray
     from ray.train import CheckpointConfig  # noqa: F401 - import error surfaces before workers start
 
@@ -445,7 +447,7 @@ def run(prep: Prepared) -> RunResult:
         _check_cluster(cfg)
         if prep.resuming:
             log.info("run %s has checkpoints in %s: resuming from the latest one", cfg.run_name, prep.storage_uri)
-        trainer = build_trainer(prep)
+        trainer = build_trainer(prep, callbacks)
         try:
             result = trainer.fit()
         except Exception as exc:  # noqa: BLE001 - Ray wraps worker errors in several types
