@@ -59,8 +59,14 @@ def build_base(out: Path, shape: dict[str, Any], device: str) -> Path:
 
 
 def _trainer(cls, cfg, payload, device):
-    import ray.train
+    try:
+        import ray.train
+    except ImportError:  # a GPU image without Ray: the worker code only asks it for a checkpoint here
+        import types
 
+        ray = types.ModuleType("ray")
+        ray.train = types.ModuleType("ray.train")
+        sys.modules.update({"ray": ray, "ray.train": ray.train})
     ray.train.get_checkpoint = lambda: None  # outside Ray Train: a fresh start, nothing to restore
     t = cls(cfg, payload, rank=0, world_size=1, device=device)
     t.setup()

@@ -24,6 +24,7 @@ from sqltune.models.tiny import TinyModelConfig
 from sqltune.pipeline.config import PipelineConfig
 from sqltune.serving.config import ServeArgs
 from sqltune.train.config import TrainConfig
+from sqltune.tune.config import TuneConfig
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,13 @@ class Section:
 
 SECTIONS = (
     Section("Training", TrainConfig, "python -m jobs.train --config jobs/configs/tiny.yaml [key=value ...]",
-            "Presets: `jobs/configs/*.yaml` other than `export-*`, `eval-*`, `pipeline-*` and `tiny-base`. See "
+            "Presets: `jobs/configs/*.yaml` other than `export-*`, `eval-*`, `pipeline-*`, `tune-*` and `tiny-base`. "
+            "`method` picks SFT, DPO or GRPO; the `dpo` and `grpo` sections apply to their method only. See "
             "[training.md](training.md)."),
+    Section("Hyper-parameter sweeps", TuneConfig,
+            "python -m jobs.tune --config jobs/configs/tune-tiny.yaml [key=value ...]",
+            "Presets: `jobs/configs/tune-*.yaml`. `space` and `overrides` take dotted training keys. See "
+            "[training.md](training.md#hyper-parameter-search-python--m-jobstune)."),
     Section("Export", ExportConfig, "python -m jobs.export --config jobs/configs/export-tiny.yaml [key=value ...]",
             "Presets: `jobs/configs/export-*.yaml`. See [export.md](export.md)."),
     Section("Evaluation", EvalConfig, "python -m jobs.evaluate --config jobs/configs/eval-tiny.yaml [key=value ...]",
