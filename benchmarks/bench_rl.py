@@ -228,6 +228,8 @@ def main() -> int:
     }
     out["grpo"] = bench_grpo(grpo_cfg, payload, device, args.steps)
     print(json.dumps({"grpo": out["grpo"]}), flush=True)
+    if args.json:  # written now too: a call cut short still brings GRPO's numbers back
+        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     if not args.tiny:
         torch.cuda.empty_cache()
     d = grpo_cfg.to_dict()
