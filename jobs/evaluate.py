@@ -29,9 +29,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print()
+    excluded = result.report["dataset"]["excluded_missing_databases"]
+    if excluded["n_examples"]:
+        print(f"{excluded['n_examples']} examples EXCLUDED: their databases are missing or unreadable "
+              f"(dataset.exclude_missing_databases=true): "
+              + ", ".join(d["database"] for d in excluded["databases"]))
     print(result.table)
     for name in result.failed:
-        print(f"variant {name} FAILED: {result.report['variants'][name]['error']}")
+        v = result.report["variants"][name]
+        print(f"variant {name} FAILED ({v.get('failure') or 'failed'}): {v['error']}")
     for pair in result.report["agreement"]:
         if pair["flagged"]:
             print(f"agreement {pair['a']} vs {pair['b']} FLAGGED: {'; '.join(pair['reasons'])}")

@@ -20,6 +20,10 @@ class DataError(SqltuneError, ValueError):
     """A dataset file or record is malformed; the message names file, line and field."""
 
 
+class MissingDatabaseError(DataError):
+    """Examples name databases that are missing or unreadable; the message lists them and the ways out."""
+
+
 class StorageError(SqltuneError):
     """A URI is malformed, an endpoint is unreachable, or an artifact is missing or altered."""
 

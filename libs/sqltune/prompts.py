@@ -184,6 +184,8 @@ class Cleaned:
     sql: str
     cleaned: bool
     """True when anything besides surrounding whitespace had to be removed."""
+    rest: str = ""
+    """The SQL statements that followed the first one (``;``-joined), empty when there were none."""
 
 
 def first_semicolon(text: str) -> int:
@@ -215,6 +217,22 @@ def _first_statement(text: str) -> str:
     return text if end < 0 else text[:end]
 
 
+_STATEMENT_START = re.compile(r"\s*(?:--[^\n]*\n\s*)*\(*\s*" + _SQL_START.pattern, re.I)
+
+
+def _following_statements(text: str) -> str:
+    """The statements after the first top-level semicolon of ``text`` (prose and empty ones skipped)."""
+    out = []
+    end = first_semicolon(text)
+    while end >= 0:
+        text = text[end + 1:]
+        end = first_semicolon(text)
+        piece = text if end < 0 else text[:end]
+        if _STATEMENT_START.match(piece):
+            out.append(re.split(r"\n\s*\n", piece.strip(), maxsplit=1)[0].strip())
+    return "; ".join(out)
+
+
 def clean_sql(text: str) -> Cleaned:
     """Extract one SQL statement from a model generation.
 
@@ -236,4 +254,5 @@ def clean_sql(text: str) -> Cleaned:
     stmt = parts[0]
     sql = stmt.strip()
     baseline = raw.strip().rstrip(";").strip()
-    return Cleaned(sql=sql, cleaned=sql != baseline)
+    rest = _following_statements(body) if sql and len(parts) == 1 else ""
+    return Cleaned(sql=sql, cleaned=sql != baseline, rest=rest)

@@ -17,13 +17,21 @@ def free_port() -> int:
 
 
 class CannedServer:
-    """``answers`` maps a question to the assistant's reply; unknown questions get ``default``."""
+    """``answers`` maps a question to the assistant's reply; unknown questions get ``default``.
 
-    def __init__(self, answers: dict[str, str], *, token: str | None = None, default: str = "SELECT 1"):
+    ``fail(question, attempt)`` (attempt: 1 for the first request for that question) returns an HTTP status
+    to fail that request with, or None to answer it: a flaky endpoint, request by request.
+    """
+
+    def __init__(self, answers: dict[str, str], *, token: str | None = None, default: str = "SELECT 1",
+                 fail=None):
         self.answers = answers
         self.token = token
         self.default = default
+        self.fail = fail
         self.requests: list[dict] = []
+        self.attempts: dict[str, int] = {}
+        self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,6 +68,11 @@ class CannedServer:
                 user = next(m["content"] for m in body["messages"] if m["role"] == "user")
                 match = re.search(r"Question: (.*)\Z", user, re.S)
                 question = match.group(1).strip() if match else ""
+                with server.lock:
+                    server.attempts[question] = attempt = server.attempts.get(question, 0) + 1
+                status = server.fail(question, attempt) if server.fail is not None else None
+                if status is not None:
+                    return self._send(status, {"error": {"message": f"canned failure {status}"}})
                 reply = server.answers.get(question, server.default)
                 return self._send(200, {
                     "id": "cmpl-test", "object": "chat.completion", "model": body.get("model"),

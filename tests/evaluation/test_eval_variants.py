@@ -111,8 +111,11 @@ def test_http_retries_5xx_and_reports_4xx():
         assert v.load()["served_models"] == []  # /v1/models is optional
         (out,) = v.generate([ITEM], max_new_tokens=8)
         assert out.text == "SELECT 1" and out.output_tokens is None and flaky.calls == 3
-        with pytest.raises(ModelError, match="HTTP 400.*messages"):
-            v.generate([{**ITEM, "question": "bad"}], max_new_tokens=8)
+        # A 4xx is not retried; the example is recorded as failed and the variant goes on.
+        calls = flaky.calls
+        (bad,) = v.generate([{**ITEM, "question": "bad"}], max_new_tokens=8)
+        assert bad.text == "" and bad.error_category == "http_error" and flaky.calls == calls + 1
+        assert "HTTP 400" in bad.error and "messages" in bad.error and "1 attempt(s)" in bad.error
         v.close()
     finally:
         flaky.close()

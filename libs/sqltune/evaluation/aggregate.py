@@ -69,6 +69,8 @@ def summarize(scores: Sequence[ExampleScore], *, wall_s: float | None = None, bo
         "unknown_table": _rate([bool(s.unknown_tables) for s in rows]),
         "unknown_column": _rate([bool(s.unknown_columns) for s in rows]),
         "read_only_violation": _rate([s.read_only_violation for s in rows]),
+        "n_failed": sum(1 for s in rows if s.failed),
+        "multiple_statements": _rate([bool(s.extra_statements) for s in rows]),
     }
     if with_ci:
         lo, hi = bootstrap_ci(exec_values, samples=bootstrap_samples, seed=bootstrap_seed, confidence=confidence)
@@ -88,6 +90,18 @@ def summarize(scores: Sequence[ExampleScore], *, wall_s: float | None = None, bo
     for c in sorted(k for k in cats if k is not None and k not in ERROR_CATEGORIES):
         out["error_categories"][c] = cats[c]
     return out
+
+
+def too_many_failed(scores: Sequence[ExampleScore], max_fraction: float) -> str | None:
+    """Why a variant counts as failed for its failed examples (more than ``max_fraction`` of them), or None."""
+    n = len(scores)
+    failed = [s for s in scores if s.failed]
+    if not n or len(failed) <= max_fraction * n:
+        return None
+    cats = Counter(s.error_category for s in failed)
+    first = failed[0].error or ""
+    return (f"{len(failed)} of {n} examples failed ({len(failed) / n:.0%} > max_failed_fraction={max_fraction:g}): "
+            + ", ".join(f"{c} {k}" for c, k in cats.most_common()) + f"; first: {first[:200]}")
 
 
 def by_category(scores: Sequence[ExampleScore]) -> dict[str, dict[str, Any]]:

@@ -33,6 +33,10 @@ class DatasetConfig(DatasetSpec):
         None, "Run every example on this database instead of its own: a SQLite/DuckDB file (relative paths are "
         "resolved against the dataset folder) or a postgresql:// DSN."
     )
+    exclude_missing_databases: bool = param(
+        False, "When an example's database is missing or unreadable: false = fail before generating, listing "
+        "them; true = score without those examples (the report's headline says how many were left out)."
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -131,6 +135,15 @@ class MetricsConfig(Config):
     bootstrap_seed: int = param(0, "Seed of the bootstrap.")
     confidence: float = param(0.95, "Confidence level of the interval.", min=0.5, max=0.999)
     hybrid_partial_weight: float = param(0.7, "Hybrid score without an execution match: this x ROUGE-L.", min=0.0, max=1.0)
+    statements: Literal["all", "first"] = param(
+        "all", "all: output holding more than one SQL statement is wrong (category multiple_statements), as the "
+        "official Spider/BIRD evaluators score it; first: score its first statement only (the report says so)."
+    )
+    isolation: Literal["process", "none"] = param(
+        "process", "process: SQLite/DuckDB queries run in a pool of worker processes, killed at exec_timeout_s "
+        "even inside one long builtin call; none: in this process (the engine's own interrupt only)."
+    )
+    exec_workers: int = param(2, "Worker processes of the execution pool (isolation=process).", min=1, max=64)
     context_db: bool = param(
         True, "Examples without a database but with CREATE/INSERT context (sql-create-context, gretel): execute "
         "on an in-memory SQLite built from that context; false = AST equivalence only.",
@@ -165,6 +178,11 @@ class EvalConfig(Config):
     plots: bool = param(True, "Write PNG plots (matplotlib) into the report.")
     overwrite: bool = param(False, "Replace a report already published under the same eval_name.")
     work_dir: str = param("", "Local staging directory for the report; empty: a temporary directory.")
+    max_failed_fraction: float = param(
+        0.2, "A variant whose share of failed examples (HTTP error after retries, generation error) exceeds this "
+        "is reported failed; below it, each failed example counts as wrong and the variant goes on.",
+        min=0.0, max=1.0,
+    )
     fail_on_variant_error: bool = param(
         False, "Exit non-zero (3) after publishing when a variant failed (the report is published either way)."
     )

@@ -3,18 +3,23 @@
 The scoring order, and the error category an example gets (the first that applies):
 
 1. the gold query fails on the database -> ``gold_failed``: reported, excluded from every denominator;
-2. nothing SQL-like in the output -> ``empty_output``;
-3. the cleaned SQL does not parse in the dataset's dialect, or parses only as a bare expression (an
+2. the variant produced no output (an HTTP error after its retries, a request timeout, a generation error)
+   -> ``http_error`` / ``http_timeout`` / ``generation_error``: recorded with its message, counted wrong;
+3. nothing SQL-like in the output -> ``empty_output``;
+4. the cleaned SQL does not parse in the dataset's dialect, or parses only as a bare expression (an
    identifier, an alias, a comparison: not a statement) -> ``syntax``;
-4. it is not one read-only query -> ``not_read_only`` (never executed; execution and hybrid score are 0);
-5. execution through the sandbox fails -> the sandbox's category (``syntax``, ``unknown_identifier``,
+5. it is not one read-only query -> ``not_read_only`` (never executed; execution and hybrid score are 0);
+6. more statements follow the first (``SELECT ...; DROP ...``) -> ``multiple_statements``: wrong, as the
+   official Spider/BIRD evaluators score it (the engine runs one statement); with ``statements="first"``
+   the first statement is scored instead;
+7. execution through the sandbox fails -> the sandbox's category (``syntax``, ``unknown_identifier``,
    ``runtime``, ``timeout``, ``too_many_rows``);
-6. it runs but returns a different result -> ``wrong_result``;
-7. it returns the gold result -> no category (``None``).
+8. it runs but returns a different result -> ``wrong_result``;
+9. it returns the gold result -> no category (``None``).
 
 An example without a database whose schema text is CREATE/INSERT context (sql-create-context, gretel) runs
-steps 5-7 on an in-memory SQLite built from that context (:mod:`sqltune.sql.context_db`).
-Without any database (no ``db``, no context) steps 5-7 use AST equivalence instead: ``None`` when equivalent, else
+steps 7-9 on an in-memory SQLite built from that context (:mod:`sqltune.sql.context_db`).
+Without any database (no ``db``, no context) steps 7-9 use AST equivalence instead: ``None`` when equivalent, else
 ``unknown_identifier`` if it names tables/columns outside the schema, else ``wrong_result``.
 
 Hybrid score: 1.0 on an execution match (or, without a database, AST equivalence); 0.0 for a read-only
@@ -32,8 +37,11 @@ from sqltune.prompts import clean_sql
 
 ERROR_CATEGORIES = (
     "wrong_result", "syntax", "unknown_identifier", "not_read_only", "runtime", "timeout", "too_many_rows",
-    "empty_output",
+    "empty_output", "multiple_statements", "http_error", "http_timeout", "generation_error",
 )
+FAILURE_CATEGORIES = ("http_error", "http_timeout", "generation_error")
+"""Categories of an example the variant produced no output for (counted wrong, and towards
+``max_failed_fraction``)."""
 
 # String literals (quotes kept, case kept), quoted identifiers, numbers, words, multi-char operators, any
 # other single non-space character.
@@ -128,6 +136,8 @@ class ExampleScore:
     error_category: str | None = None
     error: str | None = None  # the parse/sandbox error message, if any
     gold_error: str | None = None
+    extra_statements: str = ""  # statements the output held after its first one
+    failed: bool = False  # no output: HTTP error after retries, generation error (error_category says which)
 
     @property
     def hallucinated(self) -> bool:
@@ -153,12 +163,16 @@ def score_example(
     max_rows: int = 10000,
     float_tol: float = 1e-6,
     partial_weight: float = 0.7,
+    statements: str = "all",
+    failure: tuple[str, str] | None = None,
 ) -> ExampleScore:
     """Score one model output against ``example`` (an :class:`~sqltune.data.Example`).
 
     ``gold`` is the gold query's checked run on ``example.db`` (None when the example has no database);
     ``schema`` is the example's schema as a :class:`sqltune.sql.Schema` (parsed once per schema by the caller)
-    or None to parse ``example.schema`` here.
+    or None to parse ``example.schema`` here. ``failure`` = (category, message) when the variant produced no
+    output for this example: it is recorded and counts as wrong. ``statements="all"`` scores output holding more
+    than one statement as wrong (``multiple_statements``); ``"first"`` scores its first statement.
     """
     from sqltune.sql import analyze, ast_equivalent, exact_match, execution_match
 
@@ -176,6 +190,13 @@ def score_example(
         score.gold_error = gold.error
         score.error_category = "gold_failed"
     score.rouge_l = rouge_l(sql, example.sql)
+    if failure is not None:
+        score.failed = True
+        score.exec_match = False if gold is not None else None
+        score.error_category = score.error_category or failure[0]
+        score.error = failure[1]
+        return score
+    score.extra_statements = cleaned.rest
     if not sql.strip():
         score.exec_match = False if gold is not None else None
         score.error_category = score.error_category or "empty_output"
@@ -199,6 +220,10 @@ def score_example(
         category, score.error = "syntax", f"not a SQL statement: parses only as a bare expression ({kinds})"
     elif score.read_only_violation:
         category, score.error = "not_read_only", "; ".join(analysis.reasons) or "not a read-only query"
+    elif cleaned.rest and statements == "all":
+        category = "multiple_statements"
+        score.error = f"more than one statement (the engine runs one): {cleaned.rest[:200]}"
+        score.exact = score.ast_equal = False  # the output as a whole is not the gold query
     else:
         category = None
     if gold is None:  # no database: structural correctness only

@@ -41,14 +41,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+from sqltune.evaluation.breakdown import group_table, plot_group
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 PLOTS = ("accuracy_vs_latency.png", "category_accuracy.png", "error_categories.png")
+"""Always written; hardness_accuracy.png and database_accuracy.png follow when the report has those groups."""
 OUTCOME_COLORS = {
     "ok": "#2ca02c", "wrong_result": "#ff7f0e", "syntax": "#d62728", "unknown_identifier": "#9467bd",
     "not_read_only": "#000000", "runtime": "#8c564b", "timeout": "#e377c2", "too_many_rows": "#bcbd22",
-    "empty_output": "#7f7f7f",
+    "empty_output": "#7f7f7f", "multiple_statements": "#17becf", "http_error": "#aec7e8", "http_timeout": "#ffbb78",
+    "generation_error": "#c5b0d5",
 }
 _DSN_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]+):[^@\s]+@")
 
@@ -132,17 +136,20 @@ def category_table(report: dict[str, Any]) -> str:
 
 def detail_table(report: dict[str, Any]) -> str:
     lines = [
-        "| Model | AST equiv. | Hybrid | ROUGE-L | Hallucination | Read-only viol. | Cleaned | Latency mean | Tokens/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Model | AST equiv. | Hybrid | ROUGE-L | Hallucination | Read-only viol. | Cleaned | Failed | Latency mean "
+        "| Tokens/s | Peak memory |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, v in report["variants"].items():
-        if v["status"] != "ok":
+        if "aggregate" not in v:
             continue
         a = v["aggregate"]
         tps = "n/a" if a.get("tokens_per_s") is None else f"{a['tokens_per_s']:.1f}"
+        mem = "n/a" if a.get("peak_memory_mb") is None else f"{a['peak_memory_mb']:.0f} MiB"
         lines.append(
             f"| {name} | {_pct(a['ast_equal'])} | {a['hybrid']:.3f} | {a['rouge_l']:.3f} | {_pct(a['hallucination'])} | "
-            f"{_pct(a['read_only_violation'])} | {_pct(a['cleaned'])} | {_secs(a['latency_mean_s'])} | {tps} |"
+            f"{_pct(a['read_only_violation'])} | {_pct(a['cleaned'])} | {a.get('n_failed', 0)} | "
+            f"{_secs(a['latency_mean_s'])} | {tps} | {mem} |"
         )
     return "\n".join(lines)
 
@@ -175,6 +182,35 @@ def _parallel_note(report: dict[str, Any]) -> str:
     return "Variants ran one at a time." if par == 1 and n > 1 else ""
 
 
+FAILURE_TEXT = {
+    "could_not_start": "could not start",
+    "aborted": "stopped before the end",
+    "too_many_failed_examples": "too many failed examples; its scores are below and in predictions.jsonl",
+}
+
+
+def _headline_notes(report: dict[str, Any]) -> list[str]:
+    """What changed what is counted: databases left out, the statements mode, failed examples."""
+    ds = report["dataset"]
+    notes = []
+    excluded = ds.get("excluded_missing_databases") or {}
+    if excluded.get("n_examples"):
+        dbs = ", ".join(f"`{d['database']}` ({d['n_examples']})" for d in excluded["databases"][:20])
+        notes.append(f"**{excluded['n_examples']} examples excluded: their databases are missing or unreadable** "
+                     f"(dataset.exclude_missing_databases=true): {dbs}. Every rate below is over the "
+                     f"{ds['n']} examples left.")
+    scoring = report.get("scoring") or {}
+    if scoring.get("statements") == "first":
+        notes.append("**Only the first statement of each output is scored** (metrics.statements=first); the "
+                     "official evaluators score output holding more than one statement as wrong.")
+    for name, v in report["variants"].items():
+        n_failed = (v.get("aggregate") or {}).get("n_failed")
+        if n_failed:
+            notes.append(f"Variant {name}: {n_failed} examples got no output (HTTP error, timeout or generation "
+                         "error) and count as wrong (see Outcomes).")
+    return [" ".join(notes), ""] if notes else []
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     ds = report["dataset"]
     out = [
@@ -185,6 +221,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"Gold queries that failed: {ds['n_gold_failed']} (reported below, not counted against any model). "
         f"Created {report['created']}.",
         "",
+        *_headline_notes(report),
         comparison_table(report),
         "",
         "Parseable: the cleaned output parses in the dataset's dialect. Exact: identical after normalization. "
@@ -202,9 +239,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                 "approximate for this dataset (ids in report.json, dataset.gold_flagged).", ""]
     if report["failures"]:
         out += ["## Failed variants", ""]
-        out += [f"- **{f['variant']}**: {f['error']}" for f in report["failures"]]
+        out += [f"- **{f['variant']}**" + (f" ({FAILURE_TEXT[f['failure']]})" if f.get("failure") in FAILURE_TEXT
+                                           else "") + f": {f['error']}" for f in report["failures"]]
         out.append("")
     out += ["## Execution accuracy per category", "", category_table(report), ""]
+    if "hardness_counts" in report:
+        out += ["## Execution accuracy per hardness", "", group_table(report, "hardness"), ""]
+        out += ["## Execution accuracy per database", "", group_table(report, "database"), ""]
     out += ["## More metrics", "", detail_table(report), ""]
     out += ["## Outcomes (error categories)", "", error_table(report), ""]
     if report["agreement"]:
@@ -311,6 +352,10 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
     fig.savefig(out_dir / PLOTS[2], dpi=110, bbox_inches="tight")
     plt.close(fig)
     written.append(PLOTS[2])
+    for group in ("hardness", "database"):
+        name = f"{group}_accuracy.png"
+        if f"{group}_counts" in report and plot_group(report, group, out_dir / name):
+            written.append(name)
     return written
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from sqltune.data.spec import load_examples, sample_examples
 from sqltune.errors import DataError, StorageError
 from sqltune.evaluation.config import DatasetConfig, EvalConfig
+from sqltune.evaluation.databases import resolve_databases
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,15 @@ def setup(cfg: EvalConfig) -> EvalPlan:
     t0 = time.perf_counter()
     uri = _check_destination(cfg)
     examples, ds_info = load_eval_examples(cfg.dataset)
+    examples, excluded = resolve_databases(examples, cfg.dataset)
+    if excluded["n_examples"]:
+        log.warning("%d examples left out: their databases are missing or unreadable "
+                    "(dataset.exclude_missing_databases=true): %s", excluded["n_examples"],
+                    ", ".join(m["database"] for m in excluded["databases"]))
+        if not examples:
+            raise DataError("dataset: every example's database is missing or unreadable; nothing is left to score "
+                            "(see the warning above for the list; fix dataset.databases_dir)")
+    ds_info["excluded_missing_databases"] = excluded
     log.info("scoring %d examples (%s split of %s) with %d variants", len(examples), cfg.dataset.split,
              cfg.dataset.source, len(cfg.variants))
     databases = database_state(examples)
@@ -193,7 +203,8 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
 
 def run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
     """Generate with every variant (Ray actors), score, aggregate, and publish the report."""
-    from sqltune.evaluation.aggregate import agreement, by_category, summarize
+    from sqltune.evaluation.aggregate import agreement, by_category, summarize, too_many_failed
+    from sqltune.evaluation.breakdown import group_aggregates, group_counts
     from sqltune.evaluation.metrics import score_example
     from sqltune.evaluation.report import comparison_table, dataset_hash, now_iso, redact, write_report
     from sqltune.evaluation.runner import run_variants
@@ -216,7 +227,8 @@ def run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
                 schema=schemas.get((ex.schema, ex.extra.get("schema_dialect", ex.dialect))),
                 latency_s=out.latency_s, prompt_tokens=out.prompt_tokens, output_tokens=out.output_tokens,
                 exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows, float_tol=m.float_tol,
-                partial_weight=m.hybrid_partial_weight,
+                partial_weight=m.hybrid_partial_weight, statements=m.statements,
+                failure=(out.error_category or "generation_error", out.error) if out.error else None,
             )
 
     tokens = {v.name: os.environ.get(v.api_key_env) for v in cfg.variants if v.kind == "http" and v.api_key_env}
@@ -236,18 +248,23 @@ def run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
         run = runs[v.name]
         entry: dict[str, Any] = {"kind": v.kind, "model": v.model or None, "url": v.url or None,
                                  "prompt_mode": v.prompt_mode, "status": run.status, "error": run.error,
-                                 "info": run.info, "elapsed_s": run.elapsed_s}
+                                 "failure": run.failure, "info": run.info, "elapsed_s": run.elapsed_s}
         if run.status == "ok":
             rows = scores[v.name]
             if any(r is None for r in rows):
-                run.status, run.error = "failed", "some examples were not scored"
-                entry.update(status=run.status, error=run.error)
+                run.status, run.error, run.failure = "failed", "some examples were not scored", "aborted"
             else:
                 entry["aggregate"] = summarize(rows, wall_s=run.wall_s, bootstrap_samples=m.bootstrap_samples,
                                                bootstrap_seed=m.bootstrap_seed, confidence=m.confidence)
+                entry["aggregate"]["peak_memory_mb"] = run.info.get("peak_memory_mb")
                 entry["by_category"] = by_category(rows)
+                entry.update(group_aggregates(rows, examples))
+                too_many = too_many_failed(rows, cfg.max_failed_fraction)
+                if too_many:
+                    run.status, run.error, run.failure = "failed", too_many, "too_many_failed_examples"
+            entry.update(status=run.status, error=run.error, failure=run.failure)
         if run.status != "ok":
-            failures.append({"variant": v.name, "error": run.error})
+            failures.append({"variant": v.name, "failure": run.failure, "error": run.error})
         variants[v.name] = entry
 
     agree = []
@@ -279,18 +296,21 @@ def run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
             "source": redact(ds_info["source"]), "format": ds_info["format"], "split": ds_info["split"], "n": n,
             "n_total": ds_info["n_total"], "hash": dataset_hash(examples), "dialects": dialects,
             "categories": cat_counts, "n_gold_failed": len(gold_failures), "databases": databases,
-            "gold_flagged": gold_flagged,
+            "gold_flagged": gold_flagged, "excluded_missing_databases": ds_info["excluded_missing_databases"],
         },
+        "scoring": {"statements": m.statements, "max_failed_fraction": cfg.max_failed_fraction},
         "variants": variants,
         "categories": categories,
         "per_category": {c: {name: (v["by_category"].get(c, {}).get("exec_accuracy") if v["status"] == "ok" else None)
                              for name, v in variants.items()} for c in categories},
+        **group_counts(examples, failed_ids, variants),
         "agreement": agree,
         "gold_failures": gold_failures,
         "failures": failures,
         "elapsed_s": time.perf_counter() - t0,
     }
-    predictions = [s.to_dict() for v in cfg.variants if variants[v.name]["status"] == "ok" for s in scores[v.name]]
+    # Every scored variant's rows, a variant failed for too many failed examples included.
+    predictions = [s.to_dict() for v in cfg.variants if "aggregate" in variants[v.name] for s in scores[v.name]]
     stage = Path(cfg.work_dir) / cfg.eval_name if cfg.work_dir else Path(tempfile.mkdtemp(prefix="sqltune-eval-"))
     try:
         if stage.exists() and cfg.work_dir:

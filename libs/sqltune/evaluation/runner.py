@@ -4,8 +4,9 @@ One actor per variant: a GPU actor (``num_gpus``) for local models when the clus
 actor (``num_cpus`` from the config, also its torch thread count); http variants get a small CPU share.
 The driver submits batches to every actor, waits on whatever finishes first (a tqdm bar counts
 predictions), and hands each finished batch to ``on_batch`` (the scorer) at once. A variant whose model
-fails to load, whose endpoint is down, or whose actor dies is recorded as failed with its error; its
-actor is killed and the other variants carry on. An actor is killed as soon as its variant is done, so
+fails to load or whose endpoint is down (``could_not_start``), or whose actor dies (``aborted``), is
+recorded as failed with its error; its actor is killed and the other variants carry on. A batch that
+raises only fails its own examples (``generation_error``); the variant goes on. An actor is killed as soon as its variant is done, so
 its resources go to variants still waiting for a slot.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 
 from sqltune.errors import ResourceError
 from sqltune.evaluation.config import EvalConfig, VariantConfig
-from sqltune.evaluation.variants import Output
+from sqltune.evaluation.variants import Output, failed_output
 from sqltune.log import setup_logging
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,25 @@ class VariantWorker:
             pass
         return info
 
-    def generate(self, start: int, items: list[dict[str, Any]], max_new_tokens: int) -> tuple[int, list[Output], float]:
+    def generate(self, start: int, items: list[dict[str, Any]],
+                 max_new_tokens: int) -> tuple[int, list[Output], float, float | None]:
         t0 = time.perf_counter()
         outs = self.variant.generate(items, max_new_tokens)
-        return start, outs, time.perf_counter() - t0
+        return start, outs, time.perf_counter() - t0, peak_memory_mb()
+
+
+def peak_memory_mb() -> float | None:
+    """Peak memory of this process so far: the GPU's peak allocation when torch uses CUDA here, else the
+    process's peak resident set size (MiB)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated() / 2**20
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except (ImportError, OSError):
+        return None
 
 
 @dataclass
@@ -73,6 +89,7 @@ class VariantRun:
     name: str
     status: str = "pending"  # ok | failed
     error: str | None = None
+    failure: str | None = None  # could_not_start | aborted (set with status failed)
     info: dict[str, Any] = field(default_factory=dict)
     outputs: list[Output | None] = field(default_factory=list)
     wall_s: float = 0.0  # sum of batch wall times: the time spent generating
@@ -130,6 +147,13 @@ def _short(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {msg}" if msg else type(cause).__name__
 
 
+def _actor_died(exc: BaseException) -> bool:
+    import ray
+
+    return isinstance(exc, ray.exceptions.RayActorError) or isinstance(
+        getattr(exc, "cause", None), ray.exceptions.RayActorError)
+
+
 def run_variants(
     cfg: EvalConfig,
     items: list[dict[str, Any]],
@@ -152,6 +176,7 @@ def run_variants(
         runs = {v.name: VariantRun(v.name, outputs=[None] * n) for v in cfg.variants}
         actors: dict[str, Any] = {}
         pending: dict[Any, tuple[str, str]] = {}  # ref -> (variant, "load"|"gen")
+        batch_start: dict[Any, int] = {}  # gen ref -> index of its first item
         submitted_at: dict[str, float] = {}
         remaining: dict[str, int] = {}
         bar = tqdm(total=n * len(cfg.variants), desc="evaluating", unit="pred", disable=not progress,
@@ -162,6 +187,7 @@ def run_variants(
             if run.status == "failed":
                 return
             run.status, run.error = "failed", error
+            run.failure = "aborted" if "load_s" in run.info else "could_not_start"
             log.error("variant %s failed: %s", name, error)
             bar.update(sum(o is None for o in run.outputs))
             for ref in [r for r, (v, _) in pending.items() if v == name]:
@@ -204,8 +230,13 @@ def run_variants(
             try:
                 result = ray.get(ref)
             except Exception as exc:  # noqa: BLE001 - any failure of a variant is reported, never fatal
-                fail(name, _short(exc))
-                continue
+                if what != "gen" or _actor_died(exc):
+                    fail(name, _short(exc))
+                    continue
+                # A batch that raised: its examples are recorded as failed; the variant goes on.
+                start = batch_start[ref]
+                size = min(bs, n - start)
+                result = (start, [failed_output("generation_error", _short(exc)) for _ in range(size)], 0.0, None)
             run = runs[name]
             if run.status == "failed":
                 continue
@@ -214,14 +245,17 @@ def run_variants(
                 log.info("variant %s loaded in %.1fs on %s", name, result.get("load_s", 0.0), result.get("device"))
                 remaining[name] = 0
                 for start in range(0, n, bs):
-                    pending[actors[name].generate.remote(start, items[start:start + bs],
-                                                         cfg.generation.max_new_tokens)] = (name, "gen")
+                    gen_ref = actors[name].generate.remote(start, items[start:start + bs],
+                                                           cfg.generation.max_new_tokens)
+                    pending[gen_ref], batch_start[gen_ref] = (name, "gen"), start
                     remaining[name] += 1
                 if n == 0:
                     remaining[name] = 0
             else:
-                start, outs, wall = result
+                start, outs, wall, peak = result
                 run.wall_s += wall
+                if peak is not None:
+                    run.info["peak_memory_mb"] = max(peak, run.info.get("peak_memory_mb") or 0.0)
                 for i, out in enumerate(outs):
                     run.outputs[start + i] = out
                 bar.update(len(outs))

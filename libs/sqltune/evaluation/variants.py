@@ -30,6 +30,13 @@ class Output:
     latency_s: float
     prompt_tokens: int | None = None
     output_tokens: int | None = None
+    error: str | None = None  # no output: what went wrong (the example is recorded and counts as wrong)
+    error_category: str | None = None  # http_error | http_timeout | generation_error
+
+
+def failed_output(category: str, error: str, latency_s: float = 0.0) -> Output:
+    """The output of an example the variant could not answer."""
+    return Output(text="", latency_s=latency_s, error=error, error_category=category)
 
 
 def with_mode(template: Any, mode: str) -> Any:
@@ -120,7 +127,8 @@ class LocalVariant:
         out = []
         for prompt, req in zip(ids, reqs):
             if req.error:
-                raise ModelError(f"variant {self.cfg.name}: generation failed: {req.error}")
+                out.append(failed_output("generation_error", f"generation failed: {req.error}"))
+                continue
             out.append(Output(tok.decode(req.tokens, skip_special_tokens=True), req.finished_at - req.submitted_at,
                               len(prompt), len(req.tokens)))
         return out
@@ -193,32 +201,38 @@ class HttpVariant:
                                   evidence=item.get("evidence"), template=self.template)
         body = {"model": self.cfg.api_model or self.cfg.name, "messages": messages, "temperature": 0,
                 "max_tokens": max_new_tokens, "stream": False}
-        last = ""
-        for attempt in range(self.cfg.retries + 1):
+        last, category = "", "http_error"
+        first = time.perf_counter()
+        attempts = self.cfg.retries + 1
+        for attempt in range(attempts):
             start = time.perf_counter()
             try:
                 resp = self.client.post(f"{self.base}/v1/chat/completions", json=body)
+            except httpx.TimeoutException as exc:
+                last, category = f"{type(exc).__name__}: {exc or 'no answer'} after {self.cfg.timeout_s:g}s", "http_timeout"
             except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                last, category = f"{type(exc).__name__}: {exc}", "http_error"
             else:
                 elapsed = time.perf_counter() - start
                 if resp.status_code == 200:
                     return self._parse(resp, elapsed)
-                last = f"HTTP {resp.status_code}: {resp.text[:300]}"
+                last, category = f"HTTP {resp.status_code}: {resp.text[:300]}", "http_error"
                 if resp.status_code not in (429, 500, 502, 503, 504):
+                    attempts = attempt + 1
                     break
             if attempt < self.cfg.retries:
                 time.sleep(min(2.0, 0.25 * 2**attempt))
-        raise ModelError(f"variant {self.cfg.name}: {self.base}/v1/chat/completions failed: {last}")
+        # One example without an answer: recorded with its category and counted wrong; the variant goes on.
+        return failed_output(category, f"{self.base}/v1/chat/completions failed after {attempts} attempt(s): {last}",
+                             time.perf_counter() - first)
 
     def _parse(self, resp: Any, elapsed: float) -> Output:
         try:
             data = resp.json()
             text = data["choices"][0]["message"]["content"] or ""
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise ModelError(
-                f"variant {self.cfg.name}: not an OpenAI chat completion response ({exc}): {resp.text[:200]}"
-            ) from None
+            return failed_output("http_error", f"not an OpenAI chat completion response ({exc}): {resp.text[:200]}",
+                                 elapsed)
         usage = data.get("usage") or {}
         return Output(text=text, latency_s=elapsed, prompt_tokens=usage.get("prompt_tokens"),
                       output_tokens=usage.get("completion_tokens"))
