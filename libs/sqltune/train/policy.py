@@ -59,7 +59,7 @@ def sample_completions(model: Any, tokenizer: Any, prompts: Sequence[Sequence[in
     """``n`` completions of each prompt (token ids); greedy decoding when ``greedy``."""
     import torch
 
-    from sqltune.models.generate import stop_token_ids
+    from sqltune.generation.generate import stop_token_ids
 
     stops = stop_token_ids(tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
