@@ -94,6 +94,8 @@ def _write(tmp_path: Path, text: str) -> Path:
         (["--args", "sqltune-train-tiny=train.max_steps=2"], "expected JOB:key=value"),
         (["--args", "sqltune-serve:x=1"], "--args names 'sqltune-serve', which is not among the RayJobs run"),
         (["--env-file", "/nonexistent.env"], "--env-file /nonexistent.env: no such file"),
+        (["--tiny-base"], "--tiny-base publishes the tiny base to the embedded S3: add --embedded-s3"),
+        (["--induction-steps", "5"], "--induction-steps shortens the tiny base's pre-training: only with --tiny-base"),
     ],
 )
 def test_local_run_bad_input_exits_2_before_starting_ray(

@@ -138,6 +138,8 @@ def register(parser: argparse.ArgumentParser) -> None:
                     "sqltune-api with a random token unless --env-file has one)")
     lr.add_argument("--tiny-base", action="store_true",
                     help="with --embedded-s3: build the tiny base model and dataset as `make demo` does and publish them")
+    lr.add_argument("--induction-steps", type=_nonneg, default=None,
+                    help="with --tiny-base: pre-training steps instead of jobs/configs/tiny-base.yaml's (quick runs)")
     lr.add_argument("--work", type=Path, default=Path(".state/k8s-local"), help="mounts, logs, serve config")
     lr.add_argument("--timeout", type=_nonneg, default=0, help="seconds per RayJob (0: no limit)")
     lr.add_argument("--keep-running", action="store_true", help="leave the local Ray (and S3) up afterwards")
@@ -376,6 +378,10 @@ def cmd_local_run(args: argparse.Namespace) -> int:
     from sqltune.k8s import local
     from sqltune.k8s.localray import LocalRay
 
+    if args.tiny_base and not args.embedded_s3:
+        raise ConfigError("--tiny-base publishes the tiny base to the embedded S3: add --embedded-s3")
+    if args.induction_steps is not None and not args.tiny_base:
+        raise ConfigError("--induction-steps shortens the tiny base's pre-training: only with --tiny-base")
     text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
     objs = local.load_objects(text, args.filename)
     secrets = local.read_env_file(args.env_file)
@@ -399,7 +405,7 @@ def cmd_local_run(args: argparse.Namespace) -> int:
     ray = LocalRay(work, num_cpus=args.num_cpus, cwd=repo)
     try:
         if args.embedded_s3:
-            s3 = _embedded_s3(secrets, ray, work, repo, tiny_base=args.tiny_base)
+            s3 = _embedded_s3(secrets, work, repo, tiny_base=args.tiny_base, induction_steps=args.induction_steps)
         if args.address:
             ray.env = dict(os.environ)  # the running cluster's RAY_AUTH_* come from the caller's environment
             ray.dashboard_port = int(args.address.rstrip("/").rsplit(":", 1)[1])
@@ -427,7 +433,8 @@ def secrets_token() -> str:
     return secrets.token_hex(16)
 
 
-def _embedded_s3(secrets: dict[str, dict[str, str]], ray, work: Path, repo: Path, *, tiny_base: bool):
+def _embedded_s3(secrets: dict[str, dict[str, str]], work: Path, repo: Path, *, tiny_base: bool,
+                 induction_steps: int | None = None):
     """Start the embedded S3 (bucket sqltune), put its settings in Secret sqltune-s3, publish the tiny base."""
     from sqltune.storage import EmbeddedS3
 
@@ -451,7 +458,8 @@ def _embedded_s3(secrets: dict[str, dict[str, str]], ray, work: Path, repo: Path
         for folder in ("dataset", "tiny-base"):
             shutil.rmtree(work / folder, ignore_errors=True)
         build_embedded(work / "dataset", seed=0)
-        cfg = load_config(TinyModelConfig, repo / "jobs/configs/tiny-base.yaml")
+        steps = [f"induction_steps={induction_steps}"] if induction_steps is not None else []
+        cfg = load_config(TinyModelConfig, repo / "jobs/configs/tiny-base.yaml", steps)
         build_tiny_model(work / "tiny-base", cfg, cache_dir=repo / ".cache" / "tiny-models")
         publish(work / "dataset", "s3://sqltune/datasets/embedded", kind="dataset", overwrite=True)
         publish(work / "tiny-base", "s3://sqltune/models/tiny-base", kind="base", overwrite=True)
