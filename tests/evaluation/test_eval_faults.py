@@ -111,16 +111,20 @@ def _shop_jsonl(tmp_path: Path, n: int = 20) -> tuple[Path, list[dict]]:
     return path, rows
 
 
-def test_flaky_endpoint_and_stacked_statements(local_ray, tmp_path):
+def test_flaky_endpoint_stacked_statements_engine_syntax_long_call(local_ray, tmp_path):
     """An endpoint failing 1 request in 10 (its retries then succeed) and one question whose every request
     fails: that one example is recorded (http_error) and counted wrong, the variant goes on. An endpoint
     failing every request is reported failed for too many failed examples. `SELECT ...; DROP ...` is wrong,
-    with its own category; with metrics.statements=first its first statement is scored, and the report says so."""
+    with its own category; with metrics.statements=first its first statement is scored, and the report says so.
+    `... GROUP BY a WHERE ...` (sqlglot parses it, SQLite does not) is not parseable. One builtin call running
+    for minutes ends at the timeout (its worker process killed) and the run goes on."""
     data, rows = _shop_jsonl(tmp_path)
     unlucky = rows[3]["question"]
     answers = {r["question"]: r["sql"] for r in rows}
     answers[rows[5]["question"]] = rows[5]["sql"] + "; DROP TABLE customers"
     answers[rows[6]["question"]] = rows[6]["sql"] + ";\n\nThis lists the names."  # prose, not a statement
+    answers[rows[7]["question"]] = "SELECT name FROM customers GROUP BY name WHERE customer_id > 1"
+    answers[rows[8]["question"]] = "SELECT instr(printf('%.*c', 40000000, 'a'), printf('%.*c', 100000, 'a') || 'b')"
     order = list(answers)
 
     def flaky(question: str, attempt: int) -> int | None:
@@ -135,7 +139,7 @@ def test_flaky_endpoint_and_stacked_statements(local_ray, tmp_path):
                 "dataset": {"source": str(data), "format": "jsonl", "split": "all"},
                 "variants": [{"name": "flaky", "kind": "http", "url": server.url},
                              {"name": "down", "kind": "http", "url": down.url, "retries": 0}],
-                "metrics": {"statements": statements},
+                "metrics": {"statements": statements, "exec_timeout_s": 1.0},
                 "max_failed_fraction": 0.2,
             })
 
@@ -148,7 +152,8 @@ def test_flaky_endpoint_and_stacked_statements(local_ray, tmp_path):
     agg = v["aggregate"]
     assert agg["n"] == 20 and agg["n_exec"] == 20 and agg["n_failed"] == 1
     assert agg["error_categories"]["http_error"] == 1 and agg["error_categories"]["multiple_statements"] == 1
-    assert agg["exec_accuracy"] == pytest.approx(18 / 20)
+    assert agg["exec_accuracy"] == pytest.approx(16 / 20)
+    assert agg["parseable"] == pytest.approx(18 / 20) and agg["parseable_sqlglot"] == pytest.approx(19 / 20)
     preds = [json.loads(line) for line in (tmp_path / "out" / "all" / "predictions.jsonl").read_text().splitlines()]
     by_id = {(p["variant"], p["id"]): p for p in preds}
     bad = by_id[("flaky", rows[3]["id"])]
@@ -158,6 +163,12 @@ def test_flaky_endpoint_and_stacked_statements(local_ray, tmp_path):
     assert stacked["error_category"] == "multiple_statements" and stacked["exec_match"] is False
     assert stacked["extra_statements"] == "DROP TABLE customers" and stacked["hybrid"] < 1.0
     assert by_id[("flaky", rows[6]["id"])]["exec_match"] is True
+    engine_bad = by_id[("flaky", rows[7]["id"])]
+    assert engine_bad["parseable_sqlglot"] is True and engine_bad["parseable_engine"] is False
+    assert not engine_bad["parseable"] and engine_bad["error_category"] == "syntax" and "WHERE" in engine_bad["error"]
+    long_call = by_id[("flaky", rows[8]["id"])]
+    assert long_call["error_category"] == "timeout" and "worker process was killed" in long_call["error"]
+    assert report["scoring"]["sandbox_worker_kills"] == 1
 
     down_v = report["variants"]["down"]
     assert down_v["status"] == "failed" and down_v["failure"] == "too_many_failed_examples"
@@ -169,6 +180,6 @@ def test_flaky_endpoint_and_stacked_statements(local_ray, tmp_path):
     assert "Variant flaky: 1 examples got no output" in md
 
     fagg = first["variants"]["flaky"]["aggregate"]
-    assert "multiple_statements" not in fagg["error_categories"] and fagg["exec_accuracy"] == pytest.approx(19 / 20)
+    assert "multiple_statements" not in fagg["error_categories"] and fagg["exec_accuracy"] == pytest.approx(17 / 20)
     assert fagg["multiple_statements"] == pytest.approx(1 / 20)
     assert "Only the first statement of each output is scored" in (tmp_path / "out" / "first" / "report.md").read_text()

@@ -59,6 +59,8 @@ def summarize(scores: Sequence[ExampleScore], *, wall_s: float | None = None, bo
         "n_exec": len(execd),
         "n_gold_failed": len(scores) - len(rows),
         "parseable": _rate([s.parseable for s in rows]),
+        "parseable_sqlglot": _rate([s.parseable_sqlglot for s in rows]),
+        "parseable_engine_checked": _rate([s.parseable_engine is not None for s in rows]),
         "exact": _rate([s.exact for s in rows]),
         "ast_equal": _rate([s.ast_equal for s in rows]),
         "exec_accuracy": _rate([bool(v) for v in exec_values]),

@@ -7,7 +7,10 @@ The scoring order, and the error category an example gets (the first that applie
    -> ``http_error`` / ``http_timeout`` / ``generation_error``: recorded with its message, counted wrong;
 3. nothing SQL-like in the output -> ``empty_output``;
 4. the cleaned SQL does not parse in the dataset's dialect, or parses only as a bare expression (an
-   identifier, an alias, a comparison: not a statement) -> ``syntax``;
+   identifier, an alias, a comparison: not a statement) -> ``syntax``; with a database, the engine's
+   compiler decides what parses (SQLite/DuckDB ``EXPLAIN``, PostgreSQL ``PREPARE``): what it refuses
+   gets the engine's category (``syntax``, ``unknown_identifier``, ...) and is never executed
+   (``parseable_sqlglot`` keeps sqlglot's verdict);
 5. it is not one read-only query -> ``not_read_only`` (never executed; execution and hybrid score are 0);
 6. more statements follow the first (``SELECT ...; DROP ...``) -> ``multiple_statements``: wrong, as the
    official Spider/BIRD evaluators score it (the engine runs one statement); with ``statements="first"``
@@ -119,7 +122,7 @@ class ExampleScore:
     raw_output: str
     cleaned_sql: str
     cleaned: bool  # cleaning had to remove something (fences, prose, trailing text)
-    parseable: bool
+    parseable: bool  # the engine's compiler accepted it where the example has a database, else sqlglot
     exact: bool
     ast_equal: bool
     exec_match: bool | None  # None: no database for this example
@@ -137,6 +140,8 @@ class ExampleScore:
     error: str | None = None  # the parse/sandbox error message, if any
     gold_error: str | None = None
     extra_statements: str = ""  # statements the output held after its first one
+    parseable_sqlglot: bool = False  # sqlglot parses it as a statement
+    parseable_engine: bool | None = None  # EXPLAIN / PREPARE on the example's database accepted it (None: not checked)
     failed: bool = False  # no output: HTTP error after retries, generation error (error_category says which)
 
     @property
@@ -165,6 +170,7 @@ def score_example(
     partial_weight: float = 0.7,
     statements: str = "all",
     failure: tuple[str, str] | None = None,
+    pool: Any = None,
 ) -> ExampleScore:
     """Score one model output against ``example`` (an :class:`~sqltune.data.Example`).
 
@@ -172,7 +178,8 @@ def score_example(
     ``schema`` is the example's schema as a :class:`sqltune.sql.Schema` (parsed once per schema by the caller)
     or None to parse ``example.schema`` here. ``failure`` = (category, message) when the variant produced no
     output for this example: it is recorded and counts as wrong. ``statements="all"`` scores output holding more
-    than one statement as wrong (``multiple_statements``); ``"first"`` scores its first statement.
+    than one statement as wrong (``multiple_statements``); ``"first"`` scores its first statement. ``pool``: a
+    :class:`~sqltune.sql.isolated.SandboxPool` the SQLite/DuckDB compile checks and queries run in.
     """
     from sqltune.sql import analyze, ast_equivalent, exact_match, execution_match
 
@@ -205,7 +212,7 @@ def score_example(
         return score
     analysis = analyze(sql, dialect=dialect, schema=schema if schema is not None else example.schema)
     is_statement = analysis.parseable  # analyze already refuses text that parses only as a bare expression
-    score.parseable = is_statement
+    score.parseable = score.parseable_sqlglot = is_statement
     score.read_only = is_statement and analysis.read_only
     score.read_only_violation = is_statement and not analysis.read_only
     if is_statement:
@@ -229,10 +236,19 @@ def score_example(
     if gold is None:  # no database: structural correctness only
         if category is None and not score.ast_equal:
             category = "unknown_identifier" if score.hallucinated else "wrong_result"
-    elif category is None and not score.gold_failed:
+    elif category is None and not score.gold_failed and example.db:
+        # Parseable means what the engine's compiler accepts (sqlglot takes `... GROUP BY a WHERE ...`).
+        from sqltune.sql.compile import compile_check
+
+        compiled = compile_check(sql, db=example.db, dialect=dialect, timeout_s=exec_timeout_s, pool=pool)
+        if compiled.category != "timeout":  # a plan that timed out says nothing about the syntax
+            score.parseable = score.parseable_engine = compiled.ok
+        if not compiled.ok:
+            category, score.error = compiled.category or "syntax", compiled.error
+    if gold is not None and category is None and not score.gold_failed:
         if example.db:
             m = execution_match(sql, example.sql, db=example.db, dialect=dialect, timeout_s=exec_timeout_s,
-                                max_rows=max_rows, float_tol=float_tol, gold_result=gold.result)
+                                max_rows=max_rows, float_tol=float_tol, gold_result=gold.result, pool=pool)
         else:
             from sqltune.sql.context_db import context_execution_match
 
@@ -258,7 +274,7 @@ def score_example(
 
 
 def check_gold(example: Any, *, exec_timeout_s: float = 5.0, max_rows: int = 10000,
-               context_db: bool = True) -> GoldCheck | None:
+               context_db: bool = True, pool: Any = None) -> GoldCheck | None:
     """Run the gold query once under the sandbox; None when the example has no database (nor, with
     ``context_db``, CREATE TABLE context to build one from)."""
     from sqltune.sql import execute
@@ -274,7 +290,8 @@ def check_gold(example: Any, *, exec_timeout_s: float = 5.0, max_rows: int = 100
             return GoldCheck(ok=False, result=res, error=f"{res.category}: {res.error}", category=res.category)
         return GoldCheck(ok=True, result=res)
     try:
-        res = execute(example.sql, db=example.db, dialect=example.dialect, timeout_s=exec_timeout_s, max_rows=max_rows)
+        res = execute(example.sql, db=example.db, dialect=example.dialect, timeout_s=exec_timeout_s, max_rows=max_rows,
+                      pool=pool)
     except Exception as exc:  # noqa: BLE001 - a missing database file etc.: the gold cannot be checked
         return GoldCheck(ok=False, error=f"{type(exc).__name__}: {exc}", category="runtime")
     if not res.ok:

@@ -154,6 +154,7 @@ class EvalPlan:
     schemas: dict[tuple[str, str], Any]
     gold_flagged: dict[str, Any]
     started: float = 0.0
+    pool: Any = None  # the SandboxPool SQLite/DuckDB queries run in (metrics.isolation=process)
 
 
 def setup(cfg: EvalConfig) -> EvalPlan:
@@ -178,8 +179,18 @@ def setup(cfg: EvalConfig) -> EvalPlan:
              cfg.dataset.source, len(cfg.variants))
     databases = database_state(examples)
     m = cfg.metrics
-    gold = [check_gold(ex, exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows, context_db=m.context_db)
-            for ex in examples]
+    pool = None
+    if m.isolation == "process" and any(ex.db and "://" not in ex.db for ex in examples):
+        from sqltune.sql.isolated import SandboxPool
+
+        pool = SandboxPool(workers=m.exec_workers)
+    try:
+        gold = [check_gold(ex, exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows, context_db=m.context_db,
+                           pool=pool) for ex in examples]
+    except BaseException:
+        if pool is not None:
+            pool.close()
+        raise
     n_context = sum(1 for ex, g in zip(examples, gold) if g is not None and not ex.db)
     if n_context:
         databases["in-memory context databases"] = {
@@ -193,7 +204,7 @@ def setup(cfg: EvalConfig) -> EvalPlan:
             except Exception:  # noqa: BLE001 - grounding then falls back to analyze's own parsing
                 schemas[key] = None
     return EvalPlan(cfg=cfg, uri=uri, examples=examples, ds_info=ds_info, databases=databases, gold=gold,
-                    schemas=schemas, gold_flagged=_check_gold_grounding(examples, schemas), started=t0)
+                    schemas=schemas, gold_flagged=_check_gold_grounding(examples, schemas), started=t0, pool=pool)
 
 
 def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
@@ -203,6 +214,14 @@ def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
 
 def run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
     """Generate with every variant (Ray actors), score, aggregate, and publish the report."""
+    try:
+        return _run(plan, progress=progress)
+    finally:
+        if plan.pool is not None:
+            plan.pool.close()
+
+
+def _run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
     from sqltune.evaluation.aggregate import agreement, by_category, summarize, too_many_failed
     from sqltune.evaluation.breakdown import group_aggregates, group_counts
     from sqltune.evaluation.metrics import score_example
@@ -229,6 +248,7 @@ def run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
                 exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows, float_tol=m.float_tol,
                 partial_weight=m.hybrid_partial_weight, statements=m.statements,
                 failure=(out.error_category or "generation_error", out.error) if out.error else None,
+                pool=plan.pool,
             )
 
     tokens = {v.name: os.environ.get(v.api_key_env) for v in cfg.variants if v.kind == "http" and v.api_key_env}
@@ -298,7 +318,8 @@ def run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
             "categories": cat_counts, "n_gold_failed": len(gold_failures), "databases": databases,
             "gold_flagged": gold_flagged, "excluded_missing_databases": ds_info["excluded_missing_databases"],
         },
-        "scoring": {"statements": m.statements, "max_failed_fraction": cfg.max_failed_fraction},
+        "scoring": {"statements": m.statements, "max_failed_fraction": cfg.max_failed_fraction,
+                    "isolation": m.isolation, "sandbox_worker_kills": plan.pool.kills if plan.pool else 0},
         "variants": variants,
         "categories": categories,
         "per_category": {c: {name: (v["by_category"].get(c, {}).get("exec_accuracy") if v["status"] == "ok" else None)

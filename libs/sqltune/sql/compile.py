@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from sqltune.errors import SQLError
 from sqltune.sql._dialects import canonical_dialect, engine_of
@@ -27,14 +28,16 @@ __all__ = ["compile_check", "scratch_database"]
 
 
 def compile_check(
-    sql: str, *, db: str | os.PathLike[str], dialect: str | None = None, timeout_s: float = 5.0
+    sql: str, *, db: str | os.PathLike[str], dialect: str | None = None, timeout_s: float = 5.0, pool: Any = None
 ) -> ExecResult:
     """Compile ``sql`` on ``db``'s engine without executing it; ``ok`` when the engine accepts it.
 
     Failures come back as an :class:`ExecResult` with ``error`` and ``category`` (``syntax``,
     ``unknown_identifier``, ``not_read_only``, ``runtime``, ``timeout``), like :func:`execute`; rows are
     never returned. Raises :class:`~sqltune.errors.SQLError` only for caller mistakes (a database file
-    that does not exist, an unknown dialect, PostgreSQL unreachable).
+    that does not exist, an unknown dialect, PostgreSQL unreachable). ``pool``: a
+    :class:`~sqltune.sql.isolated.SandboxPool` to compile SQLite/DuckDB in (DuckDB's planner folds constants,
+    so a long builtin call can run even inside ``EXPLAIN``).
     """
     start = time.monotonic()
     engine = engine_of(db)
@@ -49,6 +52,8 @@ def compile_check(
         from sqltune.sql import postgres as pg
 
         result = pg.prepare_readonly(run_sql, str(db), timeout_s=timeout_s)
+    elif pool is not None:
+        result = pool.run("EXPLAIN " + run_sql, db=db, engine=engine, timeout_s=timeout_s, max_rows=0)
     else:
         # EXPLAIN output (bytecode or plan rows) is not wanted: max_rows=0 fetches one row at most.
         result = _run_unchecked("EXPLAIN " + run_sql, db=db, engine=engine, timeout_s=timeout_s, max_rows=0)

@@ -46,6 +46,7 @@ def execute(
     timeout_s: float = 5.0,
     max_rows: int = 1000,
     precheck: bool = True,
+    pool: Any = None,
 ) -> ExecResult:
     """Run one read-only query against ``db`` under the sandbox; see the module docstring.
 
@@ -55,6 +56,8 @@ def execute(
     ``max_rows``: at most this many rows are returned; if there were more, ``category`` is
     ``too_many_rows`` and ``truncated`` is True (the rows are still there).
     ``precheck=False`` skips the static analysis (tests use it to prove the engine sandbox alone holds).
+    ``pool``: a :class:`~sqltune.sql.isolated.SandboxPool`; SQLite/DuckDB queries then run in its killable
+    worker processes, so even one long builtin call ends at the timeout.
     """
     engine = engine_of(db)
     dialect = canonical_dialect(dialect) if dialect is not None else engine
@@ -66,6 +69,8 @@ def execute(
         run_sql, refused = precheck_sql(sql, dialect=dialect, engine=engine)
         if refused is not None:
             return _done(refused, start)
+    if pool is not None and engine != "postgres":
+        return _done(pool.run(run_sql, db=db, engine=engine, timeout_s=timeout_s, max_rows=max_rows), start)
     return _run_unchecked(run_sql, db=db, engine=engine, timeout_s=timeout_s, max_rows=max_rows)
 
 

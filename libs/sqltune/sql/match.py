@@ -49,6 +49,7 @@ def execution_match(
     float_tol: float = 1e-6,
     max_rows: int = 1000,
     gold_result: ExecResult | None = None,
+    pool: Any = None,
 ) -> MatchResult:
     """Execute both queries on ``db`` and compare results.
 
@@ -57,13 +58,14 @@ def execution_match(
     ignored; column order matters. Numbers compare with ``float_tol`` (relative and absolute):
     2 == 2.0 == Decimal('2'); NULL equals NULL. Pass ``gold_result`` to reuse an earlier gold run.
     A gold result over ``max_rows`` rows counts as a gold failure (it cannot be compared reliably).
+    ``pool``: run both in a :class:`~sqltune.sql.isolated.SandboxPool` (see :func:`execute`).
     """
     engine = engine_of(db)
     dialect = canonical_dialect(dialect) if dialect is not None else engine
     gold = gold_result if gold_result is not None else execute(
-        gold_sql, db=db, dialect=dialect, timeout_s=timeout_s, max_rows=max_rows)
+        gold_sql, db=db, dialect=dialect, timeout_s=timeout_s, max_rows=max_rows, pool=pool)
     ordered = gold_is_ordered(gold_sql, dialect)
-    pred = execute(pred_sql, db=db, dialect=dialect, timeout_s=timeout_s, max_rows=max_rows)
+    pred = execute(pred_sql, db=db, dialect=dialect, timeout_s=timeout_s, max_rows=max_rows, pool=pool)
     if not gold.ok:
         return MatchResult(False, "gold_failed", True, pred, gold, ordered,
                            reason=f"gold query failed ({gold.category}): {gold.error}")
