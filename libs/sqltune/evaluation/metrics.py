@@ -8,8 +8,9 @@ The scoring order, and the error category an example gets (the first that applie
 3. nothing SQL-like in the output -> ``empty_output``;
 4. the cleaned SQL does not parse in the dataset's dialect, or parses only as a bare expression (an
    identifier, an alias, a comparison: not a statement) -> ``syntax``; with a database, the engine's
-   compiler decides what parses (SQLite/DuckDB ``EXPLAIN``, PostgreSQL ``PREPARE``): what it refuses
-   gets the engine's category (``syntax``, ``unknown_identifier``, ...) and is never executed
+   compiler decides what parses (SQLite/DuckDB ``EXPLAIN``, PostgreSQL ``PREPARE``): its syntax errors are
+   not parseable; whatever it refuses gets the engine's category (``syntax``, ``unknown_identifier``, ...)
+   and is never executed
    (``parseable_sqlglot`` keeps sqlglot's verdict);
 5. it is not one read-only query -> ``not_read_only`` (never executed; execution and hybrid score are 0);
 6. more statements follow the first (``SELECT ...; DROP ...``) -> ``multiple_statements``: wrong, as the
@@ -242,7 +243,8 @@ def score_example(
 
         compiled = compile_check(sql, db=example.db, dialect=dialect, timeout_s=exec_timeout_s, pool=pool)
         if compiled.category != "timeout":  # a plan that timed out says nothing about the syntax
-            score.parseable = score.parseable_engine = compiled.ok
+            # Parseable is about syntax: a name the engine cannot bind parsed, and is wrong (unknown_identifier).
+            score.parseable = score.parseable_engine = compiled.category != "syntax"
         if not compiled.ok:
             category, score.error = compiled.category or "syntax", compiled.error
     if gold is not None and category is None and not score.gold_failed:
