@@ -1,10 +1,17 @@
-"""Training throughput and memory: the plain QLoRA recipe vs sqltune's training step, in one run.
+"""Training throughput and memory: ``python -m jobs.train`` vs the plain QLoRA recipe, in one run.
 
     python benchmarks/bench_train.py                 # GPU: Qwen2.5-3B-shaped model (random weights)
     python benchmarks/bench_train.py --tiny          # CPU smoke test: a small Qwen2 of the same layout
     python benchmarks/bench_train.py --json out.json --steps 10 --b-configs selective:8x2048,full:16x2048
 
-Both arms train the same LoRA (r16/a32 on every linear projection, the Qwen2.5-3B preset's adapter) on
+(job) the training job itself: ``python -m jobs.train --config jobs/configs/qwen2.5-3b-qlora.yaml`` (its Ray
+    Train path, one worker), with only the base model (a random-weight model of the preset's shape saved
+    to disk with a BPE tokenizer trained on the dataset: no hub here), the dataset (the embedded set,
+    SQLite only) and the output place overridden. Tokens/s after warm-up (the log windows after the
+    first) and the peak GPU memory come from the job's own metrics (``metrics.json``'s history), and so
+    does the time spent on validation, against the job's wall time.
+
+The step arms below train the same LoRA (r16/a32 on every linear projection, the Qwen2.5-3B preset's adapter) on
 an NF4 (double-quantized, bf16 compute) base with bitsandbytes' paged 8-bit AdamW, over examples whose
 lengths follow a real prompt distribution (the embedded dataset's prompts + SQL, or Spider dev's with
 ``--lengths spider``), loss on the SQL tokens only.
@@ -13,11 +20,15 @@ lengths follow a real prompt distribution (the embedded dataset's prompts + SQL,
     embeddings/head and norms to fp32), gradient checkpointing on every layer, batch 4 with dynamic
     padding, the model's own loss (full fp32 logits).
 (b) sqltune: the step of ``sqltune.train.loop`` (``forward_loss``): padding-free packing into rows of
-    ``row_tokens`` (position ids restart per example; no attention across examples), frozen weights kept
-    in bf16, the loss computed in chunks from hidden states (no full logits), selective (MLP-only) or full
-    checkpointing, Liger kernels when ``liger_kernel`` imports, optionally ``torch.compile`` per layer.
-    Several (checkpointing, rows x row_tokens) settings are measured; the best one within the memory
-    limit (default 24 GiB) is reported as (b).
+    ``row_tokens`` (position ids restart per example; no attention across examples: one varlen
+    flash-attention call per layer, ``sqltune_packed_sdpa``), frozen weights kept in bf16, the forward
+    under bf16 autocast (fp32 LoRA master weights), the loss computed in chunks from hidden states (no
+    full logits), selective (MLP-only), full or no checkpointing, Liger kernels when ``liger_kernel``
+    imports, optionally ``torch.compile`` per layer. Several settings are measured (``--b-configs``,
+    ``CKPT:ROWSxTOKENS[+OPTION...]``; options ``sdpa``: transformers' SDPA with a block-diagonal mask,
+    ``fp32lora``: no autocast, so peft runs LoRA in fp32, ``upcast``: the non-quantized frozen weights
+    upcast to fp32 as ``prepare_model_for_kbit_training`` does, ``compile``); the best one within the
+    memory limit (default 24 GiB) is reported as (b). These arms are the breakdown of the job's step.
 
 Counted tokens are real tokens (no padding). Model FLOPs per token: 4N (forward 2N + backward through
 the frozen base 2N; N = parameters in matmuls, lm_head included, embeddings lookup excluded); recomputation
@@ -118,14 +129,6 @@ def make_rows(lengths: list[tuple[int, int]], vocab: int, seed: int) -> list[dic
 
 
 # ------------------------------------------------------------------------------------------ model
-
-
-def flash_available() -> bool:
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def build_base(shape: dict[str, Any], device: str, *, liger: bool, attn: str = "sdpa"):
@@ -306,54 +309,206 @@ def step_plain(device: str):
     return step
 
 
-def step_sqltune(device: str, chunk_tokens: int):
+def step_sqltune(device: str, chunk_tokens: int, autocast: bool = False):
+    import contextlib
+
+    import torch
+
     from sqltune.prompts import IGNORE_INDEX
     from sqltune.train.loop import forward_loss
 
     def step(model, batch):
         targets = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        loss = forward_loss(model, batch, device, num_items=targets, chunk_tokens=chunk_tokens)
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        with amp:
+            loss = forward_loss(model, batch, device, num_items=targets, chunk_tokens=chunk_tokens)
         loss.backward()
         return loss.detach(), int(batch["real_tokens"]), batch["input_ids"].numel()
 
     return step
 
 
+def profile_step(model, batches, step_fn, out: Path, label: str, *, trace: bool) -> None:
+    """torch.profiler over one more step: the kernel table (by CUDA time), and a gzipped Chrome trace."""
+    import gzip
+    import shutil
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=acts) as prof:
+        step_fn(model, next(batches))
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    out.mkdir(parents=True, exist_ok=True)
+    key = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+    (out / f"{label}.txt").write_text(prof.key_averages().table(sort_by=key, row_limit=45, max_name_column_width=70))
+    if trace:
+        path = out / f"{label}.json"
+        prof.export_chrome_trace(str(path))
+        with path.open("rb") as src, gzip.open(str(path) + ".gz", "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        path.unlink()
+    model.zero_grad(set_to_none=True)
+
+
 # ------------------------------------------------------------------------------------------- main
 
 
-def parse_b_configs(text: str) -> list[tuple[str, int, int]]:
+ARM_OPTIONS = ("sdpa", "fp32lora", "upcast", "compile")
+DEFAULT_B = ("none:2x2048,selective:4x2048,full:16x2048,full:16x2048+fp32lora,full:16x2048+sdpa+fp32lora,"
+             "full:16x2048+sdpa+fp32lora+upcast")
+
+
+def parse_b_configs(text: str) -> list[tuple[str, int, int, tuple[str, ...]]]:
     out = []
     for item in text.split(","):
-        ckpt, _, shape = item.partition(":")
+        ckpt, _, rest = item.partition(":")
+        shape, *opts = rest.split("+")
         rows, _, tokens = shape.partition("x")
         if ckpt not in ("none", "selective", "full"):
             raise SystemExit(f"--b-configs: {ckpt!r} must be none, selective or full")
-        out.append((ckpt, int(rows), int(tokens)))
+        bad = [o for o in opts if o not in ARM_OPTIONS]
+        if bad or not rows.isdigit() or not tokens.isdigit():
+            raise SystemExit(f"--b-configs: {item!r} must be CKPT:ROWSxTOKENS[+OPTION...], options {ARM_OPTIONS}")
+        out.append((ckpt, int(rows), int(tokens), tuple(opts)))
+    # upcasting frozen weights cannot be undone: those arms run last
+    return sorted(out, key=lambda c: "upcast" in c[3])
+
+
+# ------------------------------------------------------------------------------------------- job
+
+
+def write_dataset(out: Path) -> Path:
+    """The embedded dataset in a folder (examples.jsonl + warehouse.sqlite; no DuckDB file)."""
+    from sqltune.data.embedded import embedded_examples, generate, write_sqlite
+
+    if (out / "examples.jsonl").is_file():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    write_sqlite(out / "warehouse.sqlite", generate(0))
+    with (out / "examples.jsonl").open("w") as fh:
+        for ex in embedded_examples(seed=0):
+            fh.write(json.dumps(ex.to_dict(), sort_keys=True) + "\n")
     return out
+
+
+def write_base(shape: dict[str, Any], dataset: Path, out: Path, device: str) -> Path:
+    """A random-weight model of ``shape`` saved as a transformers directory, with a BPE tokenizer trained on
+    the dataset's texts (4,096 tokens: the model's vocabulary rows beyond it are never read)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from sqltune.models.tiny import train_tokenizer
+
+    if (out / "config.json").is_file():
+        return out
+    texts = []
+    for line in (dataset / "examples.jsonl").read_text().splitlines():
+        ex = json.loads(line)
+        texts += [ex["question"], ex["schema"], ex["sql"]]
+    tok = train_tokenizer(texts, min(4096, shape["vocab_size"]))
+    cfg = Qwen2Config(**shape, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    del model
+    _reset_memory(device)
+    return out
+
+
+def _text(data: bytes | str | None) -> str:
+    return data.decode(errors="replace") if isinstance(data, bytes) else (data or "")
+
+
+def run_job(args, shape: dict[str, Any], device: str, flops_tok: float, peak: float | None) -> Arm:
+    """``python -m jobs.train`` with the preset; the numbers come from the published metrics.json."""
+    import subprocess
+
+    work = Path(args.job_dir)
+    dataset = write_dataset(work / "dataset")
+    base = write_base(shape, dataset, work / "base", device)
+    runs = work / f"runs-{int(time.time())}"
+    cmd = [sys.executable, "-m", "jobs.train", "--config", args.job_config, f"model.base={base}",
+           f"data.source={dataset}", f"output_uri={runs}", *args.job_set]
+    arm = Arm("job: python -m jobs.train", {"config": args.job_config, "overrides": cmd[5:]})
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    log_path = work / "job.log"
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, text=True, capture_output=True, check=False, timeout=args.job_timeout)
+    except subprocess.TimeoutExpired as exc:
+        log_path.write_text(_text(exc.stdout) + _text(exc.stderr))
+        arm.error = f"timed out after {args.job_timeout:.0f}s (log: {log_path})"
+        return arm
+    wall = time.perf_counter() - t0
+    log_path.write_text(proc.stdout + proc.stderr)
+    metrics_files = sorted(runs.glob("*/adapter/metrics.json"))
+    if proc.returncode != 0 or not metrics_files:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        arm.error = f"exit {proc.returncode}: " + " | ".join(tail)[-400:]
+        return arm
+    m = json.loads(metrics_files[0].read_text())
+    windows = [h for h in m["history"] if "tokens_per_second" in h]
+    timed = windows[1:] or windows  # the first log window holds the warm-up steps
+    seconds = sum(h["seconds"] for h in timed)
+    tokens = sum(h["tokens_per_second"] * h["seconds"] for h in timed)
+    steps = m["final"]["step"]
+    arm.tokens_per_s = tokens / seconds if seconds else 0.0
+    step_counts = [h["step"] for h in windows]
+    n_steps = step_counts[-1] - (step_counts[0] if len(windows) > 1 else 0)
+    arm.step_s = seconds / n_steps if n_steps else 0.0
+    arm.tokens_per_step = tokens / n_steps if n_steps else 0.0
+    arm.peak_gib = max((h.get("gpu_peak_gib", h.get("rss_gib", 0.0)) for h in windows), default=0.0)
+    losses = [h["train_loss"] for h in windows]
+    arm.loss_first, arm.loss_last = losses[0], losses[-1]
+    if peak:
+        arm.mfu = arm.tokens_per_s * flops_tok / peak
+    evals = [h for h in m["history"] if "eval_seconds" in h]
+    eval_s = sum(h["eval_seconds"] for h in evals)
+    arm.extra = {
+        "steps": steps, "train_seconds": m["final"]["train_seconds"], "job_wall_seconds": m.get("wall_seconds"),
+        "process_seconds": round(wall, 1), "validation_runs": len(evals), "validation_seconds": round(eval_s, 1),
+        "validation_share_of_wall": round(eval_s / m["wall_seconds"], 4) if m.get("wall_seconds") else None,
+        "tokens_per_second_all_windows": m["final"]["tokens_per_second"], "train_loss": m["final"]["train_loss"],
+        "windows": [{k: h.get(k) for k in ("step", "tokens_per_second", "seconds", "gpu_peak_gib")} for h in windows],
+        "log": str(log_path),
+    }
+    return arm
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="small model on CPU (smoke test)")
     ap.add_argument("--device", default=None, help="cuda or cpu (default: cuda if available)")
-    ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps per arm")
+    ap.add_argument("--steps", type=int, default=None, help="timed optimizer steps per step arm")
     ap.add_argument("--warmup", type=int, default=None)
     ap.add_argument("--lengths", choices=["embedded", "spider"], default="embedded")
     ap.add_argument("--chars-per-token", type=float, default=3.5)
     ap.add_argument("--a-batch", type=int, default=4)
     ap.add_argument("--b-configs", default=None,
-                    help="comma list of CKPT:ROWSxTOKENS, CKPT in none/selective/full "
-                         "(default GPU: selective:4x2048,selective:8x2048,full:16x2048,full:32x2048)")
+                    help="comma list of CKPT:ROWSxTOKENS[+OPTION...], CKPT in none/selective/full, options "
+                         f"{'/'.join(ARM_OPTIONS)} (default GPU: {DEFAULT_B})")
     ap.add_argument("--chunk-tokens", type=int, default=4096, help="loss chunk of arm (b)")
     ap.add_argument("--liger", choices=["auto", "off"], default="auto")
-    ap.add_argument("--compile", action="store_true", help="torch.compile each decoder layer in arm (b)")
-    ap.add_argument("--attn", choices=["auto", "sdpa", "flash_attention_2"], default="auto",
-                    help="attention kernel; auto = flash_attention_2 when flash_attn imports (varlen over packed "
-                         "rows), else sdpa (block-diagonal mask per packed row)")
     ap.add_argument("--memory-limit-gib", type=float, default=24.0)
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--skip-a", action="store_true")
+    ap.add_argument("--skip-b", action="store_true", help="no step arms (the job and the plain recipe only)")
+    ap.add_argument("--skip-job", action="store_true", help="no jobs.train run (default on GPU: run it)")
+    ap.add_argument("--job", action="store_true", help="run the job with --tiny too (CPU plumbing check)")
+    ap.add_argument("--job-config", default="jobs/configs/qwen2.5-3b-qlora.yaml")
+    ap.add_argument("--job-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra override for the job (repeatable); none by default: the preset as users run it")
+    ap.add_argument("--job-dir", default="/tmp/sqltune-bench-train", help="base model, dataset and runs of the job")
+    ap.add_argument("--job-timeout", type=float, default=1800.0, help="seconds before the job is stopped")
+    ap.add_argument("--profile", default=None, metavar="DIR",
+                    help="torch.profiler kernel table of one extra step of every step arm, written here")
+    ap.add_argument("--trace", default="", metavar="SUBSTR,...",
+                    help="with --profile: also a gzipped Chrome trace for the arms whose name contains one of these")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
 
@@ -366,12 +521,21 @@ def main(argv: list[str] | None = None) -> int:
     shape = TINY if args.tiny else QWEN25_3B
     steps = args.steps or (3 if args.tiny else 10)
     warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 3)
-    b_configs = parse_b_configs(
-        args.b_configs or ("selective:2x512,full:2x1024" if args.tiny
-                           else "selective:4x2048,selective:8x2048,full:16x2048,full:32x2048")
+    b_configs = [] if args.skip_b else parse_b_configs(
+        args.b_configs or ("selective:2x512,full:2x1024" if args.tiny else DEFAULT_B)
     )
     if device == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
+    flops_tok = 4 * matmul_params(shape)
+    peak, peak_name = peak_flops(device, args.peak_tflops)
+    arms: list[Arm] = []
+
+    # The job first: it runs in its own processes and needs the GPU to itself.
+    if not args.skip_job and (args.job or not args.tiny):
+        arm = run_job(args, shape, device, flops_tok, peak)
+        arms.append(arm)
+        _print_arm(arm)
+
     n_examples = 4000
     lengths = example_lengths(args.lengths, n_examples, 0, args.chars_per_token)
     rows = make_rows(lengths, shape["vocab_size"], 1)
@@ -380,28 +544,33 @@ def main(argv: list[str] | None = None) -> int:
             "p50": total_lens[len(total_lens) // 2], "p90": total_lens[9 * len(total_lens) // 10],
             "max": total_lens[-1]}
     print(f"lengths ({args.lengths}, ~{args.chars_per_token} chars/token): {dist}", flush=True)
-    flops_tok = 4 * matmul_params(shape)
-    peak, peak_name = peak_flops(device, args.peak_tflops)
 
     t0 = time.perf_counter()
-    attn = args.attn
-    if attn == "auto":
-        attn = "flash_attention_2" if device.startswith("cuda") and flash_available() else "sdpa"
-    model, liger_on = build_base(shape, device, liger=args.liger == "auto" and device.startswith("cuda"), attn=attn)
-    print(f"built NF4 base in {time.perf_counter() - t0:.0f}s (liger: {liger_on}, attention: {attn})", flush=True)
+    on_gpu = device.startswith("cuda")
+    from sqltune.train.fast import PACKED_SDPA, compile_layers, enable_selective_checkpointing, register_packed_sdpa
+
+    register_packed_sdpa()
+    model, liger_on = build_base(shape, device, liger=args.liger == "auto" and on_gpu, attn=PACKED_SDPA)
+    print(f"built NF4 base in {time.perf_counter() - t0:.0f}s (liger: {liger_on})", flush=True)
     pad_id = 0
-    arms: list[Arm] = []
+    upcast_done = False
 
-    # (b) first: it keeps the frozen weights in bf16; (a)'s prepare_model_for_kbit_training upcasts them.
-    from sqltune.train.fast import compile_layers, enable_selective_checkpointing
-
-    for ckpt, n_rows, row_tokens in b_configs:
-        arm = Arm(f"b sqltune {ckpt} {n_rows}x{row_tokens}",
-                  {"checkpointing": ckpt, "rows": n_rows, "row_tokens": row_tokens, "packing": True,
-                   "loss_chunk_tokens": args.chunk_tokens, "liger": liger_on, "compile": args.compile,
-                   "attention": attn})
+    for ckpt, n_rows, row_tokens, opts in b_configs:
+        attn = "sdpa" if "sdpa" in opts else PACKED_SDPA
+        autocast = on_gpu and "fp32lora" not in opts
+        label = f"b {ckpt} {n_rows}x{row_tokens}" + "".join(f" +{o}" for o in opts)
+        arm = Arm(label, {"checkpointing": ckpt, "rows": n_rows, "row_tokens": row_tokens, "packing": True,
+                          "loss_chunk_tokens": args.chunk_tokens, "liger": liger_on, "attention": attn,
+                          "bf16_autocast": autocast, "frozen_fp32_upcast": "upcast" in opts,
+                          "compile": "compile" in opts})
         peft_model = None
         try:
+            if "upcast" in opts and not upcast_done:
+                for p in model.parameters():  # what prepare_model_for_kbit_training does to frozen weights
+                    if p.dtype in (torch.float16, torch.bfloat16) and p.__class__.__name__ != "Params4bit":
+                        p.data = p.data.float()
+                upcast_done = True
+            model.config._attn_implementation = attn
             peft_model = lora(model)
             peft_model.train()
             if ckpt == "full":
@@ -409,13 +578,16 @@ def main(argv: list[str] | None = None) -> int:
                 peft_model.enable_input_require_grads()
             elif ckpt == "selective":
                 enable_selective_checkpointing(peft_model)
-            if args.compile:
+            if "compile" in opts:
                 compile_layers(peft_model)
-            # flash-attention takes all rows as one varlen row (cu_seqlens from the position ids)
-            shape_rows = (1, n_rows * row_tokens) if attn == "flash_attention_2" else (n_rows, row_tokens)
-            run_steps(arm, peft_model, packed_batches(rows, *shape_rows, pad_id, 2),
-                      step_sqltune(device, args.chunk_tokens), device=device, warmup=warmup, steps=steps,
+            batches = packed_batches(rows, n_rows, row_tokens, pad_id, 2)
+            step = step_sqltune(device, args.chunk_tokens, autocast=autocast)
+            run_steps(arm, peft_model, batches, step, device=device, warmup=warmup, steps=steps,
                       flops_tok=flops_tok, peak=peak)
+            if args.profile:
+                trace = any(t and t in label for t in args.trace.split(","))
+                profile_step(peft_model, batches, step, Path(args.profile),
+                             label.replace(" ", "_").replace("+", ""), trace=trace)
         except torch.OutOfMemoryError as exc:
             arm.error = f"out of memory: {str(exc).splitlines()[0][:160]}"
         except Exception as exc:  # noqa: BLE001 - report and go on with the other settings
@@ -430,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
                         if getattr(part, "_sqltune_ckpt", False):
                             del part.forward
                             part._sqltune_ckpt = False
-                    if args.compile and hasattr(layer, "_compiled_call_impl"):
+                    if "compile" in opts and hasattr(layer, "_compiled_call_impl"):
                         layer._compiled_call_impl = None
             del peft_model
             _reset_memory(device)
@@ -441,8 +613,10 @@ def main(argv: list[str] | None = None) -> int:
         from peft import prepare_model_for_kbit_training
 
         arm = Arm("a plain recipe", {"checkpointing": "full", "batch": args.a_batch, "padding": "dynamic",
-                                      "loss": "model (full fp32 logits)", "prepare_model_for_kbit_training": True})
+                                      "loss": "model (full fp32 logits)", "prepare_model_for_kbit_training": True,
+                                      "attention": "sdpa"})
         try:
+            model.config._attn_implementation = "sdpa"
             plain = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True,
                                                     gradient_checkpointing_kwargs={"use_reentrant": False})
             plain = lora(plain)
@@ -474,6 +648,7 @@ def summarize(arms, args, device, peak_name, peak, shape, dist, flops_tok) -> di
     import torch
 
     a = next((x for x in arms if x.name.startswith("a ") and not x.error), None)
+    job = next((x for x in arms if x.name.startswith("job") and not x.error), None)
     ok_b = [x for x in arms if x.name.startswith("b ") and not x.error]
     fitting = [x for x in ok_b if x.peak_gib <= args.memory_limit_gib] or ok_b
     best_b = max(fitting, key=lambda x: x.tokens_per_s) if fitting else None
@@ -489,9 +664,14 @@ def summarize(arms, args, device, peak_name, peak, shape, dist, flops_tok) -> di
         "lengths": {"source": args.lengths, "chars_per_token": args.chars_per_token, **dist},
         "memory_limit_gib": args.memory_limit_gib,
         "arms": [asdict(x) for x in arms],
+        "job": asdict(job) if job else None,
         "a": asdict(a) if a else None,
         "b": asdict(best_b) if best_b else None,
+        "speedup_job_over_a": (job.tokens_per_s / a.tokens_per_s) if (a and job) else None,
         "speedup_b_over_a": (best_b.tokens_per_s / a.tokens_per_s) if (a and best_b) else None,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
     }
 
 
@@ -508,8 +688,19 @@ def print_table(report: dict[str, Any]) -> None:
         mfu = f"{100 * arm['mfu']:.1f}%" if arm["mfu"] is not None else "n/a"
         print(f"{arm['name']:38} {arm['tokens_per_s']:>10,.0f} {arm['step_s']:>8.2f} {arm['tokens_per_step']:>9,.0f} "
               f"{100 * arm['padding_fraction']:>5.1f}% {arm['peak_gib']:>9.2f} {mfu:>6}")
+    job = report["job"]
+    if job:
+        x = job["extra"]
+        share = x.get("validation_share_of_wall")
+        print(f"\njob: {job['tokens_per_s']:,.0f} tok/s after warm-up ({x['steps']} steps, peak {job['peak_gib']:.1f} GiB"
+              + (f", MFU {100 * job['mfu']:.1f}%" if job["mfu"] is not None else "")
+              + f"); validation {x['validation_runs']} run(s) {x['validation_seconds']}s = "
+              + (f"{100 * share:.1f}%" if share is not None else "n/a")
+              + f" of the job's {x['job_wall_seconds']}s wall time")
+    if report["speedup_job_over_a"]:
+        print(f"job / plain recipe: {report['speedup_job_over_a']:.2f}x")
     if report["speedup_b_over_a"]:
-        print(f"\n(b) = {report['b']['name']}: {report['speedup_b_over_a']:.2f}x (a)'s tokens/s "
+        print(f"best step arm ({report['b']['name']}): {report['speedup_b_over_a']:.2f}x (a)'s tokens/s "
               f"at {report['b']['peak_gib']:.1f} GiB (limit {report['memory_limit_gib']} GiB)")
 
 

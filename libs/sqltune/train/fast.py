@@ -7,10 +7,12 @@
   backward pass and keep attention activations, instead of recomputing whole decoder layers.
 * :func:`apply_liger`: Liger kernels (RMSNorm, SwiGLU, RoPE) when ``liger_kernel`` is importable.
 * :func:`compile_layers`: ``torch.compile`` of each decoder layer (opt-in; measured by the benchmark).
-* :data:`PACKED_SDPA` (``model.attn_implementation=sqltune_packed_sdpa``): SDPA run per packed example
-  in training, instead of over the whole packed row with a block-diagonal mask. Without a varlen kernel
-  (CPU), the masked kernel spends the row's full ``T^2`` on the attention of ~3 examples of ``T/3``;
-  per example it is ``T^2/3`` (tiny preset, 2-core AVX2 CPU: 1.65 -> 1.26 s a worker step).
+* :data:`PACKED_SDPA` (``model.attn_implementation=sqltune_packed_sdpa``): attention per packed example
+  instead of over the whole packed row with a block-diagonal mask, whose kernel spends the row's full
+  ``T^2`` on the attention of examples of ``T/k``. On CUDA (16-bit activations) one variable-length
+  flash-attention call covers every example of the micro-batch (boundaries from :func:`packed_seqlens`,
+  computed once per micro-batch on the host); elsewhere SDPA runs per example (tiny preset, 2-core AVX2
+  CPU: 1.65 -> 1.26 s a worker step).
 """
 
 from __future__ import annotations
@@ -29,12 +31,45 @@ def _segments(position_ids: Any) -> list[list[int]]:
     return [(row == 0).nonzero().flatten().tolist() for row in position_ids]
 
 
+def packed_seqlens(position_ids: Any) -> tuple[Any, int] | None:
+    """(cumulative example lengths as int32, longest example) of packed rows flattened into one sequence.
+
+    ``position_ids`` is ``[rows, T]`` restarting at 0 at every example (and at every row's start, so no
+    example crosses a row). None when a row does not start at 0 (not a packed batch).
+    """
+    import torch
+
+    if position_ids.ndim != 2 or bool((position_ids[:, 0] != 0).any()):
+        return None
+    flat = position_ids.reshape(-1)
+    starts = (flat == 0).nonzero().flatten()
+    cu = torch.cat([starts, torch.tensor([flat.numel()], dtype=starts.dtype)]).to(torch.int32)
+    return cu, int((cu[1:] - cu[:-1]).max())
+
+
+def _varlen_flash(query: Any, key: Any, value: Any, cu: Any, max_len: int, dropout: float,
+                  scaling: float | None) -> Any:
+    """Causal flash attention over variable-length examples; ``[B, H, T, D]`` in, ``[B, T, H, D]`` out."""
+    import torch
+
+    b, h, t, d = query.shape
+    q = query.transpose(1, 2).reshape(b * t, h, d)
+    k = key.transpose(1, 2).reshape(b * t, key.shape[1], d)
+    v = value.transpose(1, 2).reshape(b * t, value.shape[1], d)
+    out = torch.ops.aten._flash_attention_forward(q, k, v, cu, cu, max_len, max_len, dropout, True, False,
+                                                  scale=scaling)[0]
+    return out.view(b, t, h, d)
+
+
 def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any,
                           dropout: float = 0.0, scaling: float | None = None, **kwargs: Any) -> tuple[Any, None]:
-    """transformers attention function: causal SDPA per example of each packed row when training.
+    """transformers attention function: causal attention per example of each packed row.
 
-    Anything else (eval, generation with a cache, rows without restarts) goes to transformers' own SDPA
-    with its mask, so a model loaded with this implementation behaves exactly like ``sdpa``.
+    On CUDA with 16-bit activations, when the caller passes the packed boundaries (``cu_seq_lens_q`` and
+    ``max_length_q``, as :func:`sqltune.train.loop.forward_loss` does), one varlen flash-attention call;
+    otherwise, when training, SDPA per example. Anything else (generation with a cache, rows without
+    restarts) goes to transformers' own SDPA with its mask, so a model loaded with this implementation
+    behaves exactly like ``sdpa``.
     """
     import torch
     import torch.nn.functional as F
@@ -42,6 +77,10 @@ def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any, attenti
 
     pos = kwargs.get("position_ids")
     length = query.shape[2]
+    cu = kwargs.get("cu_seq_lens_q")
+    if (cu is not None and query.is_cuda and query.dtype in (torch.float16, torch.bfloat16)
+            and key.shape[2] == length and cu.is_cuda and int(cu.numel()) > 1):
+        return _varlen_flash(query, key, value, cu, int(kwargs["max_length_q"]), dropout, scaling), None
     if not module.training or pos is None or key.shape[2] != length or length == 1:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
@@ -81,6 +120,25 @@ def causal_lm_parts(model: Any) -> tuple[Any, Any]:
     return inner.model, inner.get_output_embeddings()
 
 
+PACKED_KWARGS = ("cu_seq_lens_q", "cu_seq_lens_k", "max_length_q", "max_length_k")
+
+
+def uses_packed_attention(model: Any) -> bool:
+    """Whether a (PEFT/DDP-wrapped) model runs :data:`PACKED_SDPA` attention."""
+    decoder, _ = causal_lm_parts(model)
+    return getattr(decoder.config, "_attn_implementation", None) == PACKED_SDPA
+
+
+def packed_kwargs(position_ids: Any, device: Any) -> dict[str, Any]:
+    """The varlen boundaries of a packed micro-batch as attention kwargs (empty if it is not packed)."""
+    found = packed_seqlens(position_ids)
+    if found is None:
+        return {}
+    cu, longest = found
+    cu = cu.to(device, non_blocking=True)
+    return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
+
+
 def chunked_lm_loss(
     model: Any,
     batch: dict[str, Any],
@@ -98,7 +156,7 @@ def chunked_lm_loss(
     from torch.utils.checkpoint import checkpoint
 
     decoder, head = causal_lm_parts(model)
-    kwargs = {k: batch[k] for k in ("attention_mask", "position_ids") if k in batch}
+    kwargs = {k: batch[k] for k in ("attention_mask", "position_ids", *PACKED_KWARGS) if k in batch}
     hidden = decoder(input_ids=batch["input_ids"], use_cache=False, **kwargs).last_hidden_state
     labels = batch["labels"][:, 1:]
     h = hidden[:, :-1]

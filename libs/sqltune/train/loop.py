@@ -104,6 +104,11 @@ def forward_loss(model: Any, batch: dict[str, Any], device: str, *, num_items: i
     """The loss of one micro-batch, summed over target tokens and divided by ``num_items`` (the target
     tokens of the whole accumulation window), so accumulated micro-batches weigh every token equally."""
     tensors = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "real_tokens"}
+    if device.startswith("cuda") and "position_ids" in batch:
+        from sqltune.train.fast import packed_kwargs, uses_packed_attention
+
+        if uses_packed_attention(model):  # varlen boundaries once per micro-batch, from the host's copy
+            tensors.update(packed_kwargs(batch["position_ids"], device))
     if chunk_tokens:
         from sqltune.train.fast import chunked_lm_loss
 
@@ -410,13 +415,15 @@ class Trainer:
         if "eval_exec_accuracy" in res:
             self.state["eval_exec_accuracy"] = res["eval_exec_accuracy"]
             self.state["eval_parseable"] = res["eval_parseable"]
-        point = {"step": self.state["step"], **{k: round(v, 5) for k, v in res.items()}}
+        seconds = time.perf_counter() - t0
+        point = {"step": self.state["step"], **{k: round(v, 5) for k, v in res.items()},
+                 "eval_seconds": round(seconds, 3)}
         self.state["history"].append(point)
         if self.rank == 0:
             parts = [f"eval step {self.state['step']}: loss {res['eval_loss']:.4f}"]
             if "eval_exec_accuracy" in res:
                 parts.append(f"exec acc {res['eval_exec_accuracy']:.3f}, parseable {res['eval_parseable']:.3f}")
-            log.info("%s (%.1fs)", ", ".join(parts), time.perf_counter() - t0)
+            log.info("%s (%.1fs)", ", ".join(parts), seconds)
         return res
 
     # ------------------------------------------------------------------------------------------ train
@@ -466,12 +473,13 @@ class Trainer:
         window_loss = window_targets = window_tokens = 0.0
         window_start = time.perf_counter()
         window_time = 0.0
+        on_gpu = self.device.startswith("cuda")
+        micro = [next(batches) for _ in range(ga)]
         while self.state["step"] < self.total_steps:
             t0 = time.perf_counter()
-            micro = [next(batches) for _ in range(ga)]
             counts = [count_tokens(b) for b in micro]
             n_targets = sum(c[1] for c in counts)
-            step_loss = 0.0
+            losses = []
             for i, batch in enumerate(micro):
                 sync = contextlib.nullcontext()
                 if i < ga - 1 and hasattr(self.model, "no_sync"):
@@ -483,7 +491,11 @@ class Trainer:
                             chunk_tokens=cfg.train.loss_chunk_tokens,
                         )
                     loss.backward()
-                step_loss += float(loss.detach())
+                # On GPU the loss stays on the device until the step ends (no host sync per micro-batch).
+                losses.append(loss.detach() if on_gpu else float(loss.detach()))
+            if on_gpu and self.state["step"] + 1 < self.total_steps:
+                # Collate the next step's micro-batches on the host while the GPU finishes this backward.
+                micro = [next(batches) for _ in range(ga)]
             if self.flat_sync:
                 self._sync_gradients()
             if cfg.optim.max_grad_norm > 0:
@@ -491,8 +503,11 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            if self.device.startswith("cuda"):
+            step_loss = float(torch.stack(losses).sum()) if on_gpu else sum(losses)
+            if on_gpu:
                 torch.cuda.synchronize(self.device)
+            if not on_gpu and self.state["step"] + 1 < self.total_steps:
+                micro = [next(batches) for _ in range(ga)]
             dt = time.perf_counter() - t0
             real = sum(c[0] for c in counts)
             self.state["step"] += 1
@@ -515,7 +530,8 @@ class Trainer:
                 lr = self.scheduler.get_last_lr()[0]
                 tps = tot_tokens / window_time if window_time else 0.0
                 self.state["history"].append(
-                    {"step": step, "train_loss": round(loss, 5), "lr": lr, "tokens_per_second": round(tps, 1)}
+                    {"step": step, "train_loss": round(loss, 5), "lr": lr, "tokens_per_second": round(tps, 1),
+                     "seconds": round(window_time, 3), f"{mem_kind}_gib": round(mem, 3)}
                 )
                 if self.rank == 0:
                     log.info(

@@ -1,8 +1,12 @@
 """Building the model to train: QLoRA (NF4 + LoRA), LoRA on a 16-bit base, or full fine-tuning.
 
 QLoRA follows the recipe of the projects sqltune replaces: bitsandbytes NF4 with double quantization and
-bf16 compute (fp16 on GPUs without bf16), ``peft.prepare_model_for_kbit_training``, then LoRA adapters on
-the configured modules (default every linear projection). ``modules_to_save`` trains whole modules with
+bf16 compute (fp16 on GPUs without bf16), then LoRA adapters on the configured modules (default every
+linear projection). On bf16 GPUs the frozen non-quantized weights (embeddings, norms, head) stay bf16 and
+the forward pass runs under bf16 autocast, with the LoRA weights kept as fp32 master copies.
+``peft.prepare_model_for_kbit_training`` (used elsewhere) upcasts those frozen weights to fp32, which
+makes the embeddings, hence the whole residual stream, attention and LoRA inputs fp32: on an H200 the
+Qwen2.5-3B step ran at about half the speed with it (benchmarks/bench_train.py measures both). ``modules_to_save`` trains whole modules with
 the adapter (the tiny model's embeddings); with tied input/output embeddings the trainable copy stays
 tied (``ensure_weight_tying``), so a merged export keeps the tie.
 """
@@ -28,8 +32,8 @@ class BuiltModel:
     total_params: int
     compute_dtype: Any
     autocast_dtype: Any | None
-    """dtype for ``torch.autocast`` in the forward pass (full on GPU; full/QLoRA on CPU when
-    ``model.compute_dtype`` asks for bf16), or None."""
+    """dtype for ``torch.autocast`` in the forward pass (every mode on bf16 GPUs, full on fp16 GPUs;
+    full/QLoRA on CPU when ``model.compute_dtype`` asks for bf16), or None."""
 
 
 def compute_dtype(cfg: TrainConfig, device: str):
@@ -73,6 +77,9 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
     mode = cfg.model.mode
     cdtype = compute_dtype(cfg, device)
     on_gpu = device.startswith("cuda")
+    # bf16 GPUs: frozen weights stay bf16 and the forward runs under bf16 autocast (LoRA's fp32 master
+    # weights then take bf16 inputs; without autocast peft casts every LoRA input to fp32).
+    fast16 = on_gpu and cdtype == torch.bfloat16
     kwargs: dict[str, Any] = {}
     if cfg.model.attn_implementation:
         from sqltune.train.fast import PACKED_SDPA, register_packed_sdpa
@@ -105,10 +112,11 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
         # On CPU the fp32 LoRA/embedding matmuls dominate a tiny model's step; CPUs with AVX-512 BF16 or
         # AMX run them ~1.3x faster under bf16 autocast (docs/benchmarks.md), so a
         # bf16 compute dtype (auto picks it only on such CPUs) autocasts too.
-        autocast = cdtype if (not on_gpu and cdtype == torch.bfloat16) else None
+        autocast = cdtype if (fast16 or (not on_gpu and cdtype == torch.bfloat16)) else None
     elif mode == "lora":
         # "Plain LoRA in bf16": a 16-bit frozen base on GPU; fp32 on CPU unless asked (CPU bf16 is slow).
         kwargs["dtype"] = cdtype if (on_gpu or cfg.model.compute_dtype != "auto") else torch.float32
+        autocast = cdtype if fast16 else None
     else:  # full fine-tuning: fp32 master weights, bf16/fp16 autocast on GPU
         kwargs["dtype"] = torch.float32
         autocast = cdtype if (on_gpu or cfg.model.compute_dtype in ("bf16", "fp16")) else None
@@ -123,7 +131,9 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
     model.config.use_cache = False
     gc_kwargs = {"use_reentrant": False}
 
-    if mode == "qlora":
+    if mode == "qlora" and fast16:
+        _freeze_16bit(model, cfg.model.gradient_checkpointing, gc_kwargs)
+    elif mode == "qlora":
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(
@@ -153,6 +163,15 @@ def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> B
         cfg.model.base, mode, str(cdtype).replace("torch.", ""), trainable / 1e6, total / 1e6,
     )
     return BuiltModel(model, tokenizer, local, trainable, total, cdtype, autocast)
+
+
+def _freeze_16bit(model: Any, checkpointing: bool, gc_kwargs: dict[str, Any]) -> None:
+    """``prepare_model_for_kbit_training`` without its fp32 upcast: freeze every weight and enable
+    (non-reentrant, so no input-gradient hook is needed) gradient checkpointing if asked."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
 
 
 def _read_config(local: str) -> Any:
