@@ -357,8 +357,8 @@ def profile_step(model, batches, step_fn, out: Path, label: str, *, trace: bool)
 
 
 ARM_OPTIONS = ("sdpa", "fp32lora", "upcast", "compile")
-DEFAULT_B = ("none:2x2048,selective:4x2048,full:16x2048,full:16x2048+fp32lora,full:16x2048+sdpa+fp32lora,"
-             "full:16x2048+sdpa+fp32lora+upcast")
+DEFAULT_B = ("full:16x2048,full:8x2048,full:24x2048,selective:4x2048,none:2x2048,full:16x2048+fp32lora,"
+             "full:16x2048+sdpa+fp32lora,full:16x2048+sdpa+fp32lora+upcast")
 
 
 def parse_b_configs(text: str) -> list[tuple[str, int, int, tuple[str, ...]]]:
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch.profiler kernel table of one extra step of every step arm, written here")
     ap.add_argument("--trace", default="", metavar="SUBSTR,...",
                     help="with --profile: also a gzipped Chrome trace for the arms whose name contains one of these")
-    ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--json", default=None, help="also write the results here (always: JOB_DIR/bench_train.json)")
     args = ap.parse_args(argv)
 
     import torch
@@ -630,9 +630,11 @@ def main(argv: list[str] | None = None) -> int:
 
     report = summarize(arms, args, device, peak_name, peak, shape, dist, flops_tok)
     print_table(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-    print("JSON " + json.dumps(report))
+    outputs = [Path(args.job_dir) / "bench_train.json"] + ([Path(args.json)] if args.json else [])
+    for path in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(report, indent=2) + "\n")
+    print("results: " + ", ".join(str(p) for p in outputs))
     return 0
 
 

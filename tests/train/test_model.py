@@ -44,3 +44,33 @@ def test_cpu_autocast_follows_the_compute_dtype(train_base, monkeypatch, mode, c
         loss = built.model(input_ids=ids, labels=ids).loss
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_merged_copy_decodes_like_the_adapter_model(train_base):
+    """Validation's merged copy (de-quantized NF4 base + LoRA deltas, plain modules) gives the logits and
+    the greedy tokens of the QLoRA model it was made from; with modules_to_save it declines (None)."""
+    import torch
+
+    from sqltune.train.model import build_model, merged_copy
+
+    overrides = [f"model.base={train_base}", "model.mode=qlora", "model.compute_dtype=fp32", "lora.modules_to_save=[]"]
+    built = build_model(load_config(TrainConfig, None, overrides), "cpu")
+    model = built.model
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)  # a trained adapter: non-zero deltas
+    model.eval()
+    plain = merged_copy(model, torch.float32, "cpu")
+    assert not any("lora" in n for n, _ in plain.named_parameters())
+    ids = built.tokenizer("SELECT name FROM customers WHERE", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        ref = model(input_ids=ids).logits
+        got = plain(input_ids=ids).logits
+        torch.testing.assert_close(got, ref, atol=2e-4, rtol=1e-3)
+        kw = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": built.tokenizer.pad_token_id}
+        assert torch.equal(plain.generate(ids, **kw), model.generate(input_ids=ids, **kw))
+    with_embed = build_model(load_config(TrainConfig, None, [f"model.base={train_base}", "model.mode=qlora",
+                                                             "lora.modules_to_save=[embed_tokens]"]), "cpu")
+    assert merged_copy(with_embed.model, torch.float32, "cpu") is None

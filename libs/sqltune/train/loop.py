@@ -343,22 +343,38 @@ class Trainer:
         model = unwrap(self.model)
         was_training = model.training
         model.eval()
+        merged = self._merged_for_eval(model)
+        evaluated = merged if merged is not None else model
         loss_sum = count = 0.0
-        with torch.no_grad(), self._autocast():
-            for idx in eval_batches(len(self.val_set.rows), self.rank, self.world, self.cfg.train.batch_size):
-                batch = collate_padded([self.val_set.rows[i] for i in idx], self.pad_id)
-                batch = {k: v.to(self.device) for k, v in batch.items()}
-                n = int((batch["labels"][:, 1:] != -100).sum())
-                out = model(**batch, num_items_in_batch=1)
-                loss_sum += float(out.loss)
-                count += n
-        loss_sum, count = _all_sum([loss_sum, count], self.device)
-        result = {"eval_loss": loss_sum / count if count else float("nan")}
-        if exec_accuracy:
-            result.update(self._exec_accuracy(model))
+        try:
+            with torch.no_grad(), self._autocast():
+                for idx in eval_batches(len(self.val_set.rows), self.rank, self.world, self.cfg.train.batch_size):
+                    batch = collate_padded([self.val_set.rows[i] for i in idx], self.pad_id)
+                    batch = {k: v.to(self.device) for k, v in batch.items()}
+                    n = int((batch["labels"][:, 1:] != -100).sum())
+                    out = evaluated(**batch, num_items_in_batch=1)
+                    loss_sum += float(out.loss)
+                    count += n
+            loss_sum, count = _all_sum([loss_sum, count], self.device)
+            result = {"eval_loss": loss_sum / count if count else float("nan")}
+            if exec_accuracy:
+                result.update(self._exec_accuracy(evaluated))
+        finally:
+            del evaluated, merged
+            if self.device.startswith("cuda"):
+                torch.cuda.empty_cache()
         if was_training:
             model.train()
         return result
+
+    def _merged_for_eval(self, model: Any) -> Any:
+        """On GPU, validation runs on a merged 16-bit copy of base + adapter (see
+        :func:`sqltune.train.model.merged_copy`); on CPU, or when it cannot be merged, on the model itself."""
+        if not self.device.startswith("cuda") or self.cfg.model.mode == "full":
+            return None
+        from sqltune.train.model import merged_copy
+
+        return merged_copy(model, self.built.compute_dtype, self.device)
 
     def _exec_accuracy(self, model: Any) -> dict[str, float]:
         """Greedy decoding on this rank's share of the validation slice, scored in the SQL sandbox."""

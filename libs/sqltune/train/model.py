@@ -226,6 +226,70 @@ def _add_lora(model: Any, cfg: TrainConfig):
     return get_peft_model(model, lcfg)
 
 
+def merged_copy(model: Any, dtype: Any, device: Any) -> Any | None:
+    """A plain transformers model (no PEFT, no bitsandbytes) whose weights are the de-quantized base plus
+    the LoRA deltas, in ``dtype`` on ``device``: what validation decodes with on GPU.
+
+    Greedy decoding of the training model is bound by the host (every step walks ~250 PEFT/bitsandbytes
+    modules: ~0.3 s a token on an H200 host, 55 s for one validation of the Qwen2.5-3B preset); the merged
+    copy decodes with plain modules. None when the model has parts this does not merge (modules_to_save).
+    """
+    import copy
+
+    import torch
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForCausalLM
+
+    inner = unwrap(model)
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    if any(type(m).__name__ == "ModulesToSaveWrapper" for m in base.modules()):
+        return None
+
+    def dense(layer: Any) -> Any:
+        w = layer.weight
+        if type(w).__name__ == "Params4bit":
+            import bitsandbytes.functional as bnbf
+
+            return bnbf.dequantize_4bit(w.data, w.quant_state).to(dtype)
+        return w.data.to(dtype)
+
+    cfg = copy.deepcopy(base.config)
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    with torch.device(device):
+        plain = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+    plain.eval()
+    params = dict(plain.named_parameters())
+    done: set[str] = set()
+    with torch.no_grad():
+        for name, mod in base.named_modules():
+            if isinstance(mod, LoraLayer):
+                layer = mod.get_base_layer()
+                w = dense(layer)
+                for adapter in mod.active_adapters:
+                    if adapter in mod.lora_A:
+                        w += mod.get_delta_weight(adapter).to(dtype)
+            elif type(mod).__name__ == "Linear4bit" and name + ".weight" in params:
+                layer, w = mod, dense(mod)
+            else:
+                continue
+            params[name + ".weight"].copy_(w)
+            done.add(name + ".weight")
+            if getattr(layer, "bias", None) is not None:
+                params[name + ".bias"].copy_(layer.bias.data)
+                done.add(name + ".bias")
+            del w
+        for pname, p in base.named_parameters():
+            if pname in params and pname not in done and ".base_layer." not in pname and "lora_" not in pname:
+                params[pname].copy_(p.data)
+                done.add(pname)
+    plain.tie_weights()
+    missing_names = [n for n in params if n not in done and not (n == "lm_head.weight" and cfg.tie_word_embeddings)]
+    if missing_names:
+        raise ModelError(f"merged validation copy: no weights for {missing_names[:3]}")
+    return plain
+
+
 def unwrap(model: Any) -> Any:
     """The model inside a DDP wrapper."""
     return getattr(model, "module", model)
