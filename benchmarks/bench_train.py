@@ -519,8 +519,8 @@ def main(argv: list[str] | None = None) -> int:
         print("no GPU: the 3B-shaped benchmark needs one; run with --tiny for the CPU smoke test", file=sys.stderr)
         return 2
     shape = TINY if args.tiny else QWEN25_3B
-    steps = args.steps or (3 if args.tiny else 10)
-    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 3)
+    steps = args.steps or (3 if args.tiny else 6)
+    warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 2)
     b_configs = [] if args.skip_b else parse_b_configs(
         args.b_configs or ("selective:2x512,full:2x1024" if args.tiny else DEFAULT_B)
     )

@@ -64,6 +64,7 @@ def test_merged_copy_decodes_like_the_adapter_model(train_base):
     model.eval()
     plain = merged_copy(model, torch.float32, "cpu")
     assert not any("lora" in n for n, _ in plain.named_parameters())
+    assert plain.generation_config.use_cache and not model.config.use_cache  # decodes with a KV cache
     ids = built.tokenizer("SELECT name FROM customers WHERE", return_tensors="pt")["input_ids"]
     with torch.no_grad():
         ref = model(input_ids=ids).logits

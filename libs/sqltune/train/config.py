@@ -68,8 +68,9 @@ class ModelConfig(Config):
     )
     liger: bool = param(False, "Use Liger kernels (RMSNorm, SwiGLU, RoPE) when liger_kernel is installed (GPU).")
     attn_implementation: str | None = param(
-        None, "transformers attention implementation (sdpa, eager, flash_attention_2, or sqltune_packed_sdpa: SDPA per "
-        "packed example in training, for CPUs without a varlen kernel); null = library default."
+        None, "transformers attention implementation (sdpa, eager, flash_attention_2, or sqltune_packed_sdpa: attention "
+        "per packed example in training, one varlen flash-attention call on CUDA, SDPA per example on CPU); null = "
+        "library default."
     )
 
     init_adapter: str | None = param(

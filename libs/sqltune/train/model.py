@@ -231,8 +231,8 @@ def merged_copy(model: Any, dtype: Any, device: Any) -> Any | None:
     the LoRA deltas, in ``dtype`` on ``device``: what validation decodes with on GPU.
 
     Greedy decoding of the training model is bound by the host (every step walks ~250 PEFT/bitsandbytes
-    modules: ~0.3 s a token on an H200 host, 55 s for one validation of the Qwen2.5-3B preset); the merged
-    copy decodes with plain modules. None when the model has parts this does not merge (modules_to_save).
+    modules): one validation of the Qwen2.5-3B preset on an H200 (eval loss on 160 examples, 64 examples
+    decoded to 160 tokens in one batch) took 55 s with it. The merged copy decodes with plain modules. None when the model has parts this does not merge (modules_to_save).
     """
     import copy
 
@@ -256,8 +256,12 @@ def merged_copy(model: Any, dtype: Any, device: Any) -> Any | None:
     cfg = copy.deepcopy(base.config)
     if hasattr(cfg, "quantization_config"):
         del cfg.quantization_config
+    # Training turns the KV cache off in the config; a generation config derived from it would decode
+    # without a cache (every step a forward over the whole sequence so far).
+    cfg.use_cache = True
     with torch.device(device):
         plain = AutoModelForCausalLM.from_config(cfg, dtype=dtype, attn_implementation="sdpa")
+    plain.generation_config.use_cache = True
     plain.eval()
     params = dict(plain.named_parameters())
     done: set[str] = set()
