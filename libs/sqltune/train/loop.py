@@ -374,7 +374,11 @@ class Trainer:
             return None
         from sqltune.train.model import merged_copy
 
-        return merged_copy(model, self.built.compute_dtype, self.device)
+        try:
+            return merged_copy(model, self.built.compute_dtype, self.device)
+        except Exception as exc:  # noqa: BLE001 - validation must not sink the run: use the model itself
+            log.warning("validation runs on the training model: no merged copy (%s: %s)", type(exc).__name__, exc)
+            return None
 
     def _exec_accuracy(self, model: Any) -> dict[str, float]:
         """Greedy decoding on this rank's share of the validation slice, scored in the SQL sandbox."""
