@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sql_helpers import ROWS_T
+from sql_helpers import ROWS_T, run_bounded
 
 from sqltune.errors import SQLError
 from sqltune.sql import execute
@@ -24,7 +24,6 @@ def test_select_and_categories(request, engine):
     ok = execute("select a, b from t order by a;", db=db)
     assert ok.ok and ok.error is None and ok.engine == engine
     assert ok.rows == ROWS_T and [c.lower() for c in ok.columns] == ["a", "b"]
-    assert ok.elapsed_s >= 0
 
     cases = {
         "SELECT nosuch FROM t": "unknown_identifier",
@@ -72,10 +71,11 @@ def test_too_many_rows_returns_first_rows(request, engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_timeout(request, engine):
     db = _db(request, engine)
-    res = execute("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c",
-                  db=db, timeout_s=0.5)
+    sql = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    res = run_bounded(lambda: execute(sql, db=db, timeout_s=0.5), f"an endless query on {engine}")
     assert res.category == "timeout", res
-    assert res.elapsed_s < 3.0
+    assert res.error.startswith("timed out after 0.5s") or "interrupted" in res.error.lower(), res
+    assert res.rows == []
 
 
 def test_dialect_inference_and_transpile(sqlite_db, duckdb_db):

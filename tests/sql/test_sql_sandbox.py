@@ -1,7 +1,7 @@
 """The hostile-SQL corpus (fixtures/hostile.yaml) against SQLite, DuckDB and a real PostgreSQL.
 
-For every query: the expected non-success category, a return within timeout + slack, the database
-file byte-identical (sha256), no new files next to it or in a watched world-writable directory, and
+For every query: the expected non-success category (``timeout`` for runaway queries: the engine's own
+deadline stopped them), the database file byte-identical (sha256), no new files next to it or in a watched world-writable directory, and
 for PostgreSQL the table contents unchanged. Each query also runs with the analyze() pre-check
 bypassed (``precheck=False``) to show the engine-level sandbox holds on its own.
 """
@@ -12,19 +12,17 @@ import hashlib
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from sql_helpers import FIXTURES, ROWS_T
+from sql_helpers import FIXTURES, ROWS_T, run_bounded
 
 from sqltune.sql import execute
 
 CORPUS = yaml.safe_load((FIXTURES / "hostile.yaml").read_text())
 ENGINES = ("sqlite", "duckdb", "postgres")
 TIMEOUT_S = 1.0
-SLACK_S = 2.5
 MAX_ROWS = 50
 
 
@@ -54,9 +52,8 @@ def _raw_mode(case: dict, engine: str) -> str:
     return raw.get(engine, raw.get("default", "fail")) if isinstance(raw, dict) else raw
 
 
-def _check(result, case: dict, mode: str, elapsed: float, engine: str) -> None:
+def _check(result, case: dict, mode: str, engine: str) -> None:
     label = f"{case['id']} ({mode}): {result.category} {result.error}"
-    assert elapsed < TIMEOUT_S + SLACK_S, f"took {elapsed:.1f}s: {label}"
     if mode == "checked":
         want = case["expect"] if isinstance(case["expect"], list) else [case["expect"]]
         assert result.category in want, label
@@ -75,9 +72,11 @@ def _run_corpus(db, engine: str, watched: Path, modes=("checked", "raw")) -> lis
         for mode in modes:
             if mode == "raw" and _raw_mode(case, engine) == "skip":
                 continue
-            start = time.monotonic()
-            result = execute(sql, db=str(db), timeout_s=TIMEOUT_S, max_rows=MAX_ROWS, precheck=(mode == "checked"))
-            _check(result, case, mode, time.monotonic() - start, engine)
+            result = run_bounded(
+                lambda sql=sql, mode=mode: execute(sql, db=str(db), timeout_s=TIMEOUT_S, max_rows=MAX_ROWS,
+                                                  precheck=(mode == "checked")),
+                f"{engine} {case['id']} ({mode})")
+            _check(result, case, mode, engine)
             ran.append(f"{case['id']}:{mode}")
     return ran
 
