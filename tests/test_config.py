@@ -23,6 +23,7 @@ class DemoCfg(Config):
     lr: float = param(2e-4, "Learning rate.", min=0.0)
     steps: int | None = param(None, "Optional step cap.")
     gpu: bool = param(False, "Use GPUs.")
+    warmup_ratio: float = param(0.0, "Share of steps spent warming up.", min=0.0)
     lora: LoraCfg = param(LoraCfg(), "LoRA settings.")
 
     def validate(self) -> None:
@@ -98,8 +99,15 @@ def test_missing_file():
 def test_parse_cli_forms(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("name: fromfile\n")
-    cfg = parse_cli(DemoCfg, ["--config", str(p), "--lora-x=1"][:2] + ["lr=0.1", "--name", "cli"])
-    assert (cfg.name, cfg.lr) == ("cli", 0.1)
+    cfg = parse_cli(DemoCfg, ["--config", str(p), "--warmup-ratio=0.1", "--lora.r=8", "lr=0.1", "--name", "cli",
+                              "--steps", "5"])
+    assert (cfg.name, cfg.lr, cfg.warmup_ratio, cfg.lora.r, cfg.steps) == ("cli", 0.1, 0.1, 8, 5)
+    assert parse_cli(DemoCfg, [f"--config={p}"]).name == "fromfile"
+    # A flag is an override like any other: an unknown one is named, with the closest valid key.
+    with pytest.raises(ConfigError, match=r"lora_x: unknown key \(did you mean 'lora'\?\)"):
+        parse_cli(DemoCfg, ["--config", str(p), "--lora-x=1"])
+    with pytest.raises(ConfigError, match="flag '--name' needs a value; write name=VALUE"):
+        parse_cli(DemoCfg, ["--name"])
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_overrides(["justakey"])
 

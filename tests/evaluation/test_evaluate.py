@@ -224,6 +224,55 @@ def test_cli_runs_and_errors_cleanly(local_ray, tmp_path):
     assert (tmp_path / "out" / "cli" / "manifest.json").is_file()
 
 
+def test_cli_flags_disagreement_and_exits_3_when_a_variant_fails(local_ray, tmp_path):
+    """Through ``python -m jobs.evaluate``: two endpoints that should agree differ on 2 of 4 answers, so
+    the pair is flagged with its reasons (report.json, the report's agreement table, the job's output);
+    a third endpoint is down, and with fail_on_variant_error the exit status is 3 after publishing. When
+    every variant fails the status is 3 without the flag."""
+    from eval_helpers import build_shop
+
+    db = build_shop("sqlite", tmp_path)
+    schema = "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT, segment TEXT);"
+    gold = {"Names?": "SELECT name FROM customers", "How many customers?": "SELECT COUNT(*) FROM customers",
+            "Countries?": "SELECT DISTINCT country FROM customers", "Segments?": "SELECT DISTINCT segment FROM customers"}
+    data = tmp_path / "ex.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "sql": sql, "schema": schema, "db": db,
+                                        "category": "c"}) + "\n" for i, (q, sql) in enumerate(gold.items())))
+    wrong = {**gold, "How many customers?": "SELECT 0", "Countries?": "SELECT name FROM customers"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "libs")}
+    address = local_ray.get_runtime_context().gcs_address
+    down = f"{{name: down, kind: http, url: 'http://127.0.0.1:{free_port()}', retries: 0, timeout_s: 2}}"
+
+    def evaluate(name: str, variants: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "jobs.evaluate", f"eval_name={name}", f"output_uri={tmp_path / 'out'}",
+             f"dataset.source={data}", "dataset.format=jsonl", "dataset.split=all", f"ray.address={address}",
+             f"variants=[{variants}]", *extra],
+            cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+
+    with CannedServer(gold) as a, CannedServer(wrong) as b:
+        proc = evaluate("flagged", f"{{name: a, kind: http, url: '{a.url}'}}, {{name: b, kind: http, url: '{b.url}'}}, "
+                        + down, "agreement.pairs=[[a, b]]", "fail_on_variant_error=true")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "out" / "flagged" / "report.json").read_text())
+    assert report["variants"]["down"]["status"] == "failed"
+    (pair,) = report["agreement"]
+    reasons = ["50.0% of outputs differ (threshold 5.0%)", "accuracy differs by +50.0% (threshold 2.0%)"]
+    assert (pair["a"], pair["b"], pair["n"], pair["flagged"], pair["reasons"]) == ("a", "b", 4, True, reasons)
+    assert pair["identical_outputs"] == 0.5 and pair["accuracy_diff"] == pytest.approx(0.5)
+    assert sorted(pair["differing_ids"]) == ["q1", "q2"]
+    md = (tmp_path / "out" / "flagged" / "report.md").read_text()
+    assert "| Pair | n | Identical outputs | Accuracy diff | Flagged |" in md
+    row = next(line for line in md.splitlines() if line.startswith("| a vs b |"))
+    assert row.startswith("| a vs b | 4 |") and "+50.0 pts" in row and row.endswith(f"**yes**: {'; '.join(reasons)} |")
+    assert f"agreement a vs b FLAGGED: {'; '.join(reasons)}" in proc.stdout
+    assert "variant down FAILED" in proc.stdout and "Traceback" not in proc.stderr
+
+    everything_down = evaluate("all-down", down)
+    assert everything_down.returncode == 3, everything_down.stderr[-3000:]
+    assert (tmp_path / "out" / "all-down" / "report.json").is_file()  # published before the status
+
+
 def test_http_variant_against_sqltunes_own_server(local_ray, embedded_dir, exports, tmp_path, monkeypatch):
     """The http variant scores sqltune's real server (Ray Serve, OpenAI-compatible routes, bearer auth)
     serving the merged export, next to the same export loaded locally."""
@@ -277,8 +326,12 @@ def test_http_variant_against_sqltunes_own_server(local_ray, embedded_dir, expor
     agg = v["served"]["aggregate"]
     assert agg["n"] == 8 and agg["output_tokens_total"] is not None and agg["tokens_per_s"] > 0
     assert v["served-bad-token"]["status"] == "failed" and "SQLTUNE_NO_SUCH_TOKEN" in v["served-bad-token"]["error"]
+    # The same export and prompts, decoded by the server's engine and locally by transformers: identical
+    # outputs, no tolerance (greedy decoding on the same weights).
     (pair,) = report["agreement"]
-    print("merged (local) vs served (http):", pair["identical_outputs"], pair["differing_ids"])
+    assert (pair["a"], pair["b"], pair["n"]) == ("merged", "served", 8)
+    assert pair["identical_outputs"] == 1.0 and pair["differing_ids"] == [], pair
+    assert pair["flagged"] is False and pair["reasons"] == [] and pair["accuracy_diff"] == 0.0, pair
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "postgres"])

@@ -13,7 +13,19 @@ import time
 from pathlib import Path
 
 import pytest
-from serve_helpers import CORPUS, OTHER_SCHEMA, PAIRS, SHOP_SCHEMA, TOKEN, TOKEN_ENV, free_port
+from serve_helpers import (
+    CORPUS,
+    NEW_TOKEN,
+    OLD_TOKEN,
+    OTHER_SCHEMA,
+    PAIRS,
+    ROTATION_ENV,
+    SHOP_SCHEMA,
+    TOKEN,
+    TOKEN_ENV,
+    UNSET_TOKEN_ENV,
+    free_port,
+)
 
 
 def _teach(model_dir: Path, schemas: list[str], steps: int = 120) -> None:
@@ -190,12 +202,14 @@ def overload_server(ray_serve, taught_model) -> str:
 
     from sqltune.serving.deployments import build_app
 
+    assert UNSET_TOKEN_ENV not in os.environ
     args = {
         "model_uri": str(taught_model),
         "max_batch_size": 2,
         "max_new_tokens_cap": 64,
         "default_max_new_tokens": 64,
         "warmup": False,
+        "api_token_env": UNSET_TOKEN_ENV,  # no token configured: authentication is off
         "model_deployment": {
             "max_ongoing_requests": 1,
             "max_queued_requests": 1,
@@ -211,6 +225,47 @@ def overload_server(ray_serve, taught_model) -> str:
     base = f"{ray_serve['base']}/overload"
     wait_ready(base)
     return base
+
+
+@pytest.fixture(scope="session")
+def adapter_server(ray_serve, tiny_base, tiny_adapter, tmp_path_factory) -> dict:
+    """A third app serving a LoRA adapter on the base given by ``base_model_uri``, with two tokens
+    (rotation). The adapter's own record names a base that does not exist, so only base_model_uri works."""
+    import json
+    import shutil
+
+    from ray import serve
+
+    from sqltune.serving.deployments import build_app
+
+    adapter = tmp_path_factory.mktemp("served-adapter") / "adapter"
+    shutil.copytree(tiny_adapter, adapter)
+    info_path = adapter / "sqltune_artifact.json"
+    info = json.loads(info_path.read_text())
+    assert info["kind"] == "adapter" and info["base_model"] == str(tiny_base)
+    info["base_model"] = str(tmp_path_factory.getbasetemp() / "no-such-recorded-base")
+    info_path.write_text(json.dumps(info))
+    args = {
+        "model_uri": str(adapter),
+        "base_model_uri": str(tiny_base),
+        "model_name": "tiny-adapter",
+        "max_batch_size": 2,
+        "default_max_new_tokens": 24,
+        "max_new_tokens_cap": 32,
+        "warmup": False,
+        "api_token_env": ROTATION_ENV,
+        "model_deployment": {"ray_actor_options": {"num_cpus": 0.5}},
+        "ingress_deployment": {
+            "ray_actor_options": {
+                "num_cpus": 0.25,
+                "runtime_env": {"env_vars": {ROTATION_ENV: f"{OLD_TOKEN}, {NEW_TOKEN}"}},
+            }
+        },
+    }
+    serve.run(build_app(args), name="sqltune-adapter", route_prefix="/adapter")
+    base = f"{ray_serve['base']}/adapter"
+    wait_ready(base)
+    return {"base": base, "adapter": adapter, "base_model": tiny_base}
 
 
 @pytest.fixture()

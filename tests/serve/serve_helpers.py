@@ -8,6 +8,11 @@ from pathlib import Path
 
 TOKEN_ENV = "SQLTUNE_TEST_API_TOKEN"
 TOKEN = "test-token-7f3a"
+# Two tokens at once while rotating (the Secret holds "old,new" until every client has the new one).
+ROTATION_ENV = "SQLTUNE_TEST_ROTATED_TOKENS"
+OLD_TOKEN, NEW_TOKEN = "rotating-old-1c9e", "rotating-new-52ab"
+# Never set anywhere: the app that reads it runs without authentication.
+UNSET_TOKEN_ENV = "SQLTUNE_TEST_NO_TOKEN_CONFIGURED"
 SHOP_SCHEMA = "CREATE TABLE customers (customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT);"
 PAIRS = [
     ("How many customers are there?", "SELECT COUNT(*) FROM customers;"),

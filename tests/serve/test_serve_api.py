@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from serve_helpers import OTHER_SCHEMA, PAIRS, SHOP_SCHEMA, sha256
+from serve_helpers import NEW_TOKEN, OLD_TOKEN, OTHER_SCHEMA, PAIRS, SHOP_SCHEMA, TOKEN, sha256
 
 pytestmark = pytest.mark.ray
 
@@ -35,7 +35,8 @@ def assert_error(r: httpx.Response, status: int | tuple[int, ...], param: str | 
     assert err["message"]
     if param is not None:
         assert err["param"] == param, err
-        assert param.split(".")[0].split("[")[0] in err["message"] or err["param"] == param
+        field = param.split(".")[0].split("[")[0]  # "messages[0].role" is named as "messages..."
+        assert field in err["message"], f"the message does not name {field!r}: {err}"
     return err
 
 
@@ -114,7 +115,10 @@ def test_execute_never_runs_a_write(client, server):
     assert r.json()["rows"] == [[3]]
 
 
-def test_concurrent_requests_share_batches(server):
+def test_concurrent_requests_all_answered_within_the_batch_limit(server):
+    """Twelve requests at once: all answered, each decoded in a batch of 1..max_batch_size. Whether two of
+    them overlap depends on timing, so that batches really form is pinned by the engine tests, which
+    submit while a batch decodes."""
     async def fire():
         async with httpx.AsyncClient(base_url=server["base"], headers=server["headers"], timeout=60) as c:
             reqs = [
@@ -133,9 +137,10 @@ def test_concurrent_requests_share_batches(server):
     responses = asyncio.run(fire())
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
     sizes = [r.json()["debug"]["batch_size"] for r in responses]
-    assert max(sizes) > 1, sizes
+    limit = server["args"]["max_batch_size"]
+    assert all(1 <= n <= limit for n in sizes), sizes
     stats = httpx.get(f"{server['base']}/v1/stats", headers=server["headers"]).json()
-    assert stats["engine"]["max_decode_batch"] > 1, stats
+    assert max(sizes) <= stats["engine"]["max_decode_batch"] <= limit, stats
     assert stats["engine"]["errors"] == 0
 
 
@@ -307,6 +312,10 @@ def test_oversized_inputs(client, server):
 
 
 def test_overload_gives_503_json_never_a_hang(overload_server):
+    """The model deployment holds one request and queues one. Rounds of 24 concurrent requests are sent
+    until one round overflows it (a bounded number of rounds, not a timing assumption): every answer is
+    a 200 or a well-formed 503, and the first request of a round is always served."""
+
     async def fire():
         async with httpx.AsyncClient(base_url=overload_server, timeout=60) as c:
             reqs = [
@@ -318,16 +327,76 @@ def test_overload_gives_503_json_never_a_hang(overload_server):
             ]
             return await asyncio.wait_for(asyncio.gather(*reqs), timeout=90)
 
-    responses = asyncio.run(fire())
-    codes = sorted(r.status_code for r in responses)
-    assert set(codes) <= {200, 503}, codes
-    assert codes.count(503) >= 10, codes
-    assert codes.count(200) >= 1, codes
-    for r in responses:
-        if r.status_code == 503:
-            err = assert_error(r, 503)
-            assert err["code"] == "overloaded"
-            assert r.headers.get("retry-after") == "1"
+    rounds = []
+    for _ in range(5):
+        responses = asyncio.run(fire())
+        rounds.append(sorted(r.status_code for r in responses))
+        assert set(rounds[-1]) <= {200, 503}, rounds
+        assert rounds[-1].count(200) >= 1, rounds
+        for r in responses:
+            if r.status_code == 503:
+                err = assert_error(r, 503)
+                assert err["code"] == "overloaded"
+                assert r.headers.get("retry-after") == "1"
+        if 503 in rounds[-1]:
+            break
+    assert 503 in rounds[-1], f"24 concurrent requests never overflowed a queue of one in 5 rounds: {rounds}"
+
+
+def test_no_token_configured_means_no_authentication(overload_server):
+    """The overload app's token variable is unset: every route answers without a token, and a stray
+    Authorization header is ignored rather than refused."""
+    body = {"question": PAIRS[0][0], "schema": SHOP_SCHEMA}
+    r = httpx.post(f"{overload_server}/v1/sql", json=body, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["sql"] == PAIRS[0][1].rstrip(";")
+    r = httpx.get(f"{overload_server}/v1/models", headers={"Authorization": "Bearer whatever"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
+# ------------------------------------------------------------------------ adapter + token rotation
+
+
+def test_token_rotation_accepts_both_tokens_through_ray_serve(adapter_server):
+    base = adapter_server["base"]
+    body = {"question": PAIRS[0][0], "schema": SHOP_SCHEMA, "max_new_tokens": 8}
+    for token in (OLD_TOKEN, NEW_TOKEN):
+        r = httpx.post(f"{base}/v1/sql", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+        assert r.status_code == 200, (token, r.text)
+    assert_error(httpx.post(f"{base}/v1/sql", json=body, timeout=30), 401, "Authorization")
+    for wrong in (f"{OLD_TOKEN},{NEW_TOKEN}", f"{OLD_TOKEN}, {NEW_TOKEN}", f"{NEW_TOKEN}x", TOKEN):
+        r = httpx.get(f"{base}/v1/models", headers={"Authorization": f"Bearer {wrong}"}, timeout=30)
+        err = assert_error(r, 401, "Authorization")
+        assert err["code"] == "invalid_api_key"
+    assert httpx.get(f"{base}/readyz", timeout=30).status_code == 200
+
+
+def test_adapter_is_served_on_its_base_model_uri(adapter_server):
+    """The adapter's record names a base that does not exist: the server answers only because it loaded
+    base_model_uri, and it answers what the same adapter on that base generates locally."""
+    from sqltune.models.generate import generate_batch, prompts_for
+    from sqltune.models.loading import load_for_inference
+    from sqltune.prompts import clean_sql
+
+    base = adapter_server["base"]
+    headers = {"Authorization": f"Bearer {NEW_TOKEN}"}
+    models = httpx.get(f"{base}/v1/models", headers=headers, timeout=30).json()
+    assert [m["id"] for m in models["data"]] == ["tiny-adapter"]
+    items = [{"question": q, "schema": SHOP_SCHEMA, "dialect": "sqlite"} for q, _ in PAIRS]
+    served = []
+    for item in items:
+        r = httpx.post(f"{base}/v1/sql", json={**item, "max_new_tokens": 24}, headers=headers, timeout=60)
+        assert r.status_code == 200, r.text
+        served.append(r.json()["sql"])
+
+    local = load_for_inference(str(adapter_server["adapter"]), base_uri=str(adapter_server["base_model"]),
+                               precision="fp32", device="cpu")
+    expected = [
+        clean_sql(generate_batch(local.model, local.tokenizer, prompts_for(local.tokenizer, [item], local.template),
+                                 max_new_tokens=24)[0].text).sql
+        for item in items
+    ]
+    assert served == expected
 
 
 # --------------------------------------------------------------------------------------------- metrics

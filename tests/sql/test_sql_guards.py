@@ -65,7 +65,7 @@ def test_sqlite_read_only_open_leaves_a_live_wal_database_alone(tmp_path):
         "the database or its WAL changed"
 
 
-def test_sqlite_authorizer_refuses_pragmas_and_attach(sqlite_db):
+def test_sqlite_authorizer_refuses_pragmas(sqlite_db):
     """Statements the read-only open and query_only both allow: only the authorizer refuses them."""
     for sql in ("PRAGMA query_only = 0", "PRAGMA writable_schema = 1", "PRAGMA journal_mode = DELETE"):
         res = execute(sql, db=str(sqlite_db), precheck=False)

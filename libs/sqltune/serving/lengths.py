@@ -93,7 +93,7 @@ class LengthLimits:
         cache row (naming ``new_param``, the output budget's field)."""
         if prompt_tokens > self.prompt_token_cap:
             raise _too_long(
-                param, f"the prompt is {prompt_tokens} tokens; the limit is {self.prompt_token_cap}", code
+                param, f"{param}: the prompt is {prompt_tokens} tokens; the limit is {self.prompt_token_cap}", code
             )
         too_long = sequence_error(prompt_tokens, max_new_tokens, self.seq_len)
         if too_long:

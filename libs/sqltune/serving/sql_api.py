@@ -65,7 +65,7 @@ async def _schema_for(state: AppState, body: SQLRequest) -> tuple[str, str | Non
             try:
                 schema = select_tables(schema, body.tables)
             except DataError as exc:
-                raise ApiError(422, str(exc), param="tables") from None
+                raise ApiError(422, f"tables: {exc}", param="tables") from None
         return schema, location, db_dialect
     if body.tables is not None:
         raise ApiError(

@@ -271,6 +271,9 @@ def _cmd_stop(args: argparse.Namespace) -> int:
                 os.waitpid(pid, os.WNOHANG)
         if _pid_alive(pid):
             os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 30  # SIGKILL cannot be refused; return only once it took effect
+            while _pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
     for name in ("pid", "endpoint", "env"):
         with contextlib.suppress(FileNotFoundError):
             (state / name).unlink()
