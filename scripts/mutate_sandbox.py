@@ -102,8 +102,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              (Edit(r"-c statement_timeout=\{ms\} ", ""), Edit(_drop_line(r"SET LOCAL statement_timeout"), DROP))),
     Mutation("pg-row-cap", "PostgreSQL row cap", "PostgreSQL fetches every row (fetchmany -> fetchall)",
              (Edit(r"\.fetchmany\([^()\n]*\)", ".fetchall()", within=POSTGRES_RUNNER),)),
-    Mutation("allow-list-precheck", "static allow-list", "execute() skips the analyze() pre-check",
-             (Edit(r"^(?P<indent>[ \t]*)if precheck:", r"\g<indent>if False:"),)),
+    Mutation("allow-list-precheck", "static allow-list", "execute() runs what analyze() finds not read-only",
+             (Edit(r"if not (\w+)\.read_only:", r"if False:", within=r"^\s*if precheck:"),)),
     Mutation("allow-list-roots", "static allow-list", "any statement kind accepted as a query root",
              (Edit(r"if not isinstance\((\w+), _READ_ROOTS\):", r"if False:"),)),
     Mutation("allow-list-write-nodes", "static allow-list", "write/DDL nodes inside a query accepted",
@@ -224,9 +224,10 @@ def run_tests(lib_copy: Path | None, tests: list[str], timeout_s: int, env: dict
         return "passed", ""
     if "Timeout" in out and "+++++" in out:
         return "hung", "pytest-timeout fired"
-    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", out, re.MULTILINE)
+    failed = re.findall(r"^(?:FAILED|ERROR) (.+?)(?: - .*)?$", out, re.MULTILINE)
     if failed:
-        return "failed", failed[0]
+        test = failed[0].replace("|", "/")
+        return "failed", test if len(test) <= 110 else test[:107] + "..."
     return "failed", (out.strip().splitlines() or ["?"])[-1]
 
 
