@@ -159,7 +159,7 @@ class Demo:
         base = f"http://127.0.0.1:{SERVE_PORT}"
         self.ray.wait_http_ready(f"{base}/readyz", timeout=300)
         evaluated = self.evaluated_sql("merged")
-        for ex in self.demo_questions():
+        for ex in self.demo_questions(evaluated):
             # The embedded examples' prompts carry the tables their question is about; `tables` puts the same
             # ones in the server's prompt (without it the server sends the whole database's schema).
             body = json.dumps({"question": ex.question, "database": "warehouse", "tables": ex.extra["tables"],
@@ -187,8 +187,10 @@ class Demo:
         rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
         return {r["id"]: r.get("cleaned_sql") or "" for r in rows if r.get("variant") == variant}
 
-    def demo_questions(self) -> list:
-        """One held-out test question of each of DEMO_CATEGORIES, from the split eval-tiny.yaml scores."""
+    def demo_questions(self, evaluated: dict[str, str] | None = None) -> list:
+        """One held-out test question of each of DEMO_CATEGORIES, from the split eval-tiny.yaml scores; one the
+        evaluation scored (``evaluated``) where there is one, so the server's answer can be checked against it
+        (every test question is scored unless --quick samples the split)."""
         from sqltune.config import load_config
         from sqltune.data import load_dataset, split_examples
         from sqltune.evaluation.config import EvalConfig
@@ -197,7 +199,8 @@ class Demo:
         examples = load_dataset(self.work / "dataset", format="embedded")
         test = split_examples(examples, ratios=tuple(d.split_ratios), seed=d.split_seed,
                               stratify=d.stratify or "none").test
-        return [next(ex for ex in test if ex.category == cat) for cat in DEMO_CATEGORIES]
+        scored = [ex for ex in test if ex.id in (evaluated or {})]
+        return [next(ex for ex in scored + test if ex.category == cat) for cat in DEMO_CATEGORIES]
 
     def run(self, keep_running: bool) -> None:
         steps = [

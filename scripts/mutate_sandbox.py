@@ -38,13 +38,13 @@ LIB = ROOT / "libs" / "sqltune"
 class Edit:
     """Replace ``pattern`` (a regex, MULTILINE) by ``repl``; it must match exactly ``count`` times.
 
-    ``within``: a regex naming a line of the function the edit is confined to (the innermost function
-    containing a match of it), for patterns that also occur elsewhere.
+    ``within``: regexes that together identify one function anywhere in the library (the innermost function
+    whose source matches all of them); the edit is confined to it. Empty: the whole library.
     """
 
     pattern: str
     repl: str
-    within: str | None = None
+    within: tuple[str, ...] = ()
     count: int = 1
 
 
@@ -62,18 +62,23 @@ def _drop_line(text: str) -> str:
 
 
 DROP = r"\g<indent>pass  # guard removed"
-# Lines that identify each engine's runner function (the function that opens the connection and runs SQL).
-SQLITE_RUNNER = r"\.set_authorizer\("
-DUCKDB_RUNNER = r"threading\.Timer\(\s*timeout_s\s*,"
-POSTGRES_RUNNER = r"[\"']SET TRANSACTION READ ONLY[\"']"
+# Code that identifies each function holding guards (found by what it does, not by its name or file).
+SQLITE_RUNNER = (r"\?mode=ro\b", r"\.set_authorizer\(")  # opens the SQLite file and runs the query
+DUCKDB_RUNNER = (r"\bread_only=True\b", r"\.interrupt\(\)")  # opens the DuckDB file and runs the query
+POSTGRES_RUNNER = (r"[\"']SET TRANSACTION READ ONLY[\"']",)  # runs the query on PostgreSQL
+EXECUTE = (r"^\s*if precheck:", r"\bengine_of\(")  # execute(): pre-check, then the engine's runner
+CONTEXT_BUILD = (r"\.serialize\(\)", r"\.set_authorizer\(")  # builds a context database from CREATE/INSERT text
+CONTEXT_CONNECTION = (r"[\"']:memory:[\"']", r"\.set_progress_handler\(")  # the build's connection and deadline
+CONTEXT_RUN = (r"\.deserialize\(", r"\.set_authorizer\(")  # runs the query on a context database
+CONTEXT_EXECUTE = (r"^\s*if precheck:", r"\bbuild_context_db\(")  # execute_in_context(): pre-check, then run
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation("sqlite-read-only-open", "SQLite read-only open", "mode=ro -> mode=rw in the connection URI",
              (Edit(r"\?mode=ro\b", "?mode=rw", within=SQLITE_RUNNER),)),
     Mutation("sqlite-authorizer", "SQLite authorizer", "the set_authorizer(...) call removed",
-             (Edit(_drop_line(r"\.set_authorizer\("), DROP),)),
+             (Edit(_drop_line(r"\.set_authorizer\("), DROP, within=SQLITE_RUNNER),)),
     Mutation("sqlite-progress-handler", "SQLite progress-handler timeout", "the set_progress_handler(...) call removed",
-             (Edit(_drop_line(r"\.set_progress_handler\("), DROP),)),
+             (Edit(_drop_line(r"\.set_progress_handler\("), DROP, within=SQLITE_RUNNER),)),
     Mutation("sqlite-row-cap", "SQLite/DuckDB row cap", "SQLite fetches every row (fetchmany -> fetchall)",
              (Edit(r"\.fetchmany\([^()\n]*\)", ".fetchall()", within=SQLITE_RUNNER),)),
     Mutation("duckdb-read-only", "DuckDB read-only", "read_only=True -> read_only=False",
@@ -83,7 +88,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("duckdb-config-lock", "DuckDB config lock", '"lock_configuration": True -> False',
              (Edit(r"""(["']lock_configuration["']\s*:\s*)True""", r"\1False"),)),
     Mutation("duckdb-interrupt-timer", "DuckDB interrupt timer (timeout)", "the interrupt timer never fires",
-             (Edit(r"threading\.Timer\(\s*timeout_s\s*,", "threading.Timer(1e9,"),)),
+             (Edit(r"threading\.Timer\(\s*timeout_s\s*,", "threading.Timer(1e9,", within=DUCKDB_RUNNER),)),
     Mutation("duckdb-row-cap", "SQLite/DuckDB row cap", "DuckDB fetches every row (fetchmany -> fetchall)",
              (Edit(r"\.fetchmany\([^()\n]*\)", ".fetchall()", within=DUCKDB_RUNNER),)),
     Mutation("pg-role-select-only", "PostgreSQL read-only role", "the role gets ALL on the tables, not SELECT",
@@ -103,13 +108,25 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("pg-row-cap", "PostgreSQL row cap", "PostgreSQL fetches every row (fetchmany -> fetchall)",
              (Edit(r"\.fetchmany\([^()\n]*\)", ".fetchall()", within=POSTGRES_RUNNER),)),
     Mutation("allow-list-precheck", "static allow-list", "execute() runs what analyze() finds not read-only",
-             (Edit(r"if not (\w+)\.read_only:", r"if False:", within=r"^\s*if precheck:"),)),
+             (Edit(r"if not (\w+)\.read_only:", r"if False:", within=EXECUTE),)),
     Mutation("allow-list-roots", "static allow-list", "any statement kind accepted as a query root",
              (Edit(r"if not isinstance\((\w+), _READ_ROOTS\):", r"if False:"),)),
     Mutation("allow-list-write-nodes", "static allow-list", "write/DDL nodes inside a query accepted",
              (Edit(r"isinstance\(node, _WRITE_NODES\)", "False"),)),
     Mutation("allow-list-denied-functions", "static allow-list", "denied functions accepted",
              (Edit(r"\bin DENIED_FUNCTIONS:", " in ():"),)),
+    Mutation("context-build-authorizer", "context database sandbox", "no authorizer while the context is built",
+             (Edit(_drop_line(r"\.set_authorizer\((?!None)"), DROP, within=CONTEXT_BUILD),)),
+    Mutation("context-build-deadline", "context database sandbox", "no deadline while the context is built",
+             (Edit(_drop_line(r"\.set_progress_handler\("), DROP, within=CONTEXT_CONNECTION),)),
+    Mutation("context-authorizer", "context database sandbox", "no authorizer on the query",
+             (Edit(_drop_line(r"\.set_authorizer\("), DROP, within=CONTEXT_RUN),)),
+    Mutation("context-deadline", "context database sandbox", "no deadline on the query",
+             (Edit(_drop_line(r"\.set_progress_handler\(lambda"), DROP, within=CONTEXT_RUN),)),
+    Mutation("context-row-cap", "context database sandbox", "every row fetched (fetchmany -> fetchall)",
+             (Edit(r"\.fetchmany\([^()\n]*\)", ".fetchall()", within=CONTEXT_RUN),)),
+    Mutation("context-precheck", "context database sandbox", "execute_in_context() runs what analyze() refuses",
+             (Edit(r"if not (\w+)\.read_only:", r"if False:", within=CONTEXT_EXECUTE),)),
 )
 
 # The guards every mutation run must cover (docs/testing.md lists them).
@@ -117,7 +134,7 @@ REQUIRED_GUARDS = (
     "SQLite read-only open", "SQLite authorizer", "SQLite progress-handler timeout", "DuckDB read-only",
     "DuckDB external-access lock", "DuckDB config lock", "PostgreSQL read-only role",
     "PostgreSQL READ ONLY transaction", "PostgreSQL statement_timeout", "PostgreSQL row cap",
-    "static allow-list",
+    "static allow-list", "context database sandbox",
 )
 
 
@@ -129,43 +146,39 @@ def _sources(lib: Path) -> dict[Path, str]:
     return {p: p.read_text() for p in sorted(lib.rglob("*.py"))}
 
 
-def _scope(text: str, within: str) -> tuple[int, int]:
-    """Character span of the innermost function containing the one line matching ``within``."""
-    hits = [m for m in re.finditer(within, text, re.MULTILINE)]
-    if len(hits) != 1:
-        raise LocateError(f"anchor {within!r} matches {len(hits)} times")
-    line = text.count("\n", 0, hits[0].start()) + 1
-    best = None
+def _functions(text: str, anchors: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Character spans of the innermost functions in ``text`` whose source matches every anchor."""
+    if not all(re.search(a, text, re.MULTILINE) for a in anchors):
+        return []
+    starts = [0] + [m.end() for m in re.finditer("\n", text)] + [len(text)]
+    spans = []
     for node in ast.walk(ast.parse(text)):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.lineno <= line <= node.end_lineno:
-            if best is None or node.lineno >= best.lineno:
-                best = node
-    if best is None:
-        raise LocateError(f"anchor {within!r} is not inside a function")
-    starts = [0] + [m.end() for m in re.finditer("\n", text)]
-    return starts[best.lineno - 1], starts[best.end_lineno] if best.end_lineno < len(starts) else len(text)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lo, hi = starts[node.lineno - 1], starts[min(node.end_lineno, len(starts) - 1)]
+            if all(re.search(a, text[lo:hi], re.MULTILINE) for a in anchors):
+                spans.append((lo, hi))
+    return [s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
 
 
 def locate(mutation: Mutation, sources: dict[Path, str]) -> dict[Path, str]:
     """The mutated text of every file the mutation changes; LocateError unless each edit matches exactly."""
     changed: dict[Path, str] = {}
     for edit in mutation.edits:
-        found = []
+        scopes = []
         for path, original in sources.items():
             text = changed.get(path, original)
-            if edit.within is not None:
-                if not re.search(edit.within, text, re.MULTILINE):
-                    continue
-                lo, hi = _scope(text, edit.within)
-            else:
-                lo, hi = 0, len(text)
-            n = len(re.findall(edit.pattern, text[lo:hi], re.MULTILINE))
-            if n:
-                found.append((path, text, lo, hi, n))
+            spans = _functions(text, edit.within) if edit.within else [(0, len(text))]
+            scopes += [(path, text, lo, hi) for lo, hi in spans]
+        if edit.within and len(scopes) != 1:
+            where_ = ", ".join(str(p.relative_to(ROOT)) for p, *_ in scopes) or "nowhere"
+            raise LocateError(f"{mutation.id}: {len(scopes)} functions match {edit.within} (want 1): {where_}")
+        found = [(path, text, lo, hi, len(re.findall(edit.pattern, text[lo:hi], re.MULTILINE)))
+                 for path, text, lo, hi in scopes]
+        found = [f for f in found if f[4]]
         total = sum(f[4] for f in found)
         if total != edit.count:
-            where = ", ".join(f"{p.relative_to(ROOT)} ({n})" for p, _, _, _, n in found) or "nowhere"
-            raise LocateError(f"{mutation.id}: {edit.pattern!r} matches {total} times (want {edit.count}): {where}")
+            where_ = ", ".join(f"{p.relative_to(ROOT)} ({n})" for p, _, _, _, n in found) or "nowhere"
+            raise LocateError(f"{mutation.id}: {edit.pattern!r} matches {total} times (want {edit.count}): {where_}")
         for path, text, lo, hi, _ in found:
             changed[path] = text[:lo] + re.sub(edit.pattern, edit.repl, text[lo:hi], flags=re.MULTILINE) + text[hi:]
     for path, text in changed.items():

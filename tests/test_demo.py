@@ -4,6 +4,7 @@ with fewer training steps and a smaller evaluation sample."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -33,15 +34,21 @@ def test_demo_quick_runs_every_step_and_leaves_nothing_running(tmp_path):
     report = tmp_path / "demo" / "report"
     assert (report / "report.json").is_file() and (report / "manifest.json").is_file()
     assert sorted(p.name for p in report.glob("*.png"))
-    # The served model answered every question over HTTP.
-    assert log.count("\nQ: ") == 3 and log.count("\nSQL: ") == 3, log[-4000:]
-    assert "Demo timings:" in log
-    # Nothing of the demo keeps running: no Ray process of its cluster, no embedded S3 server.
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import demo
     finally:
         sys.path.pop(0)
+    # The served model answered every question over HTTP, and wrote the same SQL as the evaluation's merged
+    # variant for each question of a category the (sampled) evaluation scored.
+    assert log.count("\nQ: ") == 3 and log.count("\nSQL: ") == 3, log[-4000:]
+    rows = [json.loads(line) for line in (report / "predictions.jsonl").read_text().splitlines() if line.strip()]
+    scored = set(demo.DEMO_CATEGORIES) & {r["category"] for r in rows if r["variant"] == "merged"}
+    parity = [line.strip() for line in log.splitlines() if "same SQL as the evaluation's merged variant" in line]
+    assert scored and len(parity) == len(scored), (scored, log[-4000:])
+    assert all(line.endswith("merged variant: yes") for line in parity), parity
+    assert "Demo timings:" in log
+    # Nothing of the demo keeps running: no Ray process of its cluster, no embedded S3 server.
     assert demo.own_ray_processes() == []
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     assert str(tmp_path) not in ps

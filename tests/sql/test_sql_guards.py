@@ -18,6 +18,7 @@ import pytest
 from sql_helpers import run_bounded
 
 from sqltune.sql import execute
+from sqltune.sql.context_db import execute_in_context
 
 ENDLESS_COUNT = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
 ENDLESS_ROWS = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT x FROM c"
@@ -65,9 +66,11 @@ def test_sqlite_read_only_open_leaves_a_live_wal_database_alone(tmp_path):
         "the database or its WAL changed"
 
 
-def test_sqlite_authorizer_refuses_pragmas(sqlite_db):
-    """Statements the read-only open and query_only both allow: only the authorizer refuses them."""
-    for sql in ("PRAGMA query_only = 0", "PRAGMA writable_schema = 1", "PRAGMA journal_mode = DELETE"):
+def test_sqlite_authorizer_refuses_pragmas_and_pointer_leaks(sqlite_db):
+    """Statements the read-only open and query_only both allow: only the authorizer refuses them.
+    (fts3_tokenizer('simple') returns the address of a C struct: an ASLR leak.)"""
+    for sql in ("PRAGMA query_only = 0", "PRAGMA writable_schema = 1", "PRAGMA journal_mode = DELETE",
+                "SELECT fts3_tokenizer('simple')"):
         res = execute(sql, db=str(sqlite_db), precheck=False)
         assert res.category == "not_read_only", (sql, res)
 
@@ -206,3 +209,36 @@ def test_static_allow_list_alone_protects_an_admin_dsn(pg_dbs):
                 "SELECT * FROM query_to_xml('DELETE FROM t', true, true, '')"):
         res = execute(sql, db=admin)
         assert res.category == "not_read_only" and res.error.startswith("not a read-only query"), (sql, res)
+
+
+# -- context databases (in-memory SQLite built from CREATE/INSERT text) -----------------------------
+
+
+def _context(extra: str = "") -> str:
+    """A context of its own (built databases are cached per context text)."""
+    name = f"t_{uuid.uuid4().hex[:8]}"
+    return f"CREATE TABLE {name} (a INTEGER); INSERT INTO {name} VALUES (1), (2);{extra}"
+
+
+def test_context_query_authorizer_refuses_pragmas_and_pointer_leaks():
+    for sql in ("PRAGMA query_only = 0", "PRAGMA writable_schema = 1", "SELECT fts3_tokenizer('simple')"):
+        res = execute_in_context(sql, context=_context(), precheck=False)
+        assert res.category == "not_read_only", (sql, res)
+
+
+def test_context_build_stops_at_its_deadline():
+    """A context statement that never ends (a count over an endless recursion: no memory, all CPU)."""
+    endless = " INSERT INTO t2 SELECT count(*) FROM (" + ENDLESS_ROWS + ");"
+    ctx = _context(" CREATE TABLE t2 (n INTEGER);" + endless)
+    res = run_bounded(lambda: execute_in_context("SELECT 1", context=ctx, timeout_s=0.5), "building an endless context")
+    assert res.category == "runtime" and "timed out" in res.error, res
+
+
+def test_context_query_stops_at_its_deadline_and_row_cap():
+    ctx = _context()
+    res = run_bounded(lambda: execute_in_context(ENDLESS_COUNT, context=ctx, timeout_s=0.5, precheck=False),
+                      "an endless query on a context database")
+    assert res.category == "timeout", res
+    res = run_bounded(lambda: execute_in_context(ENDLESS_ROWS, context=ctx, timeout_s=5.0, max_rows=3, precheck=False),
+                      "an endless result on a context database")
+    assert res.category == "too_many_rows" and res.rows == [(1,), (2,), (3,)], res
