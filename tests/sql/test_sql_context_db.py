@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sql_helpers import run_bounded
 
 from sqltune.errors import SQLError
 from sqltune.sql.context_db import (
@@ -41,7 +42,7 @@ def test_sql_create_context_gives_empty_tables():
 
 @pytest.mark.parametrize("case", HOSTILE["cases"], ids=lambda c: c["sql"][:40])
 def test_hostile_queries_cost_the_query_only(case):
-    res = execute_in_context(case["sql"], context=HOSTILE["context"], timeout_s=0.5)
+    res = run_bounded(lambda: execute_in_context(case["sql"], context=HOSTILE["context"], timeout_s=0.5), case["sql"])
     assert res.category == case["category"], res
     again = execute_in_context("SELECT COUNT(*) FROM ships", context=HOSTILE["context"])
     assert again.rows == [(2,)]  # each query runs on its own copy: nothing carries over

@@ -242,3 +242,11 @@ def test_context_query_stops_at_its_deadline_and_row_cap():
     res = run_bounded(lambda: execute_in_context(ENDLESS_ROWS, context=ctx, timeout_s=5.0, max_rows=3, precheck=False),
                       "an endless result on a context database")
     assert res.category == "too_many_rows" and res.rows == [(1,), (2,), (3,)], res
+
+
+def test_context_static_allow_list_refuses_before_running():
+    """The pre-check refuses these before any database is built (the engine would refuse them too, later
+    and with its own message)."""
+    for sql in ("DELETE FROM t", "SELECT load_extension('x')", "ATTACH DATABASE '/tmp/x.db' AS x"):
+        res = execute_in_context(sql, context=_context())
+        assert res.category == "not_read_only" and res.error.startswith("not a read-only query"), (sql, res)

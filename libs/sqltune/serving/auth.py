@@ -80,7 +80,7 @@ class BearerAuthMiddleware:
         if not self._authorized(scope):
             has_header = any(k == b"authorization" for k, _ in scope.get("headers", []))
             msg = (
-                "invalid bearer token"
+                "invalid bearer token in the Authorization header"
                 if has_header
                 else "missing bearer token: send 'Authorization: Bearer <token>'"
             )
