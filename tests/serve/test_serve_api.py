@@ -374,7 +374,7 @@ def test_token_rotation_accepts_both_tokens_through_ray_serve(adapter_server):
 def test_adapter_is_served_on_its_base_model_uri(adapter_server):
     """The adapter's record names a base that does not exist: the server answers only because it loaded
     base_model_uri, and it answers what the same adapter on that base generates locally."""
-    from sqltune.models.generate import generate_batch, prompts_for
+    from sqltune.generation.generate import generate_batch, prompts_for
     from sqltune.models.loading import load_for_inference
     from sqltune.prompts import clean_sql
 
