@@ -57,11 +57,11 @@ class Mutation:
 
 
 def _drop_line(text: str) -> str:
-    """A pattern matching the whole source line containing ``text`` (a regex); replaced by ``pass``."""
-    return rf"^(?P<indent>[ \t]*)\S[^\n]*{text}[^\n]*$"
+    """The pattern of an edit that removes the whole statement containing ``text`` (with repl=DROP)."""
+    return text
 
 
-DROP = r"\g<indent>pass  # guard removed"
+DROP = "<the statement is replaced by pass>"  # repl of an edit that removes whole statements (however wrapped)
 # Code that identifies each function holding guards (found by what it does, not by its name or file).
 SQLITE_RUNNER = (r"\?mode=ro\b", r"\.set_authorizer\(")  # opens the SQLite file and runs the query
 DUCKDB_RUNNER = (r"\bread_only=True\b", r"\.interrupt\(\)")  # opens the DuckDB file and runs the query
@@ -160,6 +160,30 @@ def _functions(text: str, anchors: tuple[str, ...]) -> list[tuple[int, int]]:
     return [s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
 
 
+def _drop_statements(text: str, offsets: list[int]) -> str:
+    """``text`` with each simple statement containing one of ``offsets`` replaced by ``pass``."""
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    spans = set()
+    for offset in offsets:
+        line_no = next(i for i in range(len(lines)) if starts[i] <= offset < starts[i + 1]) + 1
+        best = None
+        for node in ast.walk(ast.parse(text)):
+            simple = isinstance(node, ast.stmt) and not hasattr(node, "body")
+            if simple and node.lineno <= line_no <= node.end_lineno:
+                if best is None or node.lineno >= best.lineno:
+                    best = node
+        if best is None:
+            raise LocateError(f"no statement around line {line_no}")
+        spans.add((best.lineno, best.end_lineno))
+    for first, last in sorted(spans, reverse=True):
+        indent = re.match(r"[ \t]*", lines[first - 1]).group(0)
+        lines[first - 1 : last] = [f"{indent}pass  # guard removed\n"]
+    return "".join(lines)
+
+
 def locate(mutation: Mutation, sources: dict[Path, str]) -> dict[Path, str]:
     """The mutated text of every file the mutation changes; LocateError unless each edit matches exactly."""
     changed: dict[Path, str] = {}
@@ -180,7 +204,12 @@ def locate(mutation: Mutation, sources: dict[Path, str]) -> dict[Path, str]:
             where_ = ", ".join(f"{p.relative_to(ROOT)} ({n})" for p, _, _, _, n in found) or "nowhere"
             raise LocateError(f"{mutation.id}: {edit.pattern!r} matches {total} times (want {edit.count}): {where_}")
         for path, text, lo, hi, _ in found:
-            changed[path] = text[:lo] + re.sub(edit.pattern, edit.repl, text[lo:hi], flags=re.MULTILINE) + text[hi:]
+            if edit.repl == DROP:
+                changed[path] = _drop_statements(text, [lo + m.start() for m in
+                                                        re.finditer(edit.pattern, text[lo:hi], re.MULTILINE)])
+            else:
+                changed[path] = (text[:lo] + re.sub(edit.pattern, edit.repl, text[lo:hi], flags=re.MULTILINE)
+                                 + text[hi:])
     for path, text in changed.items():
         try:
             compile(text, str(path), "exec")
