@@ -168,7 +168,8 @@ def _run_stage(cfg: TuneConfig, stage_name: str, stage: StageSettings, param_spa
     work = Path(cfg.work_dir).expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
-        tune.with_resources(_TrialWithParams, {"CPU": 0}),
+        # A trial's own process only waits on its Ray Train run, whose workers reserve the CPUs/GPUs.
+        tune.with_resources(_TrialWithParams, {"CPU": 0.01}),
         param_space=space_with_train(param_space),
         tune_config=tune.TuneConfig(
             metric=cfg.metric, mode=cfg.mode(), scheduler=scheduler, num_samples=num_samples,
