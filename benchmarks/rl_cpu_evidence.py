@@ -61,6 +61,7 @@ def main() -> int:
     ap.add_argument("--grpo-steps", type=int, default=30)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--sft-adapter", default=None, help="reuse this published SFT adapter (skip the SFT run)")
     args = ap.parse_args()
 
     import ray
@@ -94,14 +95,19 @@ def main() -> int:
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=True)
     try:
         t_sft = time.time()
-        sft_cfg = {**common, "run_name": "evidence-sft", "optim": {"lr": 3e-3, "warmup_steps": 5},
-                   "train": {"max_steps": args.sft_steps, "batch_size": 8, "log_every": 25},
-                   "eval": {"interval": args.sft_steps}, "checkpoint": {"interval": args.sft_steps}}
-        sft = run(preflight(TrainConfig.from_dict(sft_cfg)))
+        if args.sft_adapter:
+            sft_uri = args.sft_adapter
+            sft_metrics = json.loads((Path(sft_uri) / "metrics.json").read_text())
+        else:
+            sft_cfg = {**common, "run_name": "evidence-sft", "optim": {"lr": 3e-3, "warmup_steps": 5},
+                       "train": {"max_steps": args.sft_steps, "batch_size": 8, "log_every": 25},
+                       "eval": {"interval": args.sft_steps}, "checkpoint": {"interval": args.sft_steps}}
+            sft = run(preflight(TrainConfig.from_dict(sft_cfg)))
+            sft_uri, sft_metrics = sft.adapter_uri, sft.metrics
         sft_s = time.time() - t_sft
         t_grpo = time.time()
         grpo_cfg = {**common, "run_name": "evidence-grpo", "method": "grpo",
-                    "model": {**common["model"], "init_adapter": sft.adapter_uri},
+                    "model": {**common["model"], "init_adapter": sft_uri},
                     "optim": {"optimizer": "adamw", "lr": 5e-4, "schedule": "constant", "warmup_steps": 0},
                     "train": {"max_steps": args.grpo_steps, "batch_size": 4, "log_every": 5},
                     "grpo": {"num_generations": 8, "max_new_tokens": 40, "temperature": 1.0},
@@ -121,8 +127,8 @@ def main() -> int:
         "command": "python benchmarks/rl_cpu_evidence.py " + " ".join(sys.argv[1:]),
         "dataset": {"examples": len(TABLES) * len(TEMPLATES), **grpo.metrics["dataset"]},
         "model": {"shape": shape.to_dict(), "mode": "qlora", "lora_r": 16},
-        "sft": {"steps": args.sft_steps, "eval_loss": sft.metrics["final"]["eval_loss"],
-                "wall_s": round(sft_s, 1)},
+        "sft": {"steps": sft_metrics["final"]["step"], "eval_loss": sft_metrics["final"]["eval_loss"],
+                "adapter": sft_uri, "wall_s": None if args.sft_adapter else round(sft_s, 1)},
         "grpo": {"steps": args.grpo_steps, "num_generations": 8, "batch_size": 4, "lr": 5e-4,
                  "validation": evals, "train": train, "wall_s": round(grpo_s, 1)},
         "validation_reward_before": evals[0]["eval_reward"], "validation_reward_after": evals[-1]["eval_reward"],
