@@ -253,6 +253,26 @@ def test_malformed_and_missing(client):
     r = client.get("/v1/nothing-here")
     assert_error(r, 404)
     assert_error(client.get("/v1/sql"), 405)
+    # Bodies the JSON reader cannot read at all name the body too.
+    assert_error(client.post("/v1/sql", content=b'{"question": "caf\xe9"}', headers=JSON), 400, "body")
+    deep = b"[" * 3000 + b"]" * 3000
+    assert_error(client.post("/v1/sql", content=deep, headers=JSON), 400, "body")
+
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_lone_surrogate_is_a_400_naming_the_field(client, stream):
+    """JSON can spell a lone UTF-16 surrogate (\\ud800), which no UTF-8 text holds: 400, never a 500."""
+    sql = b'{"question": "how many\\ud800?", "schema": ' + json.dumps(SHOP_SCHEMA).encode() + b"}"
+    err = assert_error(client.post("/v1/sql", content=sql, headers=JSON), 400, "question")
+    assert err["code"] == "invalid_unicode"
+    sql = json.dumps({"question": "q", "schema": "CREATE TABLE \udfff (a INT);"}).encode()
+    assert_error(client.post("/v1/sql", content=sql, headers=JSON), 400, "schema")
+    chat = {"messages": [{"role": "user", "content": "hi \ud83d"}], "stream": stream}
+    r = client.post("/v1/chat/completions", content=json.dumps(chat).encode(), headers=JSON)
+    assert_error(r, 400, "messages[0].content")
 
 
 def test_oversized_inputs(client, server):

@@ -17,12 +17,18 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sqltune import __version__
-from sqltune.serving.auth import BearerAuthMiddleware, tokens_from_env
-from sqltune.serving.backend import Backend
+from sqltune.serving.auth import OPEN_PATHS, BearerAuthMiddleware, tokens_from_env
+from sqltune.serving.backend import BACKEND_ERRORS, Backend
 from sqltune.serving.config import ServeArgs
-from sqltune.serving.http_errors import ApiError, error_response, validation_error
+from sqltune.serving.http_errors import (
+    ApiError,
+    body_parse_error,
+    error_response,
+    error_responses,
+    validation_error,
+)
 from sqltune.serving.limits import BodySizeLimitMiddleware, BodyTooLarge
-from sqltune.serving.metrics import MetricsMiddleware
+from sqltune.serving.metrics import OUTCOME_KEY, MetricsMiddleware
 from sqltune.serving.openai_api import add_openai_routes
 from sqltune.serving.sql_api import add_sql_routes
 from sqltune.serving.state import AppState
@@ -55,7 +61,9 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
         return validation_error(exc)
 
     @app.exception_handler(ApiError)
-    async def _on_api_error(_request: Request, exc: ApiError):
+    async def _on_api_error(request: Request, exc: ApiError):
+        if exc.outcome:
+            request.scope[OUTCOME_KEY] = exc.outcome
         return error_response(
             exc.status, exc.message, param=exc.param, code=exc.code, type_=exc.type, headers=exc.headers
         )
@@ -64,6 +72,8 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
     async def _on_http(_request: Request, exc: StarletteHTTPException):
         if isinstance(exc, BodyTooLarge):
             return error_response(413, str(exc.detail), param="body", code="request_too_large")
+        if exc.status_code == 400 and exc.__cause__ is not None:
+            return body_parse_error(exc.__cause__)  # FastAPI's reader failed below JSON decoding
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return error_response(
             exc.status_code, str(exc.detail), code=code, headers=getattr(exc, "headers", None)
@@ -78,25 +88,62 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Readiness: the model is loaded and warmed up.")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Readiness: the model is loaded and warmed up.",
+        responses=error_responses(503),
+    )
     async def readyz():
         try:
             info = await state.info()
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
-            return error_response(503, f"model not ready: {type(exc).__name__}", code="not_ready")
+            why = str(exc) if isinstance(exc, BACKEND_ERRORS) and str(exc) else type(exc).__name__
+            return error_response(
+                503, f"model not ready: {why}", code="not_ready", headers={"Retry-After": "1"}
+            )
         if not info.ready:
             return error_response(503, "model is warming up", code="not_ready")
         return {"status": "ready", **dataclasses.asdict(info)}
 
     @app.get(
-        "/v1/stats", tags=["ops"], summary="Engine batch sizes and counters (one replica) and ingress counts."
+        "/v1/stats",
+        tags=["ops"],
+        summary="Engine batch sizes and counters (one replica) and ingress counts.",
+        responses=error_responses(401, 500, 503, 504),
     )
     async def stats():
         return {"engine": await state.stats(), "ingress": dict(state.metrics.counts)}
 
     add_sql_routes(app, state)
     add_openai_routes(app, state)
+    _document_security(app, bool(tokens_from_env(args.api_token_env)))
     return app
+
+
+def _document_security(app: FastAPI, auth: bool) -> None:
+    """Declare the bearer token in the OpenAPI document (every route but the open ones needs it)."""
+    if not auth:
+        return
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        doc = build()
+        doc.setdefault("components", {}).setdefault("securitySchemes", {})["bearerAuth"] = {
+            "type": "http",
+            "scheme": "bearer",
+        }
+        for path, ops in doc.get("paths", {}).items():
+            if path in OPEN_PATHS:
+                continue
+            for op in ops.values():
+                op["security"] = [{"bearerAuth": []}]
+        app.openapi_schema = doc
+        return doc
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 __all__ = ["create_app"]

@@ -8,6 +8,7 @@ a request the replica refuses comes back as a :class:`~sqltune.serving.protocol.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
@@ -53,5 +54,44 @@ class Backend(Protocol):
 
     async def stats(self, *, timeout: float | None = None) -> dict[str, Any]: ...
 
+    def replicas(self) -> int | None:
+        """How many model replicas the ingress can route to now (None: it cannot tell)."""
+        ...
 
-__all__ = ["BACKEND_ERRORS", "Backend", "BackendFailure", "BackendTimeout", "Overloaded"]
+
+class InProcessBackend:
+    """A :class:`Backend` over a replica in this process (a ``ModelServer``): tests and benchmarks run
+    the HTTP app and the real replica code without Ray."""
+
+    def __init__(self, replica: Any):
+        self.replica = replica
+
+    async def _bounded(self, coro, timeout: float | None, what: str):
+        try:
+            return await asyncio.wait_for(coro, timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise BackendTimeout(what) from None
+
+    async def sql(self, request: SqlGeneration, *, timeout: float | None = None) -> Completion | Rejection:
+        return await self._bounded(self.replica.sql(request), timeout, "sql")
+
+    async def chat(self, request: ChatGeneration, *, timeout: float | None = None) -> Completion | Rejection:
+        return await self._bounded(self.replica.chat(request), timeout, "chat")
+
+    async def chat_stream(
+        self, request: ChatGeneration, *, timeout: float | None = None
+    ) -> AsyncIterator[StreamItem]:
+        async for item in self.replica.chat_stream(request):
+            yield item
+
+    async def info(self, *, timeout: float | None = None) -> ReplicaInfo:
+        return self.replica.info()
+
+    async def stats(self, *, timeout: float | None = None) -> dict[str, Any]:
+        return self.replica.stats()
+
+    def replicas(self) -> int | None:
+        return 1
+
+
+__all__ = ["BACKEND_ERRORS", "Backend", "BackendFailure", "BackendTimeout", "InProcessBackend", "Overloaded"]

@@ -69,11 +69,35 @@ class RayModelBackend:
     def __init__(self, handle: DeploymentHandle):
         self.handle = handle
 
+    def replicas(self) -> int | None:
+        """Running replicas the handle's router knows (None before the first call, or if this Ray
+        version's router cannot be read: then readiness asks a replica instead)."""
+        try:
+            router = self.handle._router
+            request_router = router._asyncio_router.request_router if router is not None else None
+            return None if request_router is None else len(request_router.curr_replicas)
+        except Exception:  # noqa: BLE001 - a private structure: any change means "cannot tell"
+            return None
+
+    async def _once_more(self, method: str, request: Any, timeout: float | None) -> Any:
+        """Call ``method``; when the replica dies under the call, once more on another replica if the
+        router still has one (generation has no side effects, so the retry is safe)."""
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        try:
+            return await _answer(getattr(self.handle, method).remote(request), method, timeout)
+        except BackendFailure:
+            if not self.replicas():
+                raise
+            log.warning("a model replica died under a %s request; retrying it on another replica", method)
+            left = None if timeout is None else max(0.001, timeout - (loop.time() - start))
+            return await _answer(getattr(self.handle, method).remote(request), method, left)
+
     async def sql(self, request: SqlGeneration, *, timeout: float | None = None) -> Completion | Rejection:
-        return await _answer(self.handle.sql.remote(request), "sql", timeout)
+        return await self._once_more("sql", request, timeout)
 
     async def chat(self, request: ChatGeneration, *, timeout: float | None = None) -> Completion | Rejection:
-        return await _answer(self.handle.chat.remote(request), "chat", timeout)
+        return await self._once_more("chat", request, timeout)
 
     async def info(self, *, timeout: float | None = None) -> ReplicaInfo:
         return await _answer(self.handle.info.remote(), "info", timeout)
@@ -84,9 +108,24 @@ class RayModelBackend:
     async def chat_stream(
         self, request: ChatGeneration, *, timeout: float | None = None
     ) -> AsyncIterator[StreamItem]:
-        gen = self.handle.options(stream=True).chat_stream.remote(request)
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        started = False
+        try:
+            async for item in self._stream(request, deadline):
+                started = True
+                yield item
+        except BackendFailure:
+            # Nothing was sent yet: the stream starts over on another replica, once, if there is one.
+            if started or not self.replicas():
+                raise
+            log.warning("a model replica died before a stream started; retrying it on another replica")
+            async for item in self._stream(request, deadline):
+                yield item
+
+    async def _stream(self, request: ChatGeneration, deadline: float | None) -> AsyncIterator[StreamItem]:
+        gen = self.handle.options(stream=True).chat_stream.remote(request)
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 left = None if deadline is None else max(0.001, deadline - loop.time())

@@ -39,18 +39,23 @@ class LengthLimits:
     prompt_token_cap: int
     max_messages: int
     seq_len: int
-    """The engine's cache row (prompt + output), as the engine rounded it."""
+    """Longest prompt + output: the engine's cache row (as the engine rounded it) or the model's context
+    length, whichever is shorter."""
 
     @classmethod
-    def from_args(cls, args: ServeArgs, seq_len: int) -> LengthLimits:
+    def from_args(cls, args: ServeArgs, seq_len: int, context_length: int | None = None) -> LengthLimits:
+        """The configured caps, bounded by the model's own ``context_length`` (its position count):
+        prompt + output never exceeds it, whatever the configured caps add up to."""
+        row = min(seq_len, context_length) if context_length else seq_len
+        prompt_cap = min(args.prompt_token_cap, row - 1)
         return cls(
             default_max_new_tokens=args.default_max_new_tokens,
             max_new_tokens_cap=args.max_new_tokens_cap,
-            max_question_tokens=args.max_question_tokens,
-            max_schema_tokens=args.max_schema_tokens,
-            prompt_token_cap=args.prompt_token_cap,
+            max_question_tokens=min(args.max_question_tokens, prompt_cap),
+            max_schema_tokens=min(args.max_schema_tokens, prompt_cap),
+            prompt_token_cap=prompt_cap,
             max_messages=args.max_messages,
-            seq_len=seq_len,
+            seq_len=row,
         )
 
     def new_tokens(self, value: int | None, param: str) -> int:

@@ -7,7 +7,9 @@ break a request.
 Exported series (Prometheus adds the ``ray_`` prefix):
 
 * ``sqltune_requests_total{route, outcome, status}`` - requests by route and outcome
-  (ok, client_error, unauthorized, too_large, overloaded, timeout, error).
+  (ok, client_error, unauthorized, too_large, overloaded, timeout, database_unavailable, replica_failed,
+  client_closed, error). A client that disconnects before its answer is complete is counted with
+  status ``499`` and outcome ``client_closed``, not as a server error.
 * ``sqltune_request_latency_seconds{route}`` - end-to-end latency in the ingress (histogram).
 * ``sqltune_sql_generated_total{valid, read_only}`` - generated SQL; valid-SQL rate =
   ``sum(rate(...{valid="true"}[5m])) / sum(rate(...[5m]))``.
@@ -18,6 +20,7 @@ Exported series (Prometheus adds the ``ray_`` prefix):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -26,6 +29,11 @@ from sqltune.serving.auth import app_path
 
 log = logging.getLogger(__name__)
 
+OUTCOME_KEY = "sqltune.outcome"
+"""Where a handler puts the outcome label the status alone does not tell (in the ASGI scope)."""
+CLIENT_CLOSED = 499
+"""The status counted for a request whose client disconnected first (nginx's convention)."""
+
 LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
@@ -33,6 +41,8 @@ BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 def outcome_of(status: int) -> str:
     if status < 400:
         return "ok"
+    if status == CLIENT_CLOSED:
+        return "client_closed"
     if status == 401:
         return "unauthorized"
     if status == 413:
@@ -90,8 +100,8 @@ class IngressMetrics:
         )
         self.counts: dict[str, int] = {}
 
-    def request(self, route: str, status: int, seconds: float) -> None:
-        outcome = outcome_of(status)
+    def request(self, route: str, status: int, seconds: float, outcome: str | None = None) -> None:
+        outcome = outcome or outcome_of(status)
         key = f"{route} {outcome}"
         self.counts[key] = self.counts.get(key, 0) + 1
         try:
@@ -150,19 +160,40 @@ class MetricsMiddleware:
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = 500
+        finished = False  # the last body message went out
+        disconnected = False  # the client left before that
+
+        async def tracking_receive():
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect" and not finished:
+                disconnected = True
+            return message
 
         async def tracking_send(message):
-            nonlocal status
+            nonlocal status, finished, disconnected
             if message["type"] == "http.response.start":
                 status = int(message["status"])
-            await send(message)
+            try:
+                await send(message)
+            except OSError:  # the client's socket is gone (uvicorn's ClientDisconnect is an OSError)
+                disconnected = True
+                raise
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                finished = True
 
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, tracking_receive, tracking_send)
+        except asyncio.CancelledError:
+            disconnected = not finished  # Ray Serve cancels a request whose client disconnected
+            raise
         finally:
             route = scope.get("route")
             name = getattr(route, "path", None) or _known(scope)
-            self.metrics.request(name, status, time.perf_counter() - start)
+            outcome = scope.get(OUTCOME_KEY)
+            if disconnected:
+                status, outcome = CLIENT_CLOSED, "client_closed"
+            self.metrics.request(name, status, time.perf_counter() - start, outcome)
 
 
 def _known(scope: dict) -> str:

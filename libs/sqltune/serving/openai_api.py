@@ -14,7 +14,14 @@ from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
 from sqltune.serving.config import ServeArgs
-from sqltune.serving.http_errors import ApiError, type_for
+from sqltune.serving.backend import BACKEND_ERRORS
+from sqltune.serving.http_errors import (
+    MODEL_ROUTE_ERRORS,
+    ApiError,
+    backend_error,
+    error_responses,
+    type_for,
+)
 from sqltune.serving.protocol import (
     ChatGeneration,
     ChatMessageText,
@@ -79,17 +86,39 @@ def chat_generation(body: ChatRequest) -> ChatGeneration:
 def add_openai_routes(app: FastAPI, state: AppState) -> None:
     args = state.args
 
-    @app.get("/v1/models", tags=["openai"], summary="OpenAI-compatible model list.")
+    @app.get(
+        "/v1/models",
+        tags=["openai"],
+        summary="OpenAI-compatible model list.",
+        responses=error_responses(401),
+    )
     async def models():
         return {"object": "list", "data": [_model_card(args)]}
 
-    @app.get("/v1/models/{model_id:path}", tags=["openai"], summary="OpenAI-compatible model lookup.")
+    @app.get(
+        "/v1/models/{model_id:path}",
+        tags=["openai"],
+        summary="OpenAI-compatible model lookup.",
+        responses=error_responses(401, 404),
+    )
     async def model(model_id: str):
         if model_id != args.served_name:
             raise _not_served(args, model_id)
         return _model_card(args)
 
-    @app.post("/v1/chat/completions", tags=["openai"], summary="OpenAI-compatible chat completion (greedy).")
+    @app.post(
+        "/v1/chat/completions",
+        tags=["openai"],
+        summary="OpenAI-compatible chat completion (greedy).",
+        responses={
+            200: {
+                "description": "A chat.completion object, or with stream=true server-sent events of "
+                "chat.completion.chunk objects ending with 'data: [DONE]'.",
+                "content": {"application/json": {}, "text/event-stream": {}},
+            },
+            **MODEL_ROUTE_ERRORS,
+        },
+    )
     async def chat(body: ChatRequest):
         if body.model and body.model != args.served_name:
             raise _not_served(args, body.model)
@@ -189,6 +218,11 @@ def _event_stream(
                     item = await rest.__anext__()
                 except StopAsyncIteration:
                     break
+        except BACKEND_ERRORS as exc:  # the stream has started: report in-band (replica died, deadline)
+            log.warning("stream failed: %s", exc)
+            err = backend_error(exc, args.request_timeout_s)
+            body = {"message": err.message, "type": err.type, "param": None, "code": err.code}
+            yield _sse({"error": {**body, "status": err.status}})
         except Exception as exc:  # noqa: BLE001 - the stream has started: report in-band
             log.warning("stream failed: %s", exc)
             yield _sse(
@@ -198,6 +232,7 @@ def _event_stream(
                         "type": "server_error",
                         "param": None,
                         "code": "stream_error",
+                        "status": 500,
                     }
                 }
             )

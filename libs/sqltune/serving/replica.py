@@ -57,6 +57,14 @@ def verify_artifact(uri: str, *, require_manifest: bool = False) -> None:
         log.warning("%s has no manifest.json: serving it unverified (publish artifacts for production)", path)
 
 
+def context_length(model: Any) -> int | None:
+    """The number of positions the model accepts (None when its config does not say)."""
+    cfg = getattr(model, "config", None)
+    cfg = getattr(cfg, "text_config", None) or cfg
+    value = getattr(cfg, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
 def _batch(req: GenRequest) -> BatchInfo:
     return BatchInfo(max_decode_batch=req.max_batch, prefill_batch=req.prefill_batch)
 
@@ -90,16 +98,17 @@ class ModelServer:
         self.template = loaded.template
         self.name = a.served_name
         self.stop_ids = frozenset(stop_token_ids(self.tokenizer))
+        self.context_length = context_length(loaded.model)
         cfg = EngineConfig(
             max_slots=a.max_batch_size,
-            seq_len=a.seq_len,
+            seq_len=min(a.seq_len, self.context_length) if self.context_length else a.seq_len,
             decode_chunk=a.decode_chunk,
             batch_wait_s=a.batch_wait_timeout_s,
             cuda_graphs=a.cuda_graphs,
             compile=a.compile,
         )
         self.engine = build_engine(loaded.model, self.tokenizer, cfg)
-        self.limits = LengthLimits.from_args(a, self.engine.cfg.seq_len)
+        self.limits = LengthLimits.from_args(a, self.engine.cfg.seq_len, self.context_length)
         if a.warmup:
             self.engine.warmup()  # compiles, captures CUDA graphs, then starts the scheduler
         else:
@@ -332,4 +341,4 @@ class ModelServer:
         )
 
 
-__all__ = ["ModelServer", "verify_artifact"]
+__all__ = ["ModelServer", "context_length", "verify_artifact"]

@@ -5,9 +5,31 @@ They are the OpenAPI document's schemas; the ingress turns them into the replica
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
+
+from sqltune.serving.http_errors import INVALID_UNICODE
+
+
+def _valid_unicode(value: str) -> str:
+    """Text must be encodable as UTF-8: JSON's ``\\ud800`` escapes can spell lone surrogates, which no
+    tokenizer (and no JSON response) can carry."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise PydanticCustomError(
+            INVALID_UNICODE,
+            "invalid Unicode: a lone surrogate ({char}) at character {at}; send valid UTF-8 text "
+            "(a character outside the BMP is one surrogate pair in JSON, e.g. \\ud83d\\ude00)",
+            {"char": f"U+{ord(value[exc.start]):04X}", "at": exc.start},
+        ) from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+"""A request string that must be valid Unicode (a lone surrogate is a 400 naming the field)."""
 
 
 class SQLRequest(BaseModel):
@@ -15,23 +37,23 @@ class SQLRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    question: str = Field(..., description="The natural-language question.", examples=["How many customers?"])
-    schema_text: str | None = Field(
+    question: Text = Field(..., description="The natural-language question.", examples=["How many customers?"])
+    schema_text: Text | None = Field(
         None, alias="schema", description="CREATE TABLE statements of the database."
     )
-    database: str | None = Field(
+    database: Text | None = Field(
         None, description="Name of a database configured on the server (args.databases)."
     )
-    tables: list[str] | None = Field(
+    tables: list[Text] | None = Field(
         None,
         description="With 'database': put only these of its tables in the prompt (schema linking done by "
         "the caller; a model trained on per-question table subsets wants the same here).",
         examples=[["customers", "orders"]],
     )
-    dialect: str | None = Field(
+    dialect: Text | None = Field(
         None, description="sqlite | duckdb | postgres (default: the database's, else sqlite)."
     )
-    evidence: str | None = Field(None, description="Optional hint / domain knowledge (BIRD 'evidence').")
+    evidence: Text | None = Field(None, description="Optional hint / domain knowledge (BIRD 'evidence').")
     max_new_tokens: int | None = Field(
         None, ge=1, description="Most tokens to generate (capped by the server)."
     )
@@ -73,14 +95,14 @@ class SQLResponse(BaseModel):
 
 class ContentPart(BaseModel):
     model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
+    type: Text
+    text: Text | None = None
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[ContentPart] | None = None
+    content: Text | list[ContentPart] | None = None
 
 
 class ChatRequest(BaseModel):
@@ -91,7 +113,7 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str | None = None
+    model: Text | None = None
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -100,8 +122,8 @@ class ChatRequest(BaseModel):
     n: int | None = Field(None, ge=1)
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
+    stop: Text | list[Text] | None = None
     ignore_eos: bool = Field(False, description="Extension (as in vLLM): generate exactly max_tokens tokens.")
 
 
-__all__ = ["ChatMessage", "ChatRequest", "ContentPart", "SQLRequest", "SQLResponse", "Usage"]
+__all__ = ["ChatMessage", "ChatRequest", "ContentPart", "SQLRequest", "SQLResponse", "Text", "Usage"]

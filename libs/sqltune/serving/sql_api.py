@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from sqltune.data.schema import select_tables
 from sqltune.errors import DataError, SQLError, SqltuneError
 from sqltune.prompts import clean_sql
-from sqltune.serving.http_errors import ApiError
+from sqltune.serving.http_errors import MODEL_ROUTE_ERRORS, ApiError, database_unavailable
 from sqltune.serving.protocol import SqlGeneration
 from sqltune.serving.schemas import SQLRequest, SQLResponse
 from sqltune.serving.state import AppState
@@ -86,6 +86,7 @@ def add_sql_routes(app: FastAPI, state: AppState) -> None:
         response_model_exclude_none=True,
         tags=["sql"],
         summary="Translate a question into SQL (optionally run it on a configured database).",
+        responses=MODEL_ROUTE_ERRORS,
     )
     async def sql(body: SQLRequest):
         start = time.perf_counter()
@@ -126,7 +127,7 @@ def add_sql_routes(app: FastAPI, state: AppState) -> None:
         if not analysis.read_only and analysis.parseable:
             out["reasons"] = list(analysis.reasons)
         if body.execute:
-            out.update(await _execute(state, cleaned.sql, analysis, location, dialect))
+            out.update(await _execute(state, cleaned.sql, analysis, location, dialect, body.database))
         if args.debug:
             out["debug"] = {
                 "batch_size": result.batch.max_decode_batch,
@@ -140,7 +141,7 @@ def add_sql_routes(app: FastAPI, state: AppState) -> None:
 
 
 async def _execute(
-    state: AppState, sql: str, analysis: Any, location: str | None, dialect: str
+    state: AppState, sql: str, analysis: Any, location: str | None, dialect: str, database: str | None
 ) -> dict[str, Any]:
     """Run read-only SQL in the sandbox; anything else is returned unexecuted with the reason."""
     if not analysis.parseable:
@@ -166,9 +167,7 @@ async def _execute(
     except SqltuneError as exc:  # the configured database is missing or unreachable: the server's problem
         log.error("execute failed on the configured database: %s", exc)
         state.metrics.sql_executed("error")
-        raise ApiError(
-            503, "the database is unavailable", param="database", code="database_unavailable"
-        ) from None
+        raise database_unavailable(database) from None
     out: dict[str, Any] = {"executed": res.error is None or res.category == "too_many_rows"}
     if res.error and res.category != "too_many_rows":
         state.metrics.sql_executed("error")

@@ -15,9 +15,9 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from sqltune.data.schema import ddl_from_database
-from sqltune.serving.backend import BACKEND_ERRORS, Backend
+from sqltune.serving.backend import BACKEND_ERRORS, Backend, Overloaded
 from sqltune.serving.config import ServeArgs
-from sqltune.serving.http_errors import ApiError, backend_error
+from sqltune.serving.http_errors import ApiError, backend_error, database_unavailable
 from sqltune.serving.metrics import IngressMetrics
 from sqltune.serving.protocol import (
     ChatGeneration,
@@ -78,7 +78,11 @@ class AppState:
         return first, iterator
 
     async def info(self) -> ReplicaInfo:
-        """Raises whatever the backend raises (readiness treats any failure as not ready)."""
+        """Raises whatever the backend raises (readiness treats any failure as not ready); with no
+        replica to route to, raises :class:`Overloaded` at once instead of waiting for one."""
+        count = self.backend.replicas() if hasattr(self.backend, "replicas") else None
+        if count == 0:
+            raise Overloaded("no model replica is running")
         return await self.backend.info(timeout=min(10.0, self.args.request_timeout_s))
 
     async def stats(self) -> dict[str, Any]:
@@ -106,9 +110,7 @@ class AppState:
                 dialect = engine_of(location)
             except Exception as exc:  # noqa: BLE001 - a broken configured database is the server's problem
                 log.error("cannot read the schema of database %r: %s", name, exc)
-                raise ApiError(
-                    503, f"database {name!r} is unavailable", param="database", code="database_unavailable"
-                ) from None
+                raise database_unavailable(name) from None
             self.schemas[name] = ddl
             self.db_dialects[name] = dialect
         return location, self.schemas[name], self.db_dialects[name]
