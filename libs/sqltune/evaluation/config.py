@@ -162,6 +162,28 @@ class AgreementConfig(Config):
 
 
 @dataclass
+class TrackingConfig(Config):
+    """Experiment tracking (MLflow). metrics.json beside a training's adapter and an evaluation's report.json
+    hold the same numbers."""
+
+    backend: Literal["auto", "mlflow", "file", "none"] = param(
+        "auto", "auto = MLflow when MLFLOW_TRACKING_URI is set, else none; file = a local MLflow file store."
+    )
+    experiment: str = param("sqltune", "MLflow experiment name.")
+    file_store: str = param("mlruns", "Directory of the local file store (backend=file).")
+
+
+@dataclass
+class EvalTrackingConfig(TrackingConfig):
+    """Where the evaluation is tracked: into the training's MLflow run when it is known, else a run of its own."""
+
+    run_id: str = param(
+        "", "The training's MLflow run to log into; empty: the run tagged with an adapter this evaluation scores "
+        "(a kind=adapter variant's model, or <run_uri>/adapter), else a new run named after eval_name."
+    )
+
+
+@dataclass
 class EvalConfig(Config):
     """Score several model variants on one dataset split and publish a report."""
 
@@ -175,6 +197,7 @@ class EvalConfig(Config):
     ray: RayConfig = param(RayConfig(), "Ray placement.")
     metrics: MetricsConfig = param(MetricsConfig(), "Scoring settings.")
     agreement: AgreementConfig = param(AgreementConfig(), "Agreement checks between variants that should be identical.")
+    tracking: EvalTrackingConfig = param(EvalTrackingConfig(), "MLflow tracking of the metrics, report and plots.")
     plots: bool = param(True, "Write PNG plots (matplotlib) into the report.")
     overwrite: bool = param(False, "Replace a report already published under the same eval_name.")
     work_dir: str = param("", "Local staging directory for the report; empty: a temporary directory.")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from sqltune.data.spec import load_examples, sample_examples
-from sqltune.errors import DataError, StorageError
+from sqltune.errors import ConfigError, DataError, SqltuneError, StorageError
 from sqltune.evaluation.config import DatasetConfig, EvalConfig
 from sqltune.evaluation.databases import resolve_databases
 
@@ -141,6 +141,20 @@ def _check_destination(cfg: EvalConfig) -> str:
     return uri
 
 
+def _tracking_target(cfg: EvalConfig) -> dict[str, Any] | None:
+    """The MLflow run to log into, resolved before anything runs (a run_id that is not there fails here)."""
+    from sqltune.evaluation.tracking import resolve_eval_run
+
+    try:
+        return resolve_eval_run(cfg)
+    except SqltuneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - MLflow's own errors (unknown run, unreachable server)
+        raise ConfigError(f"tracking: cannot use MLflow run {cfg.tracking.run_id or '(new)'} of experiment "
+                          f"{cfg.tracking.experiment!r}: {type(exc).__name__}: {str(exc)[:300]}; fix tracking.run_id / "
+                          "MLFLOW_TRACKING_URI, or set tracking.backend=none") from None
+
+
 @dataclass
 class EvalPlan:
     """What :func:`setup` prepared: everything checked before any model is loaded."""
@@ -155,6 +169,7 @@ class EvalPlan:
     gold_flagged: dict[str, Any]
     started: float = 0.0
     pool: Any = None  # the SandboxPool SQLite/DuckDB queries run in (metrics.isolation=process)
+    tracking: dict[str, Any] | None = None  # the MLflow run the evaluation logs into (None: tracking off)
 
 
 def setup(cfg: EvalConfig) -> EvalPlan:
@@ -165,6 +180,7 @@ def setup(cfg: EvalConfig) -> EvalPlan:
 
     t0 = time.perf_counter()
     uri = _check_destination(cfg)
+    tracking = _tracking_target(cfg)
     examples, ds_info = load_eval_examples(cfg.dataset)
     examples, excluded = resolve_databases(examples, cfg.dataset)
     if excluded["n_examples"]:
@@ -204,7 +220,8 @@ def setup(cfg: EvalConfig) -> EvalPlan:
             except Exception:  # noqa: BLE001 - grounding then falls back to analyze's own parsing
                 schemas[key] = None
     return EvalPlan(cfg=cfg, uri=uri, examples=examples, ds_info=ds_info, databases=databases, gold=gold,
-                    schemas=schemas, gold_flagged=_check_gold_grounding(examples, schemas), started=t0, pool=pool)
+                    schemas=schemas, gold_flagged=_check_gold_grounding(examples, schemas), started=t0, pool=pool,
+                    tracking=tracking)
 
 
 def run_evaluation(cfg: EvalConfig, *, progress: bool = True) -> EvalResult:
@@ -329,6 +346,7 @@ def _run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
         "gold_failures": gold_failures,
         "failures": failures,
         "elapsed_s": time.perf_counter() - t0,
+        "tracking": plan.tracking,
     }
     # Every scored variant's rows, a variant failed for too many failed examples included.
     predictions = [s.to_dict() for v in cfg.variants if "aggregate" in variants[v.name] for s in scores[v.name]]
@@ -337,6 +355,14 @@ def _run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
         if stage.exists() and cfg.work_dir:
             shutil.rmtree(stage)
         write_report(report, predictions, stage, plots=cfg.plots)
+        if plan.tracking is not None:
+            from sqltune.evaluation.tracking import track_evaluation
+
+            try:
+                track_evaluation(cfg, report, stage, plan.tracking)
+            except Exception as exc:  # noqa: BLE001 - the report is published either way
+                log.error("MLflow tracking failed (%s: %s); the report is published without it",
+                          type(exc).__name__, exc)
         publish(stage, uri, kind="eval-report", overwrite=cfg.overwrite,
                 metadata={"eval_name": cfg.eval_name, "dataset_hash": report["dataset"]["hash"],
                           "variants": list(variants)})

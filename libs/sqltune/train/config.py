@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Literal
 from sqltune.config import Config, param
 from sqltune.data.spec import DatasetSpec
 from sqltune.errors import ConfigError
+from sqltune.evaluation.config import TrackingConfig  # one tracking config for training and evaluation
 
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -235,17 +236,6 @@ class ScalingSettings(Config):
         None, "Ray cluster address; null = RAY_ADDRESS or an existing cluster, else a local Ray starts."
     )
     local_num_cpus: int | None = param(None, "CPUs of a local Ray started by the job (null = all).", min=1)
-
-
-@dataclass
-class TrackingConfig(Config):
-    """Experiment tracking. metrics.json beside the adapter holds the same numbers."""
-
-    backend: Literal["auto", "mlflow", "file", "none"] = param(
-        "auto", "auto = MLflow when MLFLOW_TRACKING_URI is set, else none; file = a local MLflow file store."
-    )
-    experiment: str = param("sqltune", "MLflow experiment name.")
-    file_store: str = param("mlruns", "Directory of the local file store (backend=file).")
 
 
 @dataclass

@@ -364,19 +364,15 @@ def assemble_artifact(cfg: TrainConfig, prep: Prepared, ckpt_dir: Path, out: Pat
 
 
 def track(cfg: TrainConfig, metrics: dict[str, Any], adapter_uri: str) -> str | None:
-    """Log params, the metric history and the final numbers to MLflow; returns the run id or None."""
-    backend = cfg.tracking.backend
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if backend == "none" or (backend == "auto" and not uri):
-        return None
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    """Log params, the metric history, the final numbers and the training curves (plots/training_curves.png)
+    to MLflow; returns the run id or None. The run is tagged ``sqltune.adapter_uri``, so an evaluation of
+    this adapter logs into it."""
+    from sqltune.evaluation.tracking import TRAINING_CURVES, mlflow_client, plot_training_curves
 
-    if backend == "file":
-        # MLflow 3 keeps the file store only behind this opt-in; mlflow-skinny has no SQL backend.
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        uri = Path(cfg.tracking.file_store).resolve().as_uri()
-    client = MlflowClient(tracking_uri=uri)
+    found = mlflow_client(cfg.tracking.backend, cfg.tracking.file_store)
+    if found is None:
+        return None
+    client, uri = found
     exp = client.get_experiment_by_name(cfg.tracking.experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(cfg.tracking.experiment)
     run = client.create_run(exp_id, run_name=cfg.run_name, tags={"sqltune.adapter_uri": adapter_uri})
@@ -392,8 +388,13 @@ def track(cfg: TrainConfig, metrics: dict[str, Any], adapter_uri: str) -> str | 
     for k, v in metrics.get("final", {}).items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             client.log_metric(rid, f"final_{k}", float(v))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            if plot_training_curves(metrics.get("history", []), Path(tmp) / TRAINING_CURVES):
+                client.log_artifact(rid, str(Path(tmp) / TRAINING_CURVES), artifact_path="plots")
+        except ImportError as exc:  # matplotlib is in the eval extra
+            log.warning("no training curves in MLflow (%s): pip install 'sqltune[eval]'", exc)
     client.set_terminated(rid)
-    del mlflow
     log.info("tracked in MLflow at %s (experiment %s, run %s)", uri, cfg.tracking.experiment, rid)
     return rid
 
