@@ -360,8 +360,10 @@ def bench_http(
     from ray import serve
 
     cuda = device.startswith("cuda")
+    counts = [int(x) for x in str(opts.http_ingress_replicas).split(",") if x.strip()]
     ray.init(
-        num_cpus=max(4, os.cpu_count() or 4),
+        # logical CPUs: the model replica's 2 and one per ingress replica must fit, even on a small machine
+        num_cpus=max(4, os.cpu_count() or 4, 3 + max(counts)),
         num_gpus=1 if cuda else 0,
         include_dashboard=False,
         log_to_driver=False,
@@ -372,7 +374,6 @@ def bench_http(
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     top = max(levels)
-    counts = [int(x) for x in str(opts.http_ingress_replicas).split(",") if x.strip()]
     opts.http_ingress_first = counts[0]
     out: dict[str, dict] = {}
     try:
