@@ -113,32 +113,13 @@ class LocalModel:
         return keep
 
     def _sample(self, prompt: list[int], s: Sampling) -> str:
-        import torch
+        from sqltune.generation.sampling import sample_tokens
 
-        model = self.loaded.model
-        device = next(model.parameters()).device
-        ids = torch.tensor([prompt], device=device)
-        gen = torch.Generator(device="cpu").manual_seed(int(s.seed or 0))
-        # transformers' generate draws from the global generator: seed it from ours for reproducibility
-        state = torch.random.get_rng_state()
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        try:
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True,
-                                     temperature=s.temperature, top_p=s.top_p, top_k=0,
-                                     max_new_tokens=self._budget([prompt], [0]),
-                                     eos_token_id=sorted(self.stop_ids), pad_token_id=self.tokenizer.pad_token_id)
-        finally:
-            torch.random.set_rng_state(state)
-        new = out[0, len(prompt):].tolist()
-        for j, t in enumerate(new):
-            if t in self.stop_ids:
-                new = new[:j]
-                break
-        self.timing.output_tokens += len(new)
-        text = self._decode(new)
-        end = first_semicolon(text)
-        return text if end < 0 else text[: end + 1]
+        tokens, _ = sample_tokens(self.loaded.model, prompt, max_new_tokens=self._budget([prompt], [0]),
+                                  sampling=s, stop_ids=self.stop_ids, pad_token_id=self.tokenizer.pad_token_id,
+                                  text_stop=self._statement_stop)
+        self.timing.output_tokens += len(tokens)
+        return self._decode(tokens)
 
 
 def load_local(uri: str, **kwargs: Any) -> LocalModel:

@@ -35,6 +35,7 @@ from typing import Any
 
 from sqltune.config import Config, param
 from sqltune.errors import ConfigError, SQLError
+from sqltune.generation.request import GREEDY, Sampling
 
 __all__ = [
     "MAX_CANDIDATES",
@@ -77,21 +78,6 @@ class RepairConfig(Config):
     timeout_s: float = param(5.0, "Time limit of one compile check or execution, in seconds.", min=0.1, max=60.0)
     max_rows: int = param(1000, "Rows kept from an execution (more: marked truncated).", min=1, max=100_000)
 
-
-@dataclass(frozen=True)
-class Sampling:
-    """How one generation decodes: greedy (``temperature == 0``) or sampled with a seed."""
-
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature <= 0.0
-
-
-GREEDY = Sampling()
 
 Conversation = list[dict[str, str]]
 Generate = Callable[[list[Conversation], list[Sampling]], list[str]]

@@ -9,10 +9,11 @@
 - :mod:`sqltune.generation.passes` - prefill and decode passes of a Llama-family model.
 - :mod:`sqltune.generation.layers` - the per-layer math; :mod:`sqltune.generation.kernels` - Triton.
 - :mod:`sqltune.generation.generate` - the plain batched ``model.generate`` helper.
+- :mod:`sqltune.generation.sampling` - seeded temperature/top-p sampling of one prompt (:class:`Sampling`).
 
 Only the request types load here; the modules that need torch are imported by name.
 """
 
-from sqltune.generation.request import EngineConfig, EngineError, GenRequest
+from sqltune.generation.request import GREEDY, EngineConfig, EngineError, GenRequest, Sampling
 
-__all__ = ["EngineConfig", "EngineError", "GenRequest"]
+__all__ = ["GREEDY", "EngineConfig", "EngineError", "GenRequest", "Sampling"]

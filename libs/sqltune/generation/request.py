@@ -45,6 +45,23 @@ class GenRequest:
         return bool(self.finish_reason)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How one generation decodes: greedy (``temperature == 0``, the engine's path) or sampled with a seed
+    (:func:`sqltune.generation.sampling.sample_tokens`)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+GREEDY = Sampling()
+
+
 def sequence_error(prompt_tokens: int, max_new_tokens: int, seq_len: int) -> str | None:
     """Why a prompt plus its output cannot fit a cache row of ``seq_len`` tokens (None: it fits).
 
@@ -69,4 +86,4 @@ class EngineConfig:
     attn: str = "auto"  # auto (triton on CUDA half precision, else sdpa) | triton | sdpa | math
 
 
-__all__ = ["EngineConfig", "EngineError", "GenRequest", "sequence_error"]
+__all__ = ["GREEDY", "EngineConfig", "EngineError", "GenRequest", "Sampling", "sequence_error"]

@@ -30,6 +30,7 @@ from sqltune.serving.http_errors import (
 from sqltune.serving.limits import BodySizeLimitMiddleware, BodyTooLarge
 from sqltune.serving.metrics import OUTCOME_KEY, MetricsMiddleware
 from sqltune.serving.openai_api import add_openai_routes
+from sqltune.serving.playground import PLAYGROUND_PATH, add_playground_routes
 from sqltune.serving.sql_api import add_sql_routes
 from sqltune.serving.state import AppState
 
@@ -43,7 +44,8 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
         description=(
             "Text-to-SQL with a fine-tuned model. `/v1/sql` turns a question and a schema into one "
             "read-only-checked SQL query (and runs it on a configured database on request); "
-            "`/v1/chat/completions` and `/v1/models` are OpenAI-compatible. Send `Authorization: Bearer "
+            "`/v1/chat/completions` and `/v1/models` are OpenAI-compatible; `/playground` is a browser page for "
+            "trying it. Send `Authorization: Bearer "
             "<token>` when the server has a token configured."
         ),
     )
@@ -53,7 +55,8 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
     # Middleware: the last added is the outermost. Metrics see every response, auth runs before any
     # body is read, the size limit before parsing.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=args.max_body_bytes)
-    app.add_middleware(BearerAuthMiddleware, tokens=tokens_from_env(args.api_token_env))
+    open_paths = OPEN_PATHS | {PLAYGROUND_PATH} if args.playground else OPEN_PATHS  # a static page, no data
+    app.add_middleware(BearerAuthMiddleware, tokens=tokens_from_env(args.api_token_env), open_paths=open_paths)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
 
     @app.exception_handler(RequestValidationError)
@@ -117,6 +120,7 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
 
     add_sql_routes(app, state)
     add_openai_routes(app, state)
+    add_playground_routes(app, state)
     _document_security(app, bool(tokens_from_env(args.api_token_env)))
     return app
 

@@ -85,6 +85,22 @@ class ServeArgs(Config):
     )
     execute_timeout_s: float = param(5.0, "Time limit of one execute.", min=0.1)
 
+    # Repair, schema linking, sampling, playground
+    repair_max_rounds: int = param(
+        3, "Most repair rounds a /v1/sql request may ask for (repair.max_rounds; 422 above).", min=0, max=5
+    )
+    repair_max_candidates: int = param(
+        4, "Most self-consistency candidates a /v1/sql request may ask for (repair.candidates; 422 above).",
+        min=1, max=8,
+    )
+    link_long_schemas: bool = param(
+        True,
+        "A schema over max_schema_tokens is linked to the question (its relevant tables kept, "
+        "sqltune.agent.linking) instead of refused with 400; a request's 'link' overrides it.",
+    )
+    max_choices: int = param(4, "Most choices (n) of one /v1/chat/completions request (422 above).", min=1, max=16)
+    playground: bool = param(True, "Serve the browser playground at /playground (same origin, same token).")
+
     # Observability
     debug: bool = param(True, "Include a 'debug' object (engine batch sizes) in /v1/sql responses.")
 

@@ -1,10 +1,14 @@
-"""OpenAI-compatible routes: ``/v1/models``, ``/v1/models/{id}`` and ``/v1/chat/completions`` (greedy,
-streaming as server-sent events in OpenAI's ``chat.completion.chunk`` format)."""
+"""OpenAI-compatible routes: ``/v1/models``, ``/v1/models/{id}`` and ``/v1/chat/completions`` (greedy, or
+sampled with ``temperature``/``top_p``/``seed``/``n``; streaming as server-sent events in OpenAI's
+``chat.completion.chunk`` format)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
+from sqltune.generation.request import GREEDY, Sampling
 from sqltune.serving.config import ServeArgs
 from sqltune.serving.backend import BACKEND_ERRORS
 from sqltune.serving.http_errors import (
@@ -49,11 +54,21 @@ def _not_served(args: ServeArgs, model_id: str) -> ApiError:
     )
 
 
-def chat_generation(body: ChatRequest) -> ChatGeneration:
+def chat_sampling(body: ChatRequest) -> Sampling:
+    """Greedy unless ``temperature`` > 0; a sampled request without ``seed`` gets a random one."""
+    if not body.temperature:
+        return GREEDY
+    seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+    return Sampling(temperature=body.temperature, top_p=body.top_p or 1.0, seed=seed)
+
+
+def chat_generation(body: ChatRequest, max_choices: int = 1) -> ChatGeneration:
     """The replica request of a chat body: text-only messages (``developer`` is ``system``), at most four
-    stop strings. Lengths are the replica's to check."""
-    if body.n not in (None, 1):
-        raise ApiError(400, "only n=1 is supported (decoding is greedy)", param="n")
+    stop strings, the sampling. Lengths are the replica's to check."""
+    if (body.n or 1) > max_choices:
+        raise ApiError(422, f"n is {body.n}; the limit is {max_choices} (max_choices)", param="n", code="too_large")
+    if (body.n or 1) > 1 and body.stream:
+        raise ApiError(400, "n > 1 cannot be streamed; send stream=false for several choices", param="n")
     field = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
     messages = []
     for i, m in enumerate(body.messages):
@@ -80,6 +95,7 @@ def chat_generation(body: ChatRequest) -> ChatGeneration:
         max_tokens_param=field,
         stop=tuple(stops),
         ignore_eos=body.ignore_eos,
+        sampling=chat_sampling(body),
     )
 
 
@@ -109,7 +125,7 @@ def add_openai_routes(app: FastAPI, state: AppState) -> None:
     @app.post(
         "/v1/chat/completions",
         tags=["openai"],
-        summary="OpenAI-compatible chat completion (greedy).",
+        summary="OpenAI-compatible chat completion (greedy, or sampled with a seed).",
         responses={
             200: {
                 "description": "A chat.completion object, or with stream=true server-sent events of "
@@ -122,14 +138,24 @@ def add_openai_routes(app: FastAPI, state: AppState) -> None:
     async def chat(body: ChatRequest):
         if body.model and body.model != args.served_name:
             raise _not_served(args, body.model)
-        request = chat_generation(body)
+        request = chat_generation(body, args.max_choices)
         cid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         created = int(time.time())
         if body.stream:
             include_usage = bool((body.stream_options or {}).get("include_usage"))
             first, rest = await state.chat_stream(request)
             return _event_stream(args, first, rest, cid, created, include_usage)
-        result = await state.chat(request)
+        n = body.n or 1
+        if request.sampling.greedy:
+            results = [await state.chat(request)] * n  # greedy choices are identical: decode once
+        else:
+            s = request.sampling
+            requests = [
+                dataclasses.replace(request, sampling=Sampling(s.temperature, s.top_p, (s.seed or 0) + i))
+                for i in range(n)
+            ]
+            results = list(await asyncio.gather(*(state.chat(r) for r in requests)))
+        completion_tokens = sum(r.completion_tokens for r in results)
         return {
             "id": cid,
             "object": "chat.completion",
@@ -137,16 +163,17 @@ def add_openai_routes(app: FastAPI, state: AppState) -> None:
             "model": args.served_name,
             "choices": [
                 {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": result.text},
-                    "finish_reason": result.finish_reason,
+                    "index": i,
+                    "message": {"role": "assistant", "content": r.text},
+                    "finish_reason": r.finish_reason,
                     "logprobs": None,
                 }
+                for i, r in enumerate(results)
             ],
             "usage": {
-                "prompt_tokens": result.prompt_tokens,
-                "completion_tokens": result.completion_tokens,
-                "total_tokens": result.prompt_tokens + result.completion_tokens,
+                "prompt_tokens": results[0].prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": results[0].prompt_tokens + completion_tokens,
             },
             "system_fingerprint": None,
         }

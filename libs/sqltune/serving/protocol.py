@@ -25,6 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqltune.generation.request import GREEDY, Sampling
+
+
+@dataclass(frozen=True)
+class ChatMessageText:
+    role: str
+    content: str
+
 
 @dataclass(frozen=True)
 class SqlGeneration:
@@ -36,12 +44,10 @@ class SqlGeneration:
     evidence: str | None = None
     max_new_tokens: int | None = None
     """None: the server's default; above the server's cap: refused with param ``max_new_tokens``."""
-
-
-@dataclass(frozen=True)
-class ChatMessageText:
-    role: str
-    content: str
+    history: tuple[ChatMessageText, ...] = ()
+    """Turns after the prompt (a failed query as the assistant's, its error as the user's): a repair round."""
+    sampling: Sampling = GREEDY
+    """Greedy (the engine) or sampled (a self-consistency candidate)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ class ChatGeneration:
     """The request field :attr:`max_tokens` came from (``max_tokens`` or ``max_completion_tokens``)."""
     stop: tuple[str, ...] = ()
     ignore_eos: bool = False
+    sampling: Sampling = GREEDY
 
 
 @dataclass(frozen=True)

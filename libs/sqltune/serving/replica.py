@@ -19,7 +19,7 @@ from typing import Any
 from sqltune.errors import IntegrityError, SqltuneError
 from sqltune.generation.engine import build_engine
 from sqltune.generation.generate import stop_token_ids
-from sqltune.generation.request import EngineConfig, EngineError, GenRequest
+from sqltune.generation.request import EngineConfig, EngineError, GenRequest, Sampling
 from sqltune.models.loading import load_for_inference
 from sqltune.prompts import build_messages, first_semicolon, render_prompt
 from sqltune.serving.config import ServeArgs
@@ -198,6 +198,29 @@ class ModelServer:
             raise Rejected(Rejection(500, None, req.error, "generation_failed"))
         return req
 
+    async def _sample(self, req: GenRequest, sampling: Sampling) -> GenRequest:
+        """A sampled generation (:mod:`sqltune.generation.sampling`) beside the greedy engine, in a thread."""
+        from sqltune.generation.sampling import sample_tokens
+
+        req.submitted_at = req.started_at = time.perf_counter()
+        try:
+            tokens, finish = await asyncio.to_thread(
+                sample_tokens,
+                self.loaded.model,
+                req.prompt_ids,
+                max_new_tokens=req.max_new_tokens,
+                sampling=sampling,
+                stop_ids=req.stop_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+                text_stop=req.text_stop,
+            )
+        except Exception as exc:  # noqa: BLE001 - a failed generation is this request's 500, not the server's
+            log.exception("sampled generation failed")
+            raise Rejected(Rejection(500, None, f"generation failed: {type(exc).__name__}", "generation_failed"))
+        req.tokens, req.finish_reason = tokens, finish
+        req.first_token_at = req.finished_at = time.perf_counter()
+        return req
+
     # -- text-to-SQL ------------------------------------------------------------------------------
 
     async def sql(self, request: SqlGeneration) -> Completion | Rejection:
@@ -218,12 +241,17 @@ class ModelServer:
                 evidence=request.evidence,
                 template=self.template,
             )
+            messages += [{"role": m.role, "content": m.content} for m in request.history]
             prompt = render_prompt(self.tokenizer, messages)
         except SqltuneError as exc:
             raise Rejected(Rejection(400, "question", str(exc))) from None
         ids = self._encode(prompt)
         self.limits.prompt(len(ids), max_new, param="schema", code="too_long", new_param="max_new_tokens")
-        req = await self._run(GenRequest(ids, max_new, self.stop_ids, self._statement_stop), "max_new_tokens")
+        req = GenRequest(ids, max_new, self.stop_ids, self._statement_stop)
+        if request.sampling.greedy:
+            req = await self._run(req, "max_new_tokens")
+        else:
+            req = await self._sample(req, request.sampling)
         return Completion(
             text=self._decode(req.tokens),
             finish_reason=req.finish_reason,
@@ -266,7 +294,11 @@ class ModelServer:
     async def chat(self, request: ChatGeneration) -> Completion | Rejection:
         """A chat completion: the text (cut at the first stop string), the finish reason, usage."""
         try:
-            req = await self._run(self._chat_request(request), request.max_tokens_param)
+            req = self._chat_request(request)
+            if request.sampling.greedy:
+                req = await self._run(req, request.max_tokens_param)
+            else:
+                req = await self._sample(req, request.sampling)
         except Rejected as exc:
             return exc.rejection
         text = self._decode(req.tokens)
@@ -291,6 +323,15 @@ class ModelServer:
             req = self._chat_request(request)
         except Rejected as exc:
             yield exc.rejection
+            return
+        if not request.sampling.greedy:  # sampled decoding is not incremental: one delta, then the end
+            done = await self.chat(request)
+            if isinstance(done, Rejection):
+                yield done
+                return
+            if done.text:
+                yield StreamDelta(done.text)
+            yield StreamEnd(done.finish_reason, done.prompt_tokens, done.completion_tokens, done.batch)
             return
         stops = [s for s in request.stop if s]
         loop = asyncio.get_running_loop()

@@ -32,6 +32,20 @@ Text = Annotated[str, AfterValidator(_valid_unicode)]
 """A request string that must be valid Unicode (a lone surrogate is a 400 naming the field)."""
 
 
+class RepairRequest(BaseModel):
+    """Execute-and-repair for one /v1/sql request (sqltune.agent.repair)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_rounds: int = Field(2, ge=0, description="Repair rounds after the first answer (capped by the server).")
+    candidates: int = Field(
+        1, ge=1, description="First-round candidates voting by execution result; above 1 they are sampled."
+    )
+    retry_on_empty: bool = Field(False, description="Treat an empty result as an error to repair.")
+    temperature: float = Field(0.7, gt=0, le=2, description="Sampling temperature of extra candidates.")
+    seed: int = Field(0, ge=0, description="Seed of sampled candidates (candidate i: seed + i).")
+
+
 class SQLRequest(BaseModel):
     """Text-to-SQL request. Give either ``schema`` (CREATE TABLE text) or ``database`` (a configured name)."""
 
@@ -58,6 +72,16 @@ class SQLRequest(BaseModel):
         None, ge=1, description="Most tokens to generate (capped by the server)."
     )
     execute: bool = Field(False, description="Run the SQL on 'database' (read-only sandbox; never a write).")
+    repair: RepairRequest | None = Field(
+        None,
+        description="Check the SQL (analysis + the engine's compile step, and a read-only run on 'database') "
+        "and regenerate it with the error in the prompt until it passes or the rounds run out.",
+    )
+    link: bool | None = Field(
+        None,
+        description="Schema linking: true keeps the tables relevant to the question, false never links (a "
+        "schema over the limit is a 400), absent: link only a schema over the limit (server setting).",
+    )
 
     @field_validator("question")
     @classmethod
@@ -91,6 +115,10 @@ class SQLResponse(BaseModel):
     execution_error: str | None = None
     reasons: list[str] | None = Field(None, description="Why the SQL is not read-only (when it is not).")
     debug: dict[str, Any] | None = None
+    repair: dict[str, Any] | None = Field(
+        None, description="With repair: passed, status, rounds_used and every round (SQL, status, error)."
+    )
+    linking: dict[str, Any] | None = Field(None, description="When the schema was linked: the tables kept.")
 
 
 class ContentPart(BaseModel):
@@ -108,7 +136,8 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     """OpenAI chat completion request (fields the server does not use are accepted and ignored).
 
-    Decoding is always greedy: ``temperature``/``top_p``/``seed`` are accepted for compatibility.
+    Decoding is greedy unless ``temperature`` > 0; then ``top_p`` and ``seed`` apply, and ``n`` choices
+    are sampled with seeds ``seed``, ``seed + 1``, ... (the same request and seed give the same answer).
     """
 
     model_config = ConfigDict(extra="allow")
@@ -117,13 +146,16 @@ class ChatRequest(BaseModel):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    n: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: greedy; above 0: sampled.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass (with temperature > 0).")
+    n: int | None = Field(None, ge=1, description="Choices to return (capped by the server's max_choices).")
+    seed: int | None = Field(None, ge=0, description="Seed of sampled choices (absent: a random one).")
     stream: bool | None = False
     stream_options: dict[str, Any] | None = None
     stop: Text | list[Text] | None = None
     ignore_eos: bool = Field(False, description="Extension (as in vLLM): generate exactly max_tokens tokens.")
 
 
-__all__ = ["ChatMessage", "ChatRequest", "ContentPart", "SQLRequest", "SQLResponse", "Text", "Usage"]
+__all__ = [
+    "ChatMessage", "ChatRequest", "ContentPart", "RepairRequest", "SQLRequest", "SQLResponse", "Text", "Usage",
+]

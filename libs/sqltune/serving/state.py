@@ -45,6 +45,7 @@ class AppState:
         self.metrics = IngressMetrics()
         self.schemas: dict[str, str] = {}
         self.db_dialects: dict[str, str] = {}
+        self.value_indexes: dict[str, Any] = {}  # database -> sampled values for schema linking
         self.lock = asyncio.Lock()
 
     # -- the model -------------------------------------------------------------------------------
