@@ -21,10 +21,11 @@ MAX_MODULE_LINES = 600
 # independent of each other unless marked otherwise; a name absent from the package is skipped.
 LAYERS: list[tuple[str, ...] | str] = [
     "configdoc",  # documents every layer's config classes
-    ("cli", "pipeline"),
+    ("cli", "pipeline", "ask"),
     "k8s",  # the pipeline promotes through its builders and cluster client
     ("train", "export", "serving"),
     "evaluation",  # metrics and scoring, also used by training's rewards
+    "agent",  # execute-and-repair and schema linking (serving, `sqltune ask` and evaluation use it)
     "generation",
     "models",
     "prompts",

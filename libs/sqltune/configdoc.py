@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqltune.agent.repair import RepairConfig
 from sqltune.config import FieldDoc, field_docs
 from sqltune.evaluation.config import EvalConfig
 from sqltune.export.config import ExportConfig
@@ -56,6 +57,12 @@ SECTIONS = (
     Section("Serving", ServeArgs, "serve run serve.app:build_app model_uri=... [key=value ...]",
             "The `args` block of [`serve/config.yaml`](../serve/config.yaml) (`serve deploy`, and the RayService's "
             "`serveConfigV2`). See [http-api.md](http-api.md)."),
+    Section("Execute-and-repair", RepairConfig,
+            'sqltune ask QUESTION --model DIR --db FILE [--max-rounds N --candidates K ...]',
+            "The loop of `sqltune ask` (its flags `--max-rounds`, `--candidates`, `--temperature`, `--top-p`, "
+            "`--seed`, `--retry-on-empty`, `--timeout`, `--max-rows` set these fields) and of `/v1/sql`'s "
+            "`repair` object (capped there by `repair_max_rounds` and `repair_max_candidates`). See "
+            "[http-api.md](http-api.md#execute-and-repair-schema-linking-and-the-playground)."),
     Section("Tiny base model", TinyModelConfig,
             "python -m sqltune.models.tiny --config jobs/configs/tiny-base.yaml --out DIR [key=value ...]",
             "Preset: `jobs/configs/tiny-base.yaml`, the demo's base model."),

@@ -75,10 +75,17 @@ class VariantConfig(Config):
     timeout_s: float = param(60.0, "http only: timeout of one request, in seconds.", min=0.1)
     retries: int = param(2, "http only: retries of a request that failed with a connection error, 429 or 5xx.", min=0)
     concurrency: int = param(8, "http only: concurrent requests in flight.", min=1)
+    repair_rounds: int = param(
+        0, "Execute-and-repair rounds after the first answer (sqltune.agent.repair; local kinds): the variant "
+        "scores the loop's final SQL, report.json's variants.<name>.repair gives the rounds used, and its latency "
+        "includes them. Pair it with the same model at 0 to compare with and without repair.", min=0, max=5,
+    )
 
     def validate(self) -> None:
         if not _NAME.match(self.name or ""):
             raise ConfigError(f"name: {self.name!r} must be 1-64 characters of letters, digits, '.', '_', '+', '-'")
+        if self.kind == "http" and self.repair_rounds:
+            raise ConfigError(f"{self.name}: repair_rounds applies to local kinds only, not kind=http")
         if self.kind == "http":
             if not self.url.startswith(("http://", "https://")):
                 raise ConfigError(f"{self.name}: url: {self.url!r} must start with http:// or https:// for kind=http")

@@ -251,8 +251,8 @@ def _run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
     t0 = plan.started or time.perf_counter()
     n = len(examples)
     m = cfg.metrics
-    items = [{"question": ex.question, "schema": ex.schema, "dialect": ex.dialect, "evidence": ex.evidence}
-             for ex in examples]
+    items = [{"question": ex.question, "schema": ex.schema, "dialect": ex.dialect, "evidence": ex.evidence,
+              "db": ex.db} for ex in examples]
     scores: dict[str, list[Any]] = {v.name: [None] * n for v in cfg.variants}
 
     def on_batch(name: str, start: int, outs: list[Any]) -> None:
@@ -300,6 +300,11 @@ def _run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
                 if too_many:
                     run.status, run.error, run.failure = "failed", too_many, "too_many_failed_examples"
             entry.update(status=run.status, error=run.error, failure=run.failure)
+        if v.repair_rounds and run.status == "ok":
+            used = [o.repair_rounds or 0 for o in run.outputs if o is not None]
+            entry["repair"] = {"max_rounds": v.repair_rounds, "mean_rounds_used": sum(used) / max(1, len(used)),
+                               "examples_with_repair_rounds": sum(1 for u in used if u),
+                               "passed_checks": sum(1 for o in run.outputs if o is not None and o.repair_passed)}
         if run.status != "ok":
             failures.append({"variant": v.name, "failure": run.failure, "error": run.error})
         variants[v.name] = entry

@@ -32,6 +32,8 @@ class Output:
     output_tokens: int | None = None
     error: str | None = None  # no output: what went wrong (the example is recorded and counts as wrong)
     error_category: str | None = None  # http_error | http_timeout | generation_error
+    repair_rounds: int | None = None  # with repair_rounds: the repair rounds this example used
+    repair_passed: bool | None = None  # ... and whether its final SQL passed the loop's checks
 
 
 def failed_output(category: str, error: str, latency_s: float = 0.0) -> Output:
@@ -112,11 +114,42 @@ class LocalVariant:
     def generate(self, items: list[dict[str, Any]], max_new_tokens: int) -> list[Output]:
         from sqltune.generation.generate import generate_batch, prompts_for
 
+        if self.cfg.repair_rounds:
+            return self._repair_generate(items, max_new_tokens)
         prompts = prompts_for(self.loaded.tokenizer, items, self.template)
         if self.engine is not None:
             return self._engine_generate(prompts, max_new_tokens)
         gens = generate_batch(self.loaded.model, self.loaded.tokenizer, prompts, max_new_tokens=max_new_tokens)
         return [Output(g.text, g.latency_s, g.prompt_tokens, g.output_tokens) for g in gens]
+
+    def _repair_generate(self, items: list[dict[str, Any]], max_new_tokens: int) -> list[Output]:
+        """The execute-and-repair loop over the batch (each round's open examples decoded together);
+        every row's latency is the batch's wall time, as with generate()."""
+        import contextlib
+
+        from sqltune.agent.repair import RepairConfig, repair_many, target_for
+        from sqltune.generation.generate import generate_batch
+        from sqltune.prompts import build_messages, render_prompt
+
+        tok = self.loaded.tokenizer
+
+        def generate(conversations: list[list[dict[str, str]]], _samplings: list[Any]) -> list[str]:
+            prompts = [render_prompt(tok, c) for c in conversations]
+            if self.engine is not None:
+                return [o.text for o in self._engine_generate(prompts, max_new_tokens)]
+            return [g.text for g in generate_batch(self.loaded.model, tok, prompts, max_new_tokens=max_new_tokens)]
+
+        start = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            sessions = [
+                (build_messages(it["question"], it["schema"], dialect=it.get("dialect", "sqlite"),
+                                evidence=it.get("evidence"), template=self.template),
+                 stack.enter_context(target_for(it.get("dialect", "sqlite"), it["schema"], it.get("db"))))
+                for it in items
+            ]
+            results = repair_many(generate, sessions, RepairConfig(max_rounds=self.cfg.repair_rounds))
+        wall = time.perf_counter() - start
+        return [Output(r.final.raw, wall, repair_rounds=r.rounds_used, repair_passed=r.passed) for r in results]
 
     def _engine_generate(self, prompts: list[str], max_new_tokens: int) -> list[Output]:
         from sqltune.generation.generate import stop_token_ids

@@ -160,6 +160,7 @@ def add_sql_routes(app: FastAPI, state: AppState) -> None:
             raise ApiError(422, str(exc), param="dialect") from None
         cfg = _repair_config(state, body, location) if body.repair is not None else None
         linking: LinkResult | None = None
+        full_schema = schema
         may_link = body.link if body.link is not None else args.link_long_schemas
         if body.link or (may_link and _approx_too_long(schema, args.max_schema_tokens)):
             reason = "requested" if body.link else "budget"
@@ -173,7 +174,7 @@ def add_sql_routes(app: FastAPI, state: AppState) -> None:
             if not (may_link and exc.param == "schema" and exc.code == "too_long"):
                 raise
             budget = (linking and approx_token_count(linking.schema) or args.max_schema_tokens) // 2
-            linking = await _link(state, body, schema, budget=max(1, budget), reason="budget")
+            linking = await _link(state, body, full_schema, budget=max(1, budget), reason="budget")
             schema = linking.schema
             first = await generate(body, schema, dialect)
         usage = {"prompt_tokens": first.prompt_tokens, "completion_tokens": first.completion_tokens}
