@@ -127,3 +127,30 @@ def test_http_missing_token_env(monkeypatch):
                                              "api_key_env": "SQLTUNE_NOT_SET"}))
     with pytest.raises(Exception, match="SQLTUNE_NOT_SET"):
         v.load()
+
+
+def test_repair_rounds_run_the_loop_on_the_examples_database(tiny_adapter, tmp_path):
+    """repair_rounds: the first answer is checked on the example's database and regenerated with the error;
+    the output is the loop's final SQL, with the rounds it used."""
+    import sqlite3
+
+    from sqltune.errors import ConfigError
+
+    db = tmp_path / "t.sqlite"
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE customers (id INTEGER)")
+    conn.commit()
+    conn.close()
+    items = [{**ITEM, "db": str(db)}]
+    cfg = {"name": "r", "kind": "adapter", "model": str(tiny_adapter), "precision": "fp32"}
+    plain = LocalVariant(VariantConfig.from_dict(cfg), device="cpu")
+    plain.load()
+    repaired = LocalVariant(VariantConfig.from_dict({**cfg, "repair_rounds": 2}), device="cpu")
+    repaired.load()
+    first = plain.generate(items, max_new_tokens=12)[0]
+    out = repaired.generate(items, max_new_tokens=12)[0]
+    assert out.repair_rounds is not None and 0 <= out.repair_rounds <= 2
+    if out.repair_rounds == 0:  # the first answer passed its checks: nothing to repair
+        assert out.text == first.text and out.repair_passed
+    with pytest.raises(ConfigError, match="repair_rounds applies to local kinds only"):
+        VariantConfig.from_dict({"name": "h", "kind": "http", "url": "http://x", "repair_rounds": 1})
