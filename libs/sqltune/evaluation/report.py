@@ -10,12 +10,19 @@ report.json (``schema_version`` 1)::
                   "categories": {category: n}, "n_gold_failed",
                   "gold_flagged": {"n", "examples": [{"id", "parseable", "read_only", "unknown_tables",
                                    "unknown_columns"}]}  (gold queries the static checks flag; should be 0),
-                  "databases": {name: {"engine", "sha256_before", "sha256_after", "unchanged"}}},
+                  "databases": {name: {"engine", "sha256_before", "sha256_after", "unchanged"}},
+                  "excluded_missing_databases": {"n_examples", "databases": [{"database", "reason", "n_examples"}]}},
+      "scoring": {"statements": "all"|"first", "max_failed_fraction", "isolation", "sandbox_worker_kills"},
       "variants": {name: {"kind", "model", "url", "prompt_mode", "status": "ok"|"failed", "error",
-                          "info": {load_s, device, artifact_kind, ...}, "elapsed_s",
-                          "aggregate": AGG, "by_category": {category: CAT}}},
+                          "failure": null|"could_not_start"|"aborted"|"too_many_failed_examples",
+                          "info": {load_s, device, artifact_kind, peak_memory_mb, ...}, "elapsed_s",
+                          "aggregate": AGG, "by_category": {category: CAT}, "by_hardness": {level: CAT},
+                          "by_database": {db: CAT}}},
       "categories": [category, ...],
       "per_category": {category: {variant: exec accuracy or null}},
+      "hardness_counts": {level: n}, "per_hardness": {level: {variant: exec accuracy or null}},
+      "database_counts": {db: n}, "per_database": {db: {variant: exec accuracy or null}},
+      "tracking": null | {"uri", "experiment_id", "run_id", "training_run"},
       "agreement": [{"a", "b", "n", "identical_outputs", "identical_sql", "disagreement", "accuracy_a",
                      "accuracy_b", "accuracy_diff", "flagged", "reasons", "differing_ids"}],
       "gold_failures": [{"id", "category", "gold_sql", "error"}],
@@ -24,10 +31,11 @@ report.json (``schema_version`` 1)::
     }
 
 AGG (rates are shares in [0, 1] over ``n`` scored examples; exec over ``n_exec``; null when undefined):
-``n, n_exec, n_gold_failed, parseable, exact, ast_equal, exec_accuracy, exec_ci_low, exec_ci_high,
+``n, n_exec, n_gold_failed, n_failed, parseable (engine where a database exists), parseable_sqlglot,
+parseable_engine_checked, multiple_statements, exact, ast_equal, exec_accuracy, exec_ci_low, exec_ci_high,
 confidence, hybrid, rouge_l, cleaned, hallucination, unknown_table, unknown_column, read_only_violation,
 latency_mean_s, latency_p50_s, latency_p95_s, output_tokens_total, output_tokens_mean, generation_wall_s,
-tokens_per_s, error_categories {ok, wrong_result, syntax, ...: count}``. CAT is AGG without the CI,
+tokens_per_s, peak_memory_mb, error_categories {ok, wrong_result, syntax, ...: count}``. CAT is AGG without the CI,
 latency and token fields.
 """
 

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,6 +142,17 @@ def _check_destination(cfg: EvalConfig) -> str:
     return uri
 
 
+def _each(fn: Any, indices: Any, pool: Any) -> None:
+    """``fn(i)`` for every index: from as many threads as the pool has workers (each thread mostly waits on
+    its worker's pipe), else one after another (in-process engines share this process)."""
+    if pool is None or pool.workers < 2:
+        for i in indices:
+            fn(i)
+        return
+    with ThreadPoolExecutor(max_workers=pool.workers) as ex:
+        list(ex.map(fn, indices))
+
+
 def _tracking_target(cfg: EvalConfig) -> dict[str, Any] | None:
     """The MLflow run to log into, resolved before anything runs (a run_id that is not there fails here)."""
     from sqltune.evaluation.tracking import resolve_eval_run
@@ -201,8 +213,13 @@ def setup(cfg: EvalConfig) -> EvalPlan:
 
         pool = SandboxPool(workers=m.exec_workers)
     try:
-        gold = [check_gold(ex, exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows, context_db=m.context_db,
-                           pool=pool) for ex in examples]
+        gold = [None] * len(examples)
+
+        def check(i: int) -> None:
+            gold[i] = check_gold(examples[i], exec_timeout_s=m.exec_timeout_s, max_rows=m.max_rows,
+                                 context_db=m.context_db, pool=pool)
+
+        _each(check, range(len(examples)), pool)
     except BaseException:
         if pool is not None:
             pool.close()
@@ -256,8 +273,8 @@ def _run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
     scores: dict[str, list[Any]] = {v.name: [None] * n for v in cfg.variants}
 
     def on_batch(name: str, start: int, outs: list[Any]) -> None:
-        for i, out in enumerate(outs):
-            ex = examples[start + i]
+        def one(i: int) -> None:
+            out, ex = outs[i], examples[start + i]
             scores[name][start + i] = score_example(
                 variant=name, example=ex, raw_output=out.text, gold=gold[start + i],
                 schema=schemas.get((ex.schema, ex.extra.get("schema_dialect", ex.dialect))),
@@ -267,6 +284,8 @@ def _run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
                 failure=(out.error_category or "generation_error", out.error) if out.error else None,
                 pool=plan.pool,
             )
+
+        _each(one, range(len(outs)), plan.pool)
 
     tokens = {v.name: os.environ.get(v.api_key_env) for v in cfg.variants if v.kind == "http" and v.api_key_env}
     runs = run_variants(cfg, items, on_batch=on_batch, tokens=tokens, progress=progress)

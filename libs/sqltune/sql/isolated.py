@@ -33,6 +33,7 @@ from sqltune.sql.result import ExecResult
 __all__ = ["SandboxPool"]
 
 _HEADER = struct.Struct("!I")
+STARTUP_TIMEOUT_S = 120.0  # a worker's interpreter start and imports, on a loaded machine
 
 
 def _send(fh: Any, obj: Any) -> None:
@@ -63,6 +64,7 @@ def _serve() -> None:
 
     inp, out = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
     sys.stdout = sys.stderr  # nothing else may write into the result pipe
+    _send(out, "ready")  # imports done: from here on, a query's time is its own
     while True:
         try:
             msg = _recv(inp)
@@ -85,6 +87,7 @@ class SandboxPool:
         if workers < 1:
             raise SQLError(f"SandboxPool: workers must be >= 1, got {workers}")
         self.grace_s = grace_s
+        self.workers = workers
         self.kills = 0  # workers killed at a timeout (a long builtin call), for reports and tests
         self._idle: queue.Queue = queue.Queue()
         self._all: list[subprocess.Popen] = []
@@ -96,9 +99,20 @@ class SandboxPool:
     def _spawn(self) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-m", "sqltune.sql.isolated"], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+        proc.sqltune_ready = False  # set once its "ready" arrived (see _wait_ready)
         with self._lock:
             self._all.append(proc)
         return proc
+
+    @staticmethod
+    def _wait_ready(proc: subprocess.Popen) -> None:
+        """Wait for a new worker's imports, so its start-up never counts against a query's timeout."""
+        if proc.sqltune_ready:
+            return
+        ready, _, _ = select.select([proc.stdout], [], [], STARTUP_TIMEOUT_S)
+        if not ready or _recv(proc.stdout) != "ready":
+            raise EOFError(f"the worker did not start within {STARTUP_TIMEOUT_S:g}s")
+        proc.sqltune_ready = True
 
     def _discard(self, proc: subprocess.Popen) -> None:
         if proc.poll() is None:
@@ -119,6 +133,7 @@ class SandboxPool:
             raise SQLError("SandboxPool: used after close()")
         proc = self._idle.get()
         try:
+            self._wait_ready(proc)
             _send(proc.stdin, (sql, str(db), engine, timeout_s, max_rows))
             ready, _, _ = select.select([proc.stdout], [], [], timeout_s + self.grace_s)
             if ready:
