@@ -9,6 +9,8 @@ Environment honoured (the standard AWS names, so the same settings reach boto3, 
 * ``AWS_REGION`` then ``AWS_DEFAULT_REGION``; default ``us-east-1``.
 * ``SQLTUNE_S3_CONNECT_TIMEOUT`` (seconds, default 2) and ``SQLTUNE_S3_MAX_ATTEMPTS`` (default 3): an
   unreachable endpoint fails within seconds instead of boto3's default of minutes.
+  ``SQLTUNE_S3_READ_TIMEOUT`` (seconds, default 60): how long a request waits on a server that accepted
+  the connection but does not answer (a hung endpoint).
 
 Checksums: boto3 >= 1.36 computes CRC checksums on every upload and validates them on download by
 default, which several S3-compatible servers reject or do not return. The client is configured with
@@ -39,6 +41,7 @@ class S3Settings:
     region: str
     connect_timeout: float
     max_attempts: int
+    read_timeout: float = 60.0
 
     @property
     def endpoint_label(self) -> str:
@@ -87,6 +90,7 @@ def resolve_settings(endpoint_url: str | None = None, region: str | None = None)
         region=region,
         connect_timeout=float(_env_number("SQLTUNE_S3_CONNECT_TIMEOUT", 2.0, float)),
         max_attempts=int(_env_number("SQLTUNE_S3_MAX_ATTEMPTS", 3, int)),
+        read_timeout=float(_env_number("SQLTUNE_S3_READ_TIMEOUT", 60.0, float)),
     )
 
 
@@ -96,7 +100,7 @@ def _botocore_config(settings: S3Settings):  # -> botocore.config.Config
     kwargs: dict = {
         "region_name": settings.region,
         "connect_timeout": settings.connect_timeout,
-        "read_timeout": 60,
+        "read_timeout": settings.read_timeout,
         "retries": {"max_attempts": settings.max_attempts, "mode": "standard"},
         "max_pool_connections": 32,
     }
