@@ -160,7 +160,7 @@ def add_openai_routes(app: FastAPI, state: AppState) -> None:
             "id": cid,
             "object": "chat.completion",
             "created": created,
-            "model": args.served_name,
+            "model": result.model or args.served_name,
             "choices": [
                 {
                     "index": i,
@@ -196,12 +196,16 @@ def _event_stream(
     ``first`` was awaited before the response starts, so request errors (prompt too long, server at
     capacity) still got a proper 4xx/503 JSON answer instead of a broken stream."""
 
+    # The id of the model that answers (the replica's: while a new model rolls out, the ingress and the
+    # replica serving this stream may be of different versions).
+    model = getattr(first, "model", "") or args.served_name
+
     def chunk(delta: dict, finish: str | None = None) -> dict:
         return {
             "id": cid,
             "object": "chat.completion.chunk",
             "created": created,
-            "model": args.served_name,
+            "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
         }
 
@@ -235,7 +239,7 @@ def _event_stream(
                                 "id": cid,
                                 "object": "chat.completion.chunk",
                                 "created": created,
-                                "model": args.served_name,
+                                "model": model,
                                 "choices": [],
                                 "usage": usage,
                             }

@@ -94,6 +94,8 @@ class Completion:
 @dataclass(frozen=True)
 class StreamDelta:
     text: str
+    model: str = ""
+    """The id of the model that generated it (a stream is served by one replica, so by one model)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class StreamEnd:
     prompt_tokens: int
     completion_tokens: int
     batch: BatchInfo = field(default_factory=BatchInfo)
+    model: str = ""
 
 
 @dataclass(frozen=True)

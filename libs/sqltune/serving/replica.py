@@ -364,7 +364,7 @@ class ModelServer:
                     cut = max(len(sent), cut - hold) if hold else cut
                 text = text[:cut]
                 if len(text) > len(sent) and text.startswith(sent):
-                    yield StreamDelta(text[len(sent) :])
+                    yield StreamDelta(text[len(sent) :], model=self.name)
                     sent = text
                 if finished:
                     break
@@ -379,6 +379,7 @@ class ModelServer:
             prompt_tokens=len(req.prompt_ids),
             completion_tokens=len(req.tokens),
             batch=_batch(req),
+            model=self.name,
         )
 
 
