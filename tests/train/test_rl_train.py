@@ -34,7 +34,7 @@ def test_grpo_and_dpo_jobs_from_a_starting_adapter(tmp_path):
             "--config", "jobs/configs/tiny-grpo.yaml", *common, "train.max_steps=4", "train.batch_size=2",
             "grpo.num_generations=4", "grpo.max_new_tokens=32", "grpo.beta=0.04"])
         logs_dpo = head.submit("jobs.train", [
-            "--config", "jobs/configs/tiny-dpo.yaml", *common, f"dpo.pairs_file={PAIRS}", "train.max_steps=4",
+            "--config", "jobs/configs/tiny-dpo.yaml", *common, f"dpo.pairs_file={PAIRS}", "train.max_steps=4", "optim.lr=1e-3",
             "train.batch_size=2", "data.max_train_examples=null"])
 
     grpo = json.loads((tmp_path / "runs" / "tiny-grpo" / "adapter" / "metrics.json").read_text())

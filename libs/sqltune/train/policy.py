@@ -263,6 +263,8 @@ class PolicyTrainer(Trainer):
         out = super()._summary()
         out.update(method=self.cfg.method, eval_reward=self.state.get("eval_reward"),
                    eval_hybrid=self.state.get("eval_hybrid"), train_reward=self.state.get("train_reward"))
+        if self.state.get("pairs") is not None:
+            out["pairs"] = self.state["pairs"]
         return out
 
     def run(self) -> None:
