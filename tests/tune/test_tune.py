@@ -60,8 +60,12 @@ def test_trial_config_layers_preset_overrides_budget_and_sample():
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_tiny_sweep_publishes_results_best_preset_and_adapter(tmp_path):
+def test_tiny_sweep_publishes_results_best_preset_and_adapter(tmp_path, monkeypatch):
     from jobs.tune import main
+
+    # Two trials start their Ray Train worker groups at once; on a loaded 2-core machine that can take over
+    # Ray Train's default minute.
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
     base = build_gretel_base(tmp_path / "base")
     sweep = {
