@@ -182,6 +182,9 @@ class PolicyTrainer(Trainer):
     def reward_spec(self) -> Any:
         from sqltune.train.rewards import RewardSpec
 
+        if self.cfg.method == "dpo":
+            d = self.cfg.dpo
+            return RewardSpec(timeout_s=d.reward_timeout_s, workers=d.reward_workers)
         g = self.cfg.grpo
         return RewardSpec(partial_weight=g.partial_weight, format_weight=g.format_weight,
                           timeout_s=g.reward_timeout_s, workers=g.reward_workers)
