@@ -63,7 +63,8 @@ class RayHead:
         )
 
     def __enter__(self) -> "RayHead":
-        for attempt in (1, 2):
+        # Ray waits 30 s for a new raylet to register; on an overloaded machine that can run out: start again.
+        for attempt in range(4):
             gcs, dash, agent, grpc, metrics, runtime_env, client = free_ports(7)
             out = subprocess.run(
                 [_bin("ray"), "start", "--head", f"--temp-dir={self.temp}", "--node-ip-address=127.0.0.1",
@@ -77,7 +78,8 @@ class RayHead:
                 self.address = f"http://127.0.0.1:{dash}"
                 return self
             self.stop()
-        raise RuntimeError(f"ray start failed twice:\n{out.stdout}{out.stderr}")
+            time.sleep(5)
+        raise RuntimeError(f"ray start failed four times:\n{out.stdout}{out.stderr}")
 
     def __exit__(self, *exc) -> None:
         self.stop()
