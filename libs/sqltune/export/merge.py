@@ -11,6 +11,7 @@ NF4 base (and, as a correctness check, against the adapter on the full-precision
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from contextlib import contextmanager
@@ -215,8 +216,6 @@ def measure_merge_choices(base_dir: str, adapter_dir: str, tokenizer, template=N
 
 def adapter_base(adapter_dir: str | Path) -> str | None:
     """The base model an adapter records: sqltune_artifact.json's base_model, else PEFT's config."""
-    import json
-
     from sqltune.models.loading import read_artifact_info
 
     info = read_artifact_info(adapter_dir)

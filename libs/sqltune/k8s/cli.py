@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -373,8 +375,6 @@ def _job_args(items: list[str]) -> dict[str, list[str]]:
 
 
 def cmd_local_run(args: argparse.Namespace) -> int:
-    import os
-
     from sqltune.k8s import local
     from sqltune.k8s.localray import LocalRay
 
@@ -445,14 +445,10 @@ def _embedded_s3(secrets: dict[str, dict[str, str]], work: Path, repo: Path, *, 
         secrets.setdefault(b.API_SECRET, {})[b.API_SECRET_KEY] = secrets_token()
         print(f"[stand-in] Secret {b.API_SECRET}: token {secrets[b.API_SECRET][b.API_SECRET_KEY]}", file=sys.stderr)
     if tiny_base:
-        import os
-
         from sqltune.config import load_config
         from sqltune.data.embedded import build_embedded
         from sqltune.models.tiny import TinyModelConfig, build_tiny_model
         from sqltune.storage import publish
-
-        import shutil
 
         os.environ.update(s3.env())
         for folder in ("dataset", "tiny-base"):

@@ -22,8 +22,12 @@ pod (the stand-in submits itself). Secrets come from a local env file whose line
 
 from __future__ import annotations
 
+import json
+import os
+import secrets as _secrets
 import shlex
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -274,8 +278,6 @@ def plan_rayjob(
 
 def _image_env(root: Path) -> dict[str, str]:
     """What the sqltune image provides that the pod spec does not: the code (PYTHONPATH=/app there)."""
-    import os
-
     paths = [str(root), str(root / "libs")]
     extra = os.environ.get("PYTHONPATH")
     return {"PYTHONPATH": ":".join(paths + ([extra] if extra else []))}
@@ -306,9 +308,6 @@ def run_rayjob(
     stream: bool = False,
 ) -> JobOutcome:
     """Run one RayJob on the local Ray ``ray`` (a :class:`~sqltune.k8s.localray.LocalRay`) and wait for its end."""
-    import json
-    import secrets as _secrets
-
     name = obj["metadata"]["name"]
     if needs_gpus(obj):
         raise StandInError(
@@ -376,9 +375,6 @@ def _http(
     token: str | None = None,
     timeout: float = 120.0,
 ) -> dict[str, Any]:
-    import json
-    import urllib.request
-
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"

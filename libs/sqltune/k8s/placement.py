@@ -13,6 +13,7 @@ when the job would wait forever for resources the cluster does not have.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,6 @@ class PlacementError(ConfigError):
 
 
 def config_class(module: str) -> type[Config]:
-    import importlib
-
     if module not in JOB_CONFIG_CLASSES:
         raise ConfigError(f"unknown entry point {module!r}; sqltune jobs are {', '.join(JOB_CONFIG_CLASSES)}")
     mod, _, name = JOB_CONFIG_CLASSES[module].partition(":")

@@ -17,7 +17,11 @@ by ~150-250 and reaches 0.72-0.80 whole-SQL accuracy by 500.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import hashlib
 import logging
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,8 +198,6 @@ def pretrain_induction(model: Any, tokenizer: Any, cfg: TinyModelConfig, make_ba
     (16 x 32 in fp32: 0.1 s; 0.2 s on an AVX2-only CPU). ``make_batch(vocab, batch, length, generator)`` replaces
     :func:`induction_batch` (benchmarks/tiny_recipe.py compares other sequence layouts).
     """
-    import contextlib
-
     import torch
 
     make_batch = make_batch or induction_batch
@@ -261,9 +263,6 @@ def build_tiny_model(
     With ``cache_dir``, a pre-trained model is kept there under a key of its config and tokenizer, and a
     later build with the same key copies it instead of pre-training again.
     """
-    import hashlib
-    import shutil
-
     cfg = cfg or TinyModelConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -297,8 +296,6 @@ def build_tiny_model(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m sqltune.models.tiny --config jobs/configs/tiny-base.yaml --out DIR [key=value ...]``."""
-    import argparse
-
     from sqltune.config import load_config
 
     ap = argparse.ArgumentParser(description="Build the tiny Qwen2 base model (tokenizer + weights) into --out.")

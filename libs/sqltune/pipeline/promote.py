@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -49,8 +50,6 @@ def replace_model_uri(
     serve_config: dict[str, Any], app: str, model_uri: str
 ) -> tuple[dict[str, Any], str | None]:
     """A copy of a Serve config (``applications: [...]``) with ``app``'s ``args.model_uri`` replaced."""
-    import copy
-
     cfg = copy.deepcopy(serve_config)
     apps = [a for a in cfg.get("applications") or [] if a.get("name") == app]
     if not apps:

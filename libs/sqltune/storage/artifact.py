@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import logging
@@ -454,8 +455,6 @@ def fetch_cached(
     and verifies into a temporary directory and renames it into place, the others reuse it. A hit only
     re-checks file sizes. Local artifacts are verified in place and returned without copying.
     """
-    import fcntl
-
     uri = _root_uri(os.fspath(uri))
     manifest = read_manifest(uri)
     if not is_s3(uri):

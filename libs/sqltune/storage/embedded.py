@@ -18,6 +18,7 @@ The server keeps objects in memory: they are gone when it stops.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import os
 import signal
@@ -156,8 +157,6 @@ class EmbeddedS3:
             if _ready(endpoint):
                 self.log_path = log_path
                 if not self.detach:
-                    import atexit
-
                     atexit.register(self.stop)
                 return ""
             time.sleep(0.1)
