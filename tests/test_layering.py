@@ -6,6 +6,7 @@ The layers, highest first, are documented in docs/architecture.md; this file is 
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -179,3 +180,32 @@ def test_logging_is_configured_only_through_setup_logging() -> None:
         if "basicConfig(" in line or ".addHandler(" in line
     ]
     assert not offenders, f"configure logging with sqltune.log.setup_logging from the entry point instead: {offenders}"
+
+
+def _imports_inside_functions(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import statement nested in a function body of ``path``."""
+    found: list[tuple[int, str]] = []
+
+    def walk(node: ast.AST, in_function: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            if in_function and isinstance(child, ast.Import):
+                found.extend((child.lineno, alias.name) for alias in child.names)
+            elif in_function and isinstance(child, ast.ImportFrom):
+                found.append((child.lineno, "." * child.level + (child.module or "")))
+            walk(child, in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
+
+    walk(ast.parse(path.read_text(), filename=str(path)), False)
+    return found
+
+
+def test_no_stdlib_import_inside_a_function() -> None:
+    """Standard-library imports belong at the module's top; only optional heavy dependencies may wait for the
+    branch that needs them."""
+    files = [*PACKAGE.rglob("*.py"), *(ROOT / "jobs").rglob("*.py"), *(ROOT / "serve").rglob("*.py")]
+    offenders = [
+        f"{p.relative_to(ROOT).as_posix()}:{line}: import {module}"
+        for p in sorted(files)
+        for line, module in _imports_inside_functions(p)
+        if module.split(".")[0] in sys.stdlib_module_names
+    ]
+    assert not offenders, "move these standard-library imports to the top of their module:\n" + "\n".join(offenders)

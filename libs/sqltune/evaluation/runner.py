@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +35,6 @@ class VariantWorker:
 
     def __init__(self, variant: dict[str, Any], *, threads: int | None = None, use_gpu: bool = False,
                  token: str | None = None, engine_slots: int = 0):
-        import warnings
-
         warnings.filterwarnings("ignore")  # bitsandbytes/transformers warn on every CPU int8 matmul
         setup_logging(logging.WARNING, chatty_level=logging.ERROR)  # this actor process's entry point
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -75,10 +75,8 @@ def peak_memory_mb() -> float | None:
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated() / 2**20
     try:
-        import resource
-
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    except (ImportError, OSError):
+    except OSError:
         return None
 
 

@@ -8,6 +8,7 @@ the config is built, before Ray starts. Nested sections: ``data``, ``model``, ``
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -294,8 +295,6 @@ class TrainConfig(Config):
 
     def _validate_method(self) -> None:
         """Keys of a method's section, or method-only options, set for another method are errors."""
-        import dataclasses
-
         for section, cls in (("dpo", DpoSettings), ("grpo", GrpoSettings)):
             if self.method == section:
                 continue

@@ -12,11 +12,13 @@ restored, so a killed worker costs at most one checkpoint interval.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import random
+import resource
 import shutil
 import tempfile
 import time
@@ -62,8 +64,6 @@ def _memory(device: str) -> tuple[str, float]:
 
         return "rss", psutil.Process().memory_info().rss / 2**30
     except ImportError:  # pragma: no cover
-        import resource
-
         return "rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
@@ -420,8 +420,6 @@ class Trainer:
         }
 
     def _autocast(self):
-        import contextlib
-
         import torch
 
         if self.built.autocast_dtype is None:
@@ -480,8 +478,6 @@ class Trainer:
             offset += n
 
     def train(self) -> None:
-        import contextlib
-
         import torch
 
         from sqltune.train.data import count_tokens

@@ -9,6 +9,7 @@ Tensors under 4,096 elements keep 32-bit state (bitsandbytes' ``min_8bit_size``)
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from typing import Any
@@ -96,8 +97,6 @@ def warmup_steps(cfg: OptimConfig, total: int) -> int:
 
 def build_scheduler(optimizer: Any, cfg: OptimConfig, total_steps: int):
     """Warmup then cosine (or linear/constant) decay, as a ``LambdaLR`` (its state_dict is checkpointed)."""
-    import functools
-
     import torch
 
     fn = functools.partial(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -295,8 +296,6 @@ class PolicyTrainer(Trainer):
         raise NotImplementedError
 
     def train(self) -> None:
-        import time
-
         import torch
 
         cfg = self.cfg

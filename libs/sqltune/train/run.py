@@ -23,6 +23,7 @@ Order of work, so that mistakes cost seconds, not a cluster allocation:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -420,8 +421,6 @@ def setup(cfg: TrainConfig) -> Prepared:
 def _absolute_local_paths(cfg: TrainConfig) -> TrainConfig:
     """Relative local paths made absolute: Ray Train workers run in another working directory, where a
     relative dataset or model path (and the relative database paths derived from it) would not resolve."""
-    import dataclasses
-
     def absolute(value: str) -> str:
         if value and "://" not in value and Path(value).exists() and not Path(value).is_absolute():
             return str(Path(value).resolve())
