@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from sqltune import __version__
-from sqltune.errors import SqltuneError
+from sqltune.errors import ConfigError, SqltuneError
 from sqltune.log import setup_logging
 
 # name -> ("module:function", one-line help). Keep sorted; other modules add their line here.
@@ -54,7 +54,8 @@ ENTRY_POINT_GROUP = "sqltune.commands"
 def register_command(name: str, target: str, help: str) -> None:  # noqa: A002 - argparse's word
     """Register a top-level command at run time (for tests and plugins that cannot edit COMMANDS)."""
     if ":" not in target:
-        raise ValueError(f"command target must be 'module:function', got {target!r}")
+        raise ConfigError(f"command {name!r}: target must be 'module:function' (e.g. 'mypkg.cli:register'), "
+                          f"got {target!r}")
     COMMANDS[name] = (target, help)
 
 

@@ -28,6 +28,10 @@ class StorageError(SqltuneError):
     """A URI is malformed, an endpoint is unreachable, or an artifact is missing or altered."""
 
 
+class NotFoundError(StorageError, FileNotFoundError):
+    """No file or object at a URI (still a FileNotFoundError, so callers probing for a file keep working)."""
+
+
 class IntegrityError(StorageError):
     """An artifact does not match its manifest (flipped byte, missing file, missing manifest)."""
 

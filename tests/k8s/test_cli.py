@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from sqltune import cli
+from sqltune.errors import ConfigError
 from sqltune.k8s import builders as b
 from sqltune.k8s.cluster import exit_code_for
 from sqltune.k8s.validate import validate_objects
@@ -237,6 +238,8 @@ def test_registry_register_command(monkeypatch, capsys) -> None:
     assert code == 0 and out == "hello k8s\n"
     code, out, _ = run(capsys, "k8s")
     assert code == 2
+    with pytest.raises(ConfigError, match=r"'bad': target must be 'module:function'.*got 'no_colon'"):
+        cli.register_command("bad", "no_colon", "Never registered.")
 
 
 def _register_hello(parser) -> None:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from sqltune.errors import StorageError
+from sqltune.errors import NotFoundError, StorageError
 from sqltune.storage import (
     clear_client_cache,
     delete_prefix,
@@ -41,9 +41,9 @@ def test_file_operations_on_both_backends(store, tmp_path):
 
     out = download_file(join(store, "sub/c.txt"), tmp_path / "down" / "c.txt")
     assert out.read_text() == "uploaded"
-    with pytest.raises(FileNotFoundError, match="a-missing.txt"):
+    with pytest.raises(NotFoundError, match="a-missing.txt: check the URI"):
         read_bytes(join(store, "a-missing.txt"))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError):  # still one, for callers probing for a file
         download_file(join(store, "a-missing.txt"), tmp_path / "never")
     assert not (tmp_path / "never").exists()
 

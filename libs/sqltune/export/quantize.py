@@ -17,7 +17,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sqltune.errors import ModelError
+from sqltune.errors import ConfigError, ModelError
 from sqltune.export.merge import _quiet, nf4_config
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def bnb_config(precision: str, *, dtype: str = "bf16", double_quant: bool = True
         return BitsAndBytesConfig(load_in_8bit=True)
     if precision == "nf4":
         return nf4_config(torch_dtype(dtype), double_quant)
-    raise ValueError(f"not a quantized precision: {precision!r}")
+    raise ConfigError(f"export.precision={precision!r} is not a quantized precision: use int8 or nf4")
 
 
 def _copy_side_files(src: Path, dst: Path, *, weights: bool, skip: frozenset[str] | set[str] = SKIP_COPY) -> None:

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from sqltune.errors import IntegrityError, StorageError
+from sqltune.errors import IntegrityError, NotFoundError, StorageError
 from sqltune.storage.arrow import pyarrow_filesystem
 from sqltune.storage.artifact import (
     FORMAT,
@@ -56,6 +56,7 @@ __all__ = [
     "FileEntry",
     "IntegrityError",
     "Manifest",
+    "NotFoundError",
     "S3Settings",
     "StorageError",
     "clear_client_cache",

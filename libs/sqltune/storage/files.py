@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from sqltune.errors import StorageError
+from sqltune.errors import NotFoundError, StorageError
 from sqltune.storage.client import error_code, s3_client, s3_errors
 from sqltune.storage.uri import is_s3, local_path, parse_s3_uri
 
@@ -71,6 +71,11 @@ def upload_file(local: PathOrUri, uri: PathOrUri) -> str:
     return target
 
 
+def _not_found(source: str) -> NotFoundError:
+    what = "object" if is_s3(source) else "file"
+    return NotFoundError(f"no {what} at {source}: check the URI, or run the step that writes it first")
+
+
 def download_file(uri: PathOrUri, local: PathOrUri) -> Path:
     """Copy the object/file at ``uri`` to the local path ``local`` (atomically); returns that path."""
     source = _s(uri)
@@ -89,21 +94,21 @@ def download_file(uri: PathOrUri, local: PathOrUri) -> Path:
                 if isinstance(exc.__cause__, ClientError) and error_code(exc.__cause__) in (
                     "404", "NoSuchKey", "NotFound"
                 ):
-                    raise FileNotFoundError(f"no object at {source}") from None
+                    raise _not_found(source) from None
                 raise
 
         _atomic_write_local(dest, fetch)
         return dest
     src = local_path(source)
     if not src.is_file():
-        raise FileNotFoundError(f"no file at {source}")
+        raise _not_found(source)
     if src.resolve() != dest.resolve():
         _atomic_write_local(dest, lambda tmp: shutil.copyfile(src, tmp))
     return dest
 
 
 def read_bytes(uri: PathOrUri) -> bytes:
-    """The content of the object/file at ``uri``; FileNotFoundError if there is none."""
+    """The content of the object/file at ``uri``; NotFoundError (a FileNotFoundError) if there is none."""
     source = _s(uri)
     if is_s3(source):
         bucket, key = parse_s3_uri(source)
@@ -114,11 +119,11 @@ def read_bytes(uri: PathOrUri) -> bytes:
         except StorageError as exc:
             # Only S3's own NoSuchKey: a bare 404 may come from something that is not S3 at all.
             if error_code(exc.__cause__) == "NoSuchKey":
-                raise FileNotFoundError(f"no object at {source}") from None
+                raise _not_found(source) from None
             raise
     path = local_path(source)
     if not path.is_file():
-        raise FileNotFoundError(f"no file at {source}")
+        raise _not_found(source)
     return path.read_bytes()
 
 
