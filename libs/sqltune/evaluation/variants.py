@@ -10,6 +10,7 @@ Each variant applies its own prompt mode (strict SQL-only instruction, or plain)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -125,8 +126,6 @@ class LocalVariant:
     def _repair_generate(self, items: list[dict[str, Any]], max_new_tokens: int) -> list[Output]:
         """The execute-and-repair loop over the batch (each round's open examples decoded together);
         every row's latency is the batch's wall time, as with generate()."""
-        import contextlib
-
         from sqltune.agent.repair import RepairConfig, repair_many, target_for
         from sqltune.generation.generate import generate_batch
         from sqltune.prompts import build_messages, render_prompt

@@ -13,6 +13,7 @@ tied (``ensure_weight_tying``), so a merged export keeps the tie.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -234,8 +235,6 @@ def merged_copy(model: Any, dtype: Any, device: Any) -> Any | None:
     modules): one validation of the Qwen2.5-3B preset on an H200 (eval loss on 160 examples, 64 examples
     decoded to 160 tokens in one batch) took 55 s with it. The merged copy decodes with plain modules. None when the model has parts this does not merge (modules_to_save).
     """
-    import copy
-
     import torch
     from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForCausalLM
