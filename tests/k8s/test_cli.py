@@ -100,7 +100,14 @@ def test_submit_dry_run_infers_kind(capsys, crd_dir, stem: str, module: str, gpu
     assert validate_objects([job], str(crd_dir)) == []
 
 
-JOB_PRESETS = [p for p in sorted((ROOT / "jobs" / "configs").glob("*.yaml")) if p.name != "tiny-base.yaml"]
+# tiny-base builds the tiny model; tune-* sweeps run through `ray job submit`, not as RayJobs
+JOB_PRESETS = [p for p in sorted((ROOT / "jobs" / "configs").glob("*.yaml"))
+               if p.name != "tiny-base.yaml" and not p.name.startswith("tune-")]
+
+
+def test_submit_refuses_a_sweep_preset_with_the_command_to_use(capsys) -> None:
+    code, out, err = run(capsys, "k8s", "submit", "--config", str(ROOT / "jobs/configs/tune-tiny.yaml"), "--dry-run")
+    assert code == 2 and "python -m jobs.tune --config" in err and not out
 
 
 @pytest.mark.parametrize("config", JOB_PRESETS, ids=lambda p: p.name)

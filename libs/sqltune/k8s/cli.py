@@ -165,6 +165,11 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 def infer_kind(path: Path) -> str:
     stem = path.stem.lower()
+    if stem.startswith("tune"):
+        raise ConfigError(
+            f"--config {path}: a hyper-parameter sweep (jobs.tune) is not submitted as a RayJob; run it on a Ray "
+            f"cluster with `ray job submit --working-dir . -- python -m jobs.tune --config {path}`"
+        )
     for prefix, kind in (("eval", "eval"), ("export", "export"), ("pipeline", "pipeline")):
         if stem.startswith(prefix):
             return kind
