@@ -154,6 +154,31 @@ def test_import_sqltune_never_loads_torch() -> None:
     assert out.stdout.strip() == "[]", f"`import sqltune` loaded {out.stdout.strip()}"
 
 
+# Modules that must import without torch, Ray or transformers: configs, data, SQL, storage, the serving ingress,
+# generation's request types and the CLI's startup path (each package's __init__ included).
+TORCH_FREE = [
+    "sqltune.cli", "sqltune.configdoc", "sqltune.config", "sqltune.sql", "sqltune.data", "sqltune.storage",
+    "sqltune.prompts", "sqltune.generation", "sqltune.generation.request", "sqltune.serving",
+    "sqltune.serving.api", "sqltune.serving.protocol", "sqltune.serving.backend", "sqltune.train",
+    "sqltune.train.config", "sqltune.evaluation", "sqltune.evaluation.config", "sqltune.export",
+    "sqltune.k8s", "sqltune.k8s.cli", "sqltune.pipeline", "sqltune.pipeline.cli", "sqltune.tune",
+]
+
+
+def test_light_modules_never_load_torch() -> None:
+    code = "import importlib, sys, json\n" \
+           f"mods = {TORCH_FREE!r}\n" \
+           "heavy = {}\n" \
+           "for m in mods:\n" \
+           "    before = {x for x in ('torch', 'ray', 'transformers') if x in sys.modules}\n" \
+           "    importlib.import_module(m)\n" \
+           "    now = {x for x in ('torch', 'ray', 'transformers') if x in sys.modules} - before\n" \
+           "    if now: heavy[m] = sorted(now)\n" \
+           "print(json.dumps(heavy))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "{}", f"these modules must stay light (import torch in torch-only ones): {out.stdout}"
+
+
 def _modules() -> list[tuple[str, int]]:
     return sorted((p.relative_to(PACKAGE).as_posix(), len(p.read_text().splitlines())) for p in PACKAGE.rglob("*.py"))
 

@@ -7,9 +7,24 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 from sqltune.export.config import ExportConfig
-from sqltune.export.merge import measure_merge_choices, merge_adapter
-from sqltune.export.quantize import export_quantized
-from sqltune.export.run import ExportResult, run_export
+
+# The rest needs torch: imported on first use, so that reading the config (the CLI, configdoc) stays light.
+_LAZY = {
+    "ExportResult": "sqltune.export.run",
+    "export_quantized": "sqltune.export.quantize",
+    "measure_merge_choices": "sqltune.export.merge",
+    "merge_adapter": "sqltune.export.merge",
+    "run_export": "sqltune.export.run",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
 
 __all__ = ["ExportConfig", "ExportResult", "export_quantized", "measure_merge_choices", "merge_adapter", "run_export"]

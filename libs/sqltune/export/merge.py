@@ -20,6 +20,11 @@ from typing import Any
 
 from sqltune.errors import ModelError, missing
 
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - torch comes with the model extra
+    raise missing("torch", "model") from exc
+
 log = logging.getLogger(__name__)
 
 # Prompts used to compare logits; rendered with the adapter's prompt template and tokenizer.
@@ -61,14 +66,6 @@ def _quiet():
         yield
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover
-        raise missing("torch", "model") from exc
-    return torch
-
-
 def nf4_config(compute_dtype: Any, double_quant: bool = True):
     """The bitsandbytes NF4 config QLoRA training uses (block size 64, optional double quantization)."""
     from transformers import BitsAndBytesConfig
@@ -88,7 +85,6 @@ def load_base(source: str, *, how: str, device: str, double_quant: bool = True):
     - ``nf4``: quantized to NF4 (fp32 compute), the forward pass QLoRA training saw;
     - ``dequantized``: quantized to NF4 and de-quantized back to fp32 ``nn.Linear`` weights.
     """
-    torch = _torch()
     from transformers import AutoModelForCausalLM
 
     try:
@@ -163,7 +159,6 @@ def probe_inputs(tokenizer, template=None) -> dict[str, Any]:
 
 
 def logits_of(model, inputs: dict[str, Any]):
-    torch = _torch()
     device = next(model.parameters()).device
     with torch.inference_mode(), _quiet():
         out = model(**{k: v.to(device) for k, v in inputs.items()})

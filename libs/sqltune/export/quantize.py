@@ -17,6 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sqltune.errors import ConfigError, ModelError
 from sqltune.export.merge import _quiet, nf4_config
 
@@ -27,8 +29,6 @@ SKIP_COPY = {"sqltune_artifact.json", "manifest.json"}
 
 
 def torch_dtype(name: str):
-    import torch
-
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
 
 
