@@ -7,6 +7,7 @@ import sqlite3
 
 import duckdb
 import pytest
+from sql_helpers import run_bounded
 
 from sqltune.errors import SQLError
 from sqltune.sql import execute
@@ -41,7 +42,7 @@ def dbs(tmp_path):
 def test_long_builtin_call_is_killed_at_the_timeout(pool, dbs):
     lite, _ = dbs
     kills = pool.kills
-    res = execute(LONG_BUILTIN, db=lite, timeout_s=1.0, pool=pool)
+    res = run_bounded(lambda: execute(LONG_BUILTIN, db=lite, timeout_s=1.0, pool=pool), "a long builtin call")
     assert res.category == "timeout" and "worker process was killed" in res.error
     assert pool.kills == kills + 1
     # The pool replaced the worker: the next queries run as before.
@@ -67,7 +68,8 @@ def test_engine_compile_refuses_what_sqlglot_accepts(pool, dbs):
 def test_missing_file_is_a_result_and_closed_pool_refuses(tmp_path):
     p = SandboxPool(workers=1)
     try:
-        res = p.run("SELECT 1", db=str(tmp_path / "none.sqlite"), engine="sqlite", timeout_s=2, max_rows=10)
+        # A generous timeout: the answer is immediate, but a fresh worker's start-up counts against it.
+        res = p.run("SELECT 1", db=str(tmp_path / "none.sqlite"), engine="sqlite", timeout_s=60, max_rows=10)
         assert res.category == "runtime" and "database file not found" in res.error
     finally:
         p.close()
