@@ -133,7 +133,9 @@ class Demo:
         overrides = [f"output_uri=s3://{BUCKET}/eval", "eval_name=tiny", f"run_uri=s3://{BUCKET}/runs/tiny",
                      f"base_uri=s3://{BUCKET}/models/tiny-base", f"dataset.source=s3://{BUCKET}/datasets/embedded"]
         if self.quick:
-            overrides.append("dataset.limit=16")
+            # The server caps an answer at 256 tokens (serve/config.yaml): a barely trained model may not stop
+            # before that, so the quick run scores with the same budget and its answers can be compared.
+            overrides += ["dataset.limit=16", "generation.max_new_tokens=256"]
         self.submit("jobs.evaluate", "jobs/configs/eval-tiny.yaml", overrides)
         from sqltune.storage import fetch
 
