@@ -181,8 +181,8 @@ def test_openai_client_models_chat_and_stream(server):
         openai.OpenAI(base_url=f"{server['base']}/v1", api_key="wrong", max_retries=0).models.list()
     with pytest.raises(openai.NotFoundError):
         oc.chat.completions.create(model="gpt-4o", messages=messages)
-    with pytest.raises(openai.BadRequestError):
-        oc.chat.completions.create(model=ids[0], messages=messages, n=3)
+    with pytest.raises(openai.UnprocessableEntityError):  # above max_choices (4)
+        oc.chat.completions.create(model=ids[0], messages=messages, n=9)
 
 
 def test_sse_stream_format(client):

@@ -160,7 +160,7 @@ def add_openai_routes(app: FastAPI, state: AppState) -> None:
             "id": cid,
             "object": "chat.completion",
             "created": created,
-            "model": result.model or args.served_name,
+            "model": results[0].model or args.served_name,
             "choices": [
                 {
                     "index": i,
