@@ -223,9 +223,6 @@ def score_example(
     score.ast_equal = score.exact or (is_statement and ast_equivalent(sql, example.sql, dialect))
     if not analysis.parseable:
         category, score.error = "syntax", analysis.error
-    elif not is_statement:
-        kinds = ", ".join(t for t in analysis.statement_types if t not in keys)
-        category, score.error = "syntax", f"not a SQL statement: parses only as a bare expression ({kinds})"
     elif score.read_only_violation:
         category, score.error = "not_read_only", "; ".join(analysis.reasons) or "not a read-only query"
     elif cleaned.rest and statements == "all":
