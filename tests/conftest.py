@@ -11,6 +11,10 @@ import pytest
 
 from external_fixtures import external_fixture
 
+# Every local Ray cluster of the tests listens on loopback only (read by Ray when it is first imported,
+# and inherited by the processes it starts): see sqltune.k8s.localray.LOOPBACK_ENV.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 ROOT = Path(__file__).resolve().parents[1]
 TEST_BUCKET = "sqltune-test"
 

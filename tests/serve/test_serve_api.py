@@ -449,3 +449,18 @@ def test_prometheus_metrics(server, client):
         time.sleep(1)
     missing = [w for w in want if w not in text]
     assert not missing, missing
+
+
+def test_the_test_cluster_listens_on_loopback_only(server):
+    """The tests' Ray (ray.init, Serve's proxy included) opens no port beyond loopback."""
+    import psutil
+
+    from sqltune.k8s.localray import is_loopback, listening_sockets
+
+    sockets = listening_sockets(psutil.Process().children(recursive=True))
+    assert any(port == int(server["base"].rsplit(":", 1)[1]) for _, port, _ in sockets), sockets
+    assert any(name == "gcs_server" for _, _, name in sockets), sockets
+    # Ray Serve 2.60 starts each replica's inter-deployment gRPC server on "[::]:0" with no setting to
+    # change it (ray/serve/_private/replica.py); that one is known and documented (docs/reliability.md).
+    exposed = [s for s in sockets if not is_loopback(s[0]) and not s[2].startswith("ray::ServeReplica:")]
+    assert not exposed, f"listening beyond loopback: {exposed}"

@@ -7,6 +7,10 @@ job runs on a laptop the way it runs on a cluster: submitted to the head's dashb
   is chosen free (all at once: ports picked one after another can repeat).
 * Auth: Ray 2.60's `ray start` turns token auth on by default, but the job/serve CLIs only send the token
   when ``RAY_AUTH_MODE=token`` is set, so :attr:`LocalRay.env` sets it with a token file of its own.
+* Loopback only: ``--node-ip-address=127.0.0.1`` alone still leaves the GCS, the raylet and the metrics
+  exporter listening on every interface (Ray resolves the loopback address to the machine's own);
+  :data:`LOOPBACK_ENV` makes Ray run as the single-machine cluster it is, so every port it opens is on
+  loopback (:func:`listening_sockets` shows them).
 * Cleanup: `ray stop` stops every Ray of the machine; :meth:`LocalRay.stop` ends only the processes
   started with this head's ``--temp-dir`` (and their children).
 """
@@ -30,6 +34,29 @@ from sqltune.errors import ResourceError
 log = logging.getLogger(__name__)
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+"""Ray's switch for a cluster of this one machine: its node address is loopback, and so are its ports."""
+
+
+def listening_sockets(procs: Sequence) -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every TCP socket the given processes listen on."""
+    import psutil
+
+    pids = {p.pid for p in procs}
+    out = []
+    for conn in psutil.net_connections("inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            try:
+                name = psutil.Process(conn.pid).name()
+            except psutil.NoSuchProcess:
+                continue
+            out.append((conn.laddr.ip, conn.laddr.port, name))
+    return sorted(out)
+
+
+def is_loopback(address: str) -> bool:
+    return address in ("127.0.0.1", "::1", "localhost") or address.startswith(("127.", "::ffff:127."))
 
 
 def free_ports(n: int) -> list[int]:
@@ -126,6 +153,7 @@ class LocalRay:
         self.env = dict(os.environ if env is None else env)
         self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"
         self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.env.update(LOOPBACK_ENV)
         self.env["RAY_AUTH_MODE"] = "token"
         self.env["RAY_AUTH_TOKEN_PATH"] = str(auth_token_file(self.work))
         self.started = False
