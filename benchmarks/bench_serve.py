@@ -234,6 +234,7 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
             cuda_graphs=not opts.no_graphs,
             compile=opts.compile,
             attn=opts.attn,
+            mixed_prefill=not opts.no_mixed_prefill,
         )
         eng = Engine(model, None, cfg)
         t0 = time.perf_counter()
@@ -251,7 +252,12 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
         res["latency_s"] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "n": len(lat)}
         res["ttft_s"] = {"p50": pct(ttft, 50), "p95": pct(ttft, 95)}
 
-        for c in levels:
+        # The top level again with mixed prefill off: the same engine and warm-up, so the two compare.
+        runs = [(c, "") for c in levels]
+        if eng.cfg.mixed_prefill and max(levels) > 1:
+            runs.append((max(levels), " (mixed prefill off)"))
+        for c, tag in runs:
+            eng.cfg.mixed_prefill = not tag and not opts.no_mixed_prefill
             eng.reset_stats()
             n_req = n_latency if c == 1 else c * rounds
             done_lat: list[float] = []
@@ -296,7 +302,7 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
             st = eng.stats()
             sizes = {int(k): v for k, v in st["decode_batch_sizes"].items()}
             steps = sum(sizes.values()) or 1
-            res["throughput"][str(c)] = {
+            res["throughput"][str(c) + tag] = {
                 "tokens_per_s": tokens[0] / wall,
                 "requests": n_req,
                 "wall_s": wall,
@@ -306,11 +312,12 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
                 "prefill_s": st.get("prefill_s"),
                 "decode_s": st.get("decode_s"),
                 "decode_steps": st.get("decode_steps"),
+                "mixed_steps": st.get("mixed_steps"),
                 "prefill_batches": st.get("prefill_batch_sizes"),
                 "mode": "closed-loop clients",
             }
             log(
-                f"engine c={c}: {tokens[0] / wall:,.0f} tok/s, p50 {pct(done_lat, 50):.3f}s, "
+                f"engine c={c}{tag}: {tokens[0] / wall:,.0f} tok/s, p50 {pct(done_lat, 50):.3f}s, "
                 f"prefill {st.get('prefill_s', 0):.3f}s decode {st.get('decode_s', 0):.3f}s of {wall:.3f}s"
             )
         res["memory"] = peak_memory(device)
@@ -511,6 +518,7 @@ def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency,
             "prefill_s": st.get("prefill_s"),
             "decode_s": st.get("decode_s"),
             "decode_steps": st.get("decode_steps"),
+            "mixed_steps": st.get("mixed_steps"),
             "prefill_batches": st.get("prefill_batch_sizes"),
             "mode": "closed-loop HTTP clients",
         }
@@ -570,6 +578,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="engine torch.compile")
     ap.add_argument("--no-graphs", action="store_true", help="engine without CUDA graphs")
+    ap.add_argument("--no-mixed-prefill", action="store_true",
+                    help="in-process engine: prefill new requests in passes of their own (decoding pauses)")
     ap.add_argument("--decode-chunk", type=int, default=0, help="engine decode steps per host sync (0: auto)")
     ap.add_argument(
         "--attn",

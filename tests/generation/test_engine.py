@@ -133,6 +133,39 @@ def test_staggered_arrivals_join_the_running_batch(setup):
         eng.stop()
 
 
+@pytest.mark.parametrize("mixed", [True, False])
+def test_arrivals_mid_decode_prefill_in_the_decode_pass_match_generate(setup, mixed):
+    """Three requests arrive together while two decode: with mixed prefill the running two take a token
+    in the prefill's pass; tokens are those of generate() either way."""
+    eng = _engine(setup, max_slots=6, decode_chunk=1, mixed_prefill=mixed)
+    try:
+        first = [GenRequest(p, 16) for p in setup["prompts"][:2]]
+        later = [GenRequest(p, 12) for p in setup["prompts"][2:5]]
+        started = threading.Event()
+
+        def cb(req, _new, _finished):
+            if len(req.tokens) >= 3 and not started.is_set():
+                started.set()
+                for r in later:
+                    eng.submit(r)
+
+        first[0].on_update = cb
+        eng.reset_stats()
+        for r in first:
+            eng.submit(r)
+        deadline = time.time() + 60
+        while not all(r.finished for r in first + later) and time.time() < deadline:
+            time.sleep(0.01)
+        assert [r.tokens for r in first] == setup["ref"][:2]
+        assert [r.tokens for r in later] == [ref[:12] for ref in setup["ref"][2:5]]
+        stats = eng.stats()
+        assert stats["errors"] == 0
+        assert (stats["mixed_steps"] >= 1) is mixed
+        assert stats["generated_tokens"] == 2 * 16 + 3 * 12
+    finally:
+        eng.stop()
+
+
 def test_stop_tokens_and_text_stops(setup):
     ref = setup["ref"]
     stop = ref[0][5]

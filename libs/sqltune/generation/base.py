@@ -55,6 +55,7 @@ class BaseEngine:
             "requests": 0,
             "generated_tokens": 0,
             "decode_steps": 0,
+            "mixed_steps": 0,
             "errors": 0,
             "prefill_s": 0.0,
             "decode_s": 0.0,
@@ -165,6 +166,8 @@ class BaseEngine:
             "requests": s["requests"],
             "generated_tokens": s["generated_tokens"],
             "decode_steps": s["decode_steps"],
+            # Decode steps that ran inside a prefill pass (new requests admitted without pausing decode).
+            "mixed_steps": s["mixed_steps"],
             "errors": s["errors"],
             # Wall time of the scheduler's prefill and decode phases (each ends in its host sync).
             "prefill_s": round(s.get("prefill_s", 0.0), 4),
@@ -180,7 +183,7 @@ class BaseEngine:
             self.stats_counts["decode_batch_sizes"].clear()
             self.stats_counts["prefill_batch_sizes"].clear()
             self.stats_counts.update(
-                requests=0, generated_tokens=0, decode_steps=0, prefill_s=0.0, decode_s=0.0
+                requests=0, generated_tokens=0, decode_steps=0, mixed_steps=0, prefill_s=0.0, decode_s=0.0
             )
 
     # -- for the schedulers ------------------------------------------------------------------------

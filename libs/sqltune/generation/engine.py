@@ -4,6 +4,10 @@
   queued request (up to the free slots): their prompts are prefilled together (right padding, causal
   attention) straight into their slots, and they join the running batch at the next step. Requests that
   arrive while others decode therefore share batches with them; nothing waits for a batch to drain.
+* **Decoding does not pause for admission.** When requests arrive while others decode, the first eager
+  prefill pass also carries one decode step of the running sequences (their tokens ride on the prefill's
+  matrix products); a single prompt with a captured prefill graph is prefilled on its own (the graph is
+  cheaper than an eager pass). ``EngineConfig.mixed_prefill=False`` turns this off.
 * **Slots stay 0..n-1.** When a sequence finishes, the last running one is moved into its hole, so a
   decode step only touches the first ``n`` slots.
 * **Stop checks per chunk.** ``decode_chunk`` steps run on the device back to back; only then are the
@@ -111,6 +115,7 @@ class Engine(BaseEngine):
             else:
                 g.append(r)
         now = time.perf_counter()
+        mixed_done = False
         for g in groups:
             slot0 = len(self._active)
             n = len(g)
@@ -121,15 +126,28 @@ class Engine(BaseEngine):
                 r.started_at = now
                 r.prefill_batch = n
             lengths = torch.tensor([len(r.prompt_ids) for r in g], dtype=torch.long)
+            # The first eager prefill carries one decode step of the running sequences (see EngineConfig).
+            mixed = (
+                self.cfg.mixed_prefill
+                and not mixed_done
+                and slot0 > 0
+                and not self.runner.prefill_is_graphed(n, T)
+            )
             try:
-                first, len_d = self.runner.prefill(ids, lengths, slot0)
+                if mixed:
+                    mixed_done = True
+                    first_host = self._mixed_step(ids, lengths)
+                else:
+                    first, len_d = self.runner.prefill(ids, lengths, slot0)
+                    first_host = self.runner.load_slots(slot0, first, len_d)
             except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail these, keep serving others
                 log.exception("prefill of %d requests failed", n)
                 self.stats_counts["errors"] += 1
                 for r in g:
                     self._finish(r, "error", error=f"prefill failed: {type(exc).__name__}: {exc}")
+                if mixed:
+                    raise  # the running sequences' step failed with it: the loop fails them
                 continue
-            first_host = self.runner.load_slots(slot0, first, len_d)
             self.stats_counts["requests"] += n
             self._record("prefill", n)
             t = time.perf_counter()
@@ -139,6 +157,22 @@ class Engine(BaseEngine):
                 self._active.append(seq)
                 self._accept(seq, [tok])
         self._compact()
+
+    def _mixed_step(self, ids, lengths) -> list[int]:
+        """One decode step of the running sequences fused with the prefill of ``ids`` into the slots after
+        them; the running sequences take their token here; returns the prompts' first tokens."""
+        act = self._active
+        n = len(act)
+        need = max(s.cache_len for s in act) + 1
+        dec, first = self.runner.mixed(n, need, ids, lengths)
+        self.stats_counts["decode_steps"] += 1
+        self.stats_counts["mixed_steps"] += 1
+        self._record("decode", n)
+        for seq, tok in zip(act, dec):
+            seq.cache_len += 1
+            seq.req.max_batch = max(seq.req.max_batch, n)
+            self._accept(seq, [tok])
+        return first
 
     def _compact(self) -> None:
         """Drop finished sequences; move the last running ones into the holes (slots stay 0..n-1)."""

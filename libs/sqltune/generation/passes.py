@@ -271,6 +271,45 @@ class LlamaPasses:
             x, delta = self._layer_post(i, x, o.reshape(B, self.nh * self.hd))
         return self._greedy(x, delta)
 
+    def mixed(self, tokens, pos, ids, lengths, slots, kcs, vcs, L: int, bidx, arange_l):
+        """One decode step for the first B slots (``tokens``/``pos`` [B]) and the prefill of right-padded
+        prompts ``ids`` [n, T] into ``slots`` [n], in one pass; returns the next tokens [B + n] (the B
+        running sequences first, then the first token of each prompt).
+
+        The running sequences' step rides on the prefill's matrix products (decode alone is bound by
+        reading the weights, prefill by compute), so admitting new requests no longer pauses decoding.
+        Per token the math is :meth:`decode`'s and :meth:`prefill`'s; only the attention is split."""
+        B = tokens.shape[0]
+        n, T = ids.shape
+        dev = ids.device
+        x = torch.cat([self.embed(tokens), self.embed(ids).reshape(n * T, -1)])
+        delta = torch.zeros_like(x)
+        pf_pos = torch.arange(T, device=dev).repeat(n)
+        all_pos = torch.cat([pos, pf_pos])
+        all_slots = torch.cat([bidx, slots[:, None].expand(n, T).reshape(n * T)])
+        cos = self.cos[all_pos][:, None, :]
+        sin = self.sin[all_pos][:, None, :]
+        mask = None
+        if not self.reads_to_length:
+            mask = torch.zeros((), dtype=x.dtype, device=dev).masked_fill(
+                arange_l[:L][None, :] > pos[:, None], float("-inf")
+            )[:, None, None, :]
+        for i in range(self.nl):
+            x, q = self._layer_pre(i, x, delta, cos, sin, kcs[i], vcs[i], all_slots, all_pos)
+            od = self._decode_attn(q[:B], kcs[i], vcs[i], pos, B, L, mask).reshape(B, self.nh * self.hd)
+            qp = q[B:].reshape(n, T, self.nh, self.hd).transpose(1, 2)
+            k = kcs[i][:, :, :T].index_select(0, slots)
+            v = vcs[i][:, :, :T].index_select(0, slots)
+            if self.group > 1:
+                k = k.repeat_interleave(self.group, dim=1)
+                v = v.repeat_interleave(self.group, dim=1)
+            with self._prefill_backends():
+                op = F.scaled_dot_product_attention(qp, k, v, is_causal=True, scale=self.scale)
+            o = torch.cat([od, op.transpose(1, 2).reshape(n * T, self.nh * self.hd)])
+            x, delta = self._layer_post(i, x, o)
+        rows = torch.cat([torch.arange(B, device=dev), B + torch.arange(n, device=dev) * T + lengths - 1])
+        return self._greedy(x[rows], delta[rows])
+
     def _decode_attn(self, q, kc, vc, pos, B: int, L: int, mask):
         if self.attn == "triton":
             return self.dec_attn(q, kc, vc, pos)

@@ -81,6 +81,9 @@ class EngineConfig:
     decode_chunk: int = 0  # 0: 16 on CUDA, 1 on CPU
     batch_wait_s: float = 0.0
     max_prefill_tokens: int = 0  # 0: 16384 on CUDA, 4096 on CPU
+    mixed_prefill: bool = True
+    """Admit new requests in the same pass as one decode step of the running ones (decoding does not pause
+    for a prefill); a single prompt with a captured prefill graph is prefilled on its own instead."""
     cuda_graphs: bool = True
     compile: str = "auto"  # auto | on | off
     attn: str = "auto"  # auto (triton on CUDA half precision, else sdpa) | triton | sdpa | math

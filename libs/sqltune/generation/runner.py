@@ -165,7 +165,7 @@ class ModelRunner:
         One prompt that fits a captured bucket replays its graph (prefill is CPU-bound at this size:
         ~24 ms of launches for ~5 ms of GPU work at 320 tokens). Several prompts: the eager pass."""
         n, T = ids.shape
-        if n == 1 and self._pf_graphs and T <= self.pf_buckets[-1]:
+        if self.prefill_is_graphed(n, T):
             graph, out = self._pf_graphs[ceil_bucket(T, self.pf_buckets)]
             self.pf_ids[0, :T].copy_(ids[0])  # positions past T keep stale ids: padding, never attended
             self.pf_len.fill_(T)
@@ -177,6 +177,10 @@ class ModelRunner:
             ids.to(self.device), len_d, self.arange_s[slot0 : slot0 + n], self.k_cache, self.v_cache
         )
         return first, len_d
+
+    def prefill_is_graphed(self, n: int, T: int) -> bool:
+        """Whether :meth:`prefill` of ``n`` prompts of width ``T`` replays a captured graph (else eager)."""
+        return n == 1 and bool(self._pf_graphs) and T <= self.pf_buckets[-1]
 
     def load_slots(self, slot0: int, first, len_d) -> list[int]:
         """Make prefilled slots decodable (next token, next position); returns the first tokens (host)."""
@@ -196,6 +200,32 @@ class ModelRunner:
         for _ in range(steps):
             self._step(B, L)
         return self.out_buf[:n, :steps].cpu().tolist()  # the one host sync per chunk, GIL released
+
+    def mixed(self, n: int, need: int, ids, lengths) -> tuple[list[int], list[int]]:
+        """One decode step for slots ``0..n-1`` (caches needing ``need`` positions) fused with the prefill
+        of right-padded prompts ``ids`` [m, T] into slots ``n..n+m-1``; leaves every slot decodable and
+        returns (the running slots' new tokens, the prompts' first tokens) with one host sync."""
+        m = ids.shape[0]
+        L = ceil_bucket(min(need, self.cfg.seq_len), self.len_buckets)
+        pos = self.pos_buf[:n]
+        len_d = lengths.to(self.device)
+        nxt = self.passes.mixed(
+            self.tokens_buf[:n],
+            pos,
+            ids.to(self.device),
+            len_d,
+            self.arange_s[n : n + m],
+            self.k_cache,
+            self.v_cache,
+            L,
+            self.arange_s[:n],
+            self.arange_l,
+        )
+        self.tokens_buf[: n + m].copy_(nxt)
+        self.pos_buf[:n].copy_(torch.clamp(pos + 1, max=self.cfg.seq_len - 1))
+        self.pos_buf[n : n + m].copy_(len_d)
+        host = nxt.cpu().tolist()  # the one host sync of the fused step
+        return host[:n], host[n:]
 
     def move_slots(self, pairs: list[tuple[int, int]]) -> None:
         """Copy slot rows ``j`` into ``i`` for every ``(i, j)`` (cache, next token, position)."""
