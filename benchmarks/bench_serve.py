@@ -234,7 +234,7 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
             cuda_graphs=not opts.no_graphs,
             compile=opts.compile,
             attn=opts.attn,
-            mixed_prefill=not opts.no_mixed_prefill,
+            mixed_prefill=opts.mixed_prefill,
         )
         eng = Engine(model, None, cfg)
         t0 = time.perf_counter()
@@ -252,12 +252,13 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
         res["latency_s"] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "n": len(lat)}
         res["ttft_s"] = {"p50": pct(ttft, 50), "p95": pct(ttft, 95)}
 
-        # The top level again with mixed prefill off: the same engine and warm-up, so the two compare.
+        # The top level again with mixed prefill flipped: the same engine and warm-up, so the two compare.
+        mixed = eng.cfg.mixed_prefill
         runs = [(c, "") for c in levels]
-        if eng.cfg.mixed_prefill and max(levels) > 1:
-            runs.append((max(levels), " (mixed prefill off)"))
+        if max(levels) > 1:
+            runs.append((max(levels), f" (mixed prefill {'off' if mixed else 'on'})"))
         for c, tag in runs:
-            eng.cfg.mixed_prefill = not tag and not opts.no_mixed_prefill
+            eng.cfg.mixed_prefill = mixed != bool(tag)
             eng.reset_stats()
             n_req = n_latency if c == 1 else c * rounds
             done_lat: list[float] = []
@@ -578,8 +579,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="engine torch.compile")
     ap.add_argument("--no-graphs", action="store_true", help="engine without CUDA graphs")
-    ap.add_argument("--no-mixed-prefill", action="store_true",
-                    help="in-process engine: prefill new requests in passes of their own (decoding pauses)")
+    ap.add_argument("--mixed-prefill", action="store_true",
+                    help="in-process engine: new requests' prefill carries a decode step of the running ones "
+                         "(the top level is also run with the other setting)")
     ap.add_argument("--decode-chunk", type=int, default=0, help="engine decode steps per host sync (0: auto)")
     ap.add_argument(
         "--attn",

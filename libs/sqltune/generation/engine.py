@@ -4,10 +4,10 @@
   queued request (up to the free slots): their prompts are prefilled together (right padding, causal
   attention) straight into their slots, and they join the running batch at the next step. Requests that
   arrive while others decode therefore share batches with them; nothing waits for a batch to drain.
-* **Decoding does not pause for admission.** When requests arrive while others decode, the first eager
-  prefill pass also carries one decode step of the running sequences (their tokens ride on the prefill's
-  matrix products); a single prompt with a captured prefill graph is prefilled on its own (the graph is
-  cheaper than an eager pass). ``EngineConfig.mixed_prefill=False`` turns this off.
+* **Mixed prefill (opt-in).** With ``EngineConfig.mixed_prefill``, when requests arrive while others
+  decode, the first eager prefill pass also carries one decode step of the running sequences (their tokens
+  ride on the prefill's matrix products); a single prompt with a captured prefill graph is prefilled on its
+  own (the graph is cheaper than an eager pass). Off by default: it measured slower (see the config doc).
 * **Slots stay 0..n-1.** When a sequence finishes, the last running one is moved into its hole, so a
   decode step only touches the first ``n`` slots.
 * **Stop checks per chunk.** ``decode_chunk`` steps run on the device back to back; only then are the
