@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqltune.errors import ConfigError
 from sqltune.prompts import IGNORE_INDEX, PromptTemplate, tokenize_for_training
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ class BatchPlan:
         """(epoch, index of the next micro-batch in that epoch) after ``step`` optimizer steps."""
         spe = self.steps_per_epoch()
         if spe <= 0:
-            raise ValueError("the training split is smaller than one optimizer step on every rank")
+            raise ConfigError("the training split is smaller than one optimizer step on every rank: "
+                              "lower train.batch_size or train.grad_accum")
         return step // spe, (step % spe) * self.grad_accum
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import logging
 from typing import Any
 
+from sqltune.errors import ConfigError, DataError
 from sqltune.train.loop import _dist
 from sqltune.train.policy import PolicyTrainer, prompt_ids, sample_completions
 
@@ -83,7 +84,7 @@ class DPOTrainer(PolicyTrainer):
                 continue
             self.rows.append((chosen, rejected))
         if not self.rows:
-            raise RuntimeError(f"no preference pair to train on ({self.pair_info}, {dropped} longer than "
+            raise DataError(f"no preference pair to train on ({self.pair_info}, {dropped} longer than "
                                "data.max_length): sample more (dpo.samples_per_prompt) or give dpo.pairs_file")
         self.state["pairs"] = len(self.rows)
         self.train_set = TokenizedSet(rows=[c for c, _ in self.rows], dropped=dropped)
@@ -92,9 +93,10 @@ class DPOTrainer(PolicyTrainer):
                               world_size=self.world, batch_size=cfg.train.batch_size,
                               grad_accum=cfg.train.grad_accum, seed=cfg.train.seed)
         if self.plan.steps_per_epoch() <= 0:
-            raise RuntimeError(
+            raise ConfigError(
                 f"{len(self.rows)} pairs make less than one optimizer step on each of {self.world} workers "
-                f"(batch_size={cfg.train.batch_size}, grad_accum={cfg.train.grad_accum})"
+                f"(train.batch_size={cfg.train.batch_size}, train.grad_accum={cfg.train.grad_accum}): "
+                "lower them, or sample more pairs (dpo.samples_per_prompt)"
             )
         if self.rank == 0:
             log.info("dpo: %d pairs (%s)", len(self.rows), self.pair_info)

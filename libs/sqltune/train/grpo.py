@@ -20,6 +20,7 @@ import contextlib
 import logging
 from typing import Any
 
+from sqltune.errors import ConfigError
 from sqltune.train.policy import PolicyTrainer, completion_logps, prompt_ids, sample_completions
 
 log = logging.getLogger("sqltune.train")
@@ -75,7 +76,7 @@ class GRPOTrainer(PolicyTrainer):
                 continue
             self.items.append((ex, ids))
         if not self.items:
-            raise RuntimeError(
+            raise ConfigError(
                 f"no training question fits data.max_length - grpo.max_new_tokens = {budget} prompt tokens; raise it"
             )
         self.train_set = TokenizedSet(rows=[{"input_ids": ids, "labels": []} for _, ids in self.items],
@@ -84,9 +85,10 @@ class GRPOTrainer(PolicyTrainer):
         self.plan = BatchPlan(lengths=tuple(len(ids) for _, ids in self.items), world_size=self.world,
                               batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, seed=cfg.train.seed)
         if self.plan.steps_per_epoch() <= 0:
-            raise RuntimeError(
+            raise ConfigError(
                 f"{len(self.items)} training questions make less than one optimizer step on each of {self.world} "
-                f"workers (batch_size={cfg.train.batch_size}, grad_accum={cfg.train.grad_accum})"
+                f"workers (train.batch_size={cfg.train.batch_size}, train.grad_accum={cfg.train.grad_accum}):"
+                " lower them, or train on more questions"
             )
 
     def _rollout(self, idx: list[int]) -> dict[str, Any]:

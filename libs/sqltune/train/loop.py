@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqltune.errors import ConfigError, IntegrityError
 from sqltune.log import setup_logging
 from sqltune.train.config import TrainConfig
 
@@ -182,7 +183,7 @@ class Trainer:
         self.train_set = tokenize_examples(train_ex, self.tokenizer, self.template, cfg.data.max_length)
         self.val_set = tokenize_examples(self.val_ex, self.tokenizer, self.template, cfg.data.max_length)
         if not self.train_set.rows:
-            raise RuntimeError("no training example fits data.max_length; raise it")
+            raise ConfigError(f"no training example fits data.max_length={cfg.data.max_length}: raise it")
         self.plan = BatchPlan(
             lengths=tuple(self.train_set.lengths),
             world_size=self.world,
@@ -194,9 +195,10 @@ class Trainer:
             pack_rows=cfg.train.pack_rows,
         )
         if self.plan.steps_per_epoch() <= 0:
-            raise RuntimeError(
+            raise ConfigError(
                 f"{len(self.train_set.rows)} training examples make less than one optimizer step on each of "
-                f"{self.world} workers (batch_size={cfg.train.batch_size}, grad_accum={cfg.train.grad_accum})"
+                f"{self.world} workers (train.batch_size={cfg.train.batch_size}, train.grad_accum="
+                f"{cfg.train.grad_accum}): lower them or the worker count, or train on more examples"
             )
 
     def _wrap(self) -> None:
@@ -243,7 +245,7 @@ class Trainer:
                     weights.update(load_file(str(f)))
                 missing, _ = self.model.load_state_dict(weights, strict=False)
                 if missing and any("lm_head" not in m for m in missing):
-                    raise RuntimeError(f"checkpoint {d} lacks weights: {missing[:3]}")
+                    raise IntegrityError(f"checkpoint {d} lacks weights {missing[:3]}: set resume=false")
             else:
                 load_trainable_state(self.model, blob["trainable"])
         self.optimizer.load_state_dict(blob["optimizer"])

@@ -14,6 +14,7 @@ import logging
 import math
 from typing import Any
 
+from sqltune.errors import ConfigError
 from sqltune.train.config import OptimConfig
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _param_groups(model: Any, cfg: OptimConfig) -> list[dict[str, Any]]:
     if embed:
         groups.append({"params": embed, "weight_decay": 0.0, "lr": cfg.embedding_lr})
     if not groups:
-        raise ValueError("the model has no trainable parameters")
+        raise ConfigError("the model has no trainable parameters: check model.mode and the lora section")
     return groups
 
 
