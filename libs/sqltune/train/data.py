@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from sqltune.errors import ConfigError
 from sqltune.prompts import IGNORE_INDEX, PromptTemplate, tokenize_for_training
 
@@ -129,8 +131,6 @@ class BatchPlan:
 
 def collate_padded(rows: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
     """Right-padded ``input_ids``/``attention_mask``/``labels`` tensors (padding to the longest row)."""
-    import torch
-
     width = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -150,8 +150,6 @@ def collate_packed(rows: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
     examples (only without a KV cache, so the forward pass needs ``use_cache=False``, as in training). The first label of every example is -100 so no loss crosses an example boundary (the
     prompt is masked anyway; this also holds for callers that would not mask it).
     """
-    import torch
-
     ids: list[int] = []
     pos: list[int] = []
     labels: list[int] = []
@@ -178,8 +176,6 @@ def collate_packed_rows(
     pad segment (positions restarting at 0, labels -100) that no real token attends to. ``real_tokens``
     of the result counts the examples' tokens only.
     """
-    import torch
-
     out: dict[str, list[Any]] = {"input_ids": [], "position_ids": [], "labels": []}
     real = 0
     for group in rows:

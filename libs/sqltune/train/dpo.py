@@ -20,6 +20,9 @@ import dataclasses
 import logging
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+
 from sqltune.errors import ConfigError, DataError
 from sqltune.train.loop import _dist
 from sqltune.train.policy import PolicyTrainer, prompt_ids, sample_completions
@@ -29,8 +32,6 @@ log = logging.getLogger("sqltune.train")
 
 def dpo_loss(pc, pr, rc, rr, *, beta: float, kind: str = "sigmoid"):
     """Per-pair loss and implicit reward margin from summed log-probs (policy/reference, chosen/rejected)."""
-    import torch.nn.functional as F
-
     logits = (pc - rc) - (pr - rr)
     if kind == "ipo":
         loss = (logits - 1.0 / (2.0 * beta)) ** 2
@@ -41,8 +42,6 @@ def dpo_loss(pc, pr, rc, rr, *, beta: float, kind: str = "sigmoid"):
 
 def sequence_logps(model: Any, rows: list[dict[str, list[int]]], pad_id: int, device: str):
     """Summed log-probability of the labelled tokens of each row ([B])."""
-    import torch
-
     from sqltune.train.data import collate_padded
 
     batch = {k: v.to(device) for k, v in collate_padded(rows, pad_id).items()}
@@ -129,8 +128,6 @@ class DPOTrainer(PolicyTrainer):
         return pairs
 
     def _before_restore(self) -> None:
-        import torch
-
         self.ref_logps: list[tuple[float, float]] = []
         self.model.eval()
         with torch.no_grad(), self.reference.active(), self._autocast():
@@ -143,8 +140,6 @@ class DPOTrainer(PolicyTrainer):
         self.model.train()
 
     def policy_step(self, micro: list[list[int]]) -> dict[str, float]:
-        import torch
-
         d = self.cfg.dpo
         n_pairs = sum(len(idx) for idx in micro)
         loss_total = margin_total = correct = tokens = 0.0

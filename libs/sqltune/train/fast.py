@@ -20,6 +20,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
 log = logging.getLogger(__name__)
 
 
@@ -37,8 +41,6 @@ def packed_seqlens(position_ids: Any) -> tuple[Any, int] | None:
     ``position_ids`` is ``[rows, T]`` restarting at 0 at every example (and at every row's start, so no
     example crosses a row). None when a row does not start at 0 (not a packed batch).
     """
-    import torch
-
     if position_ids.ndim != 2 or bool((position_ids[:, 0] != 0).any()):
         return None
     flat = position_ids.reshape(-1)
@@ -50,8 +52,6 @@ def packed_seqlens(position_ids: Any) -> tuple[Any, int] | None:
 def _varlen_flash(query: Any, key: Any, value: Any, cu: Any, max_len: int, dropout: float,
                   scaling: float | None) -> Any:
     """Causal flash attention over variable-length examples; ``[B, H, T, D]`` in, ``[B, T, H, D]`` out."""
-    import torch
-
     b, h, t, d = query.shape
     q = query.transpose(1, 2).reshape(b * t, h, d)
     k = key.transpose(1, 2).reshape(b * t, key.shape[1], d)
@@ -71,8 +71,6 @@ def packed_sdpa_attention(module: Any, query: Any, key: Any, value: Any, attenti
     restarts) goes to transformers' own SDPA with its mask, so a model loaded with this implementation
     behaves exactly like ``sdpa``.
     """
-    import torch
-    import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     pos = kwargs.get("position_ids")
@@ -151,10 +149,6 @@ def chunked_lm_loss(
     ``batch`` holds ``input_ids``, ``labels`` and either ``attention_mask`` or ``position_ids``
     (packed rows). Only positions whose next label is a target are projected onto the vocabulary.
     """
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.checkpoint import checkpoint
-
     decoder, head = causal_lm_parts(model)
     kwargs = {k: batch[k] for k in ("attention_mask", "position_ids", *PACKED_KWARGS) if k in batch}
     hidden = decoder(input_ids=batch["input_ids"], use_cache=False, **kwargs).last_hidden_state
@@ -177,8 +171,6 @@ def chunked_lm_loss(
 
 def enable_selective_checkpointing(model: Any, parts: tuple[str, ...] = ("mlp",)) -> int:
     """Wrap the forward of each decoder layer's ``parts`` (default the MLP) in activation checkpointing."""
-    from torch.utils.checkpoint import checkpoint
-
     decoder, _ = causal_lm_parts(model)
     n = 0
     for layer in decoder.layers:

@@ -20,6 +20,8 @@ import contextlib
 import logging
 from typing import Any
 
+import torch
+
 from sqltune.errors import ConfigError
 from sqltune.train.policy import PolicyTrainer, completion_logps, prompt_ids, sample_completions
 
@@ -28,8 +30,6 @@ log = logging.getLogger("sqltune.train")
 
 def group_advantages(rewards, scale: str):
     """Advantages of a [questions, generations] reward tensor: centred per group, scaled per ``scale``."""
-    import torch
-
     mean = rewards.mean(dim=1, keepdim=True)
     centred = rewards - mean
     if scale == "group":
@@ -43,8 +43,6 @@ def group_advantages(rewards, scale: str):
 def grpo_token_loss(logps, old_logps, advantages, mask, *, beta: float = 0.0, ref_logps=None):
     """Per-token GRPO loss (ratio 1 at the sampling policy) and the per-token KL, both masked. ``advantages``
     is [B]; the others are [B, T]."""
-    import torch
-
     ratio = torch.exp(logps - old_logps)
     loss = -(ratio * advantages.unsqueeze(1))
     kl = torch.zeros_like(loss)
@@ -93,8 +91,6 @@ class GRPOTrainer(PolicyTrainer):
 
     def _rollout(self, idx: list[int]) -> dict[str, Any]:
         """Sample the groups of one micro-batch, score them, and compute their advantages."""
-        import torch
-
         from sqltune.train.model import unwrap
         from sqltune.train.rewards import score_completions
 

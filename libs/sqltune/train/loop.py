@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+import torch.distributed as dist
+
 from sqltune.errors import ConfigError, IntegrityError
 from sqltune.log import setup_logging
 from sqltune.train.config import TrainConfig
@@ -37,8 +41,6 @@ MODEL_SUBDIR = "model"
 
 
 def _dist():
-    import torch.distributed as dist
-
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
@@ -47,7 +49,6 @@ def _all_sum(values: list[float], device: str) -> list[float]:
     dist = _dist()
     if dist is None:
         return list(values)
-    import torch
 
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
@@ -56,8 +57,6 @@ def _all_sum(values: list[float], device: str) -> list[float]:
 
 def _memory(device: str) -> tuple[str, float]:
     """("gpu"|"rss", GiB): peak allocated GPU memory, or this process's resident memory on CPU."""
-    import torch
-
     if device.startswith("cuda"):
         return "gpu_peak", torch.cuda.max_memory_allocated(device) / 2**30
     try:
@@ -69,9 +68,6 @@ def _memory(device: str) -> tuple[str, float]:
 
 
 def _rng_state() -> dict[str, Any]:
-    import numpy as np
-    import torch
-
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -79,9 +75,6 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-    import torch
-
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -93,9 +86,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _seed(seed: int) -> None:
-    import numpy as np
-    import torch
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -142,8 +132,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ setup
 
     def setup(self) -> None:
-        import torch
-
         from sqltune.data.record import Example
         from sqltune.train.model import build_model
         from sqltune.train.optim import build_optimizer, build_scheduler
@@ -228,7 +216,6 @@ class Trainer:
 
     def _restore(self) -> None:
         import ray.train
-        import torch
 
         from sqltune.train.model import load_trainable_state
 
@@ -264,7 +251,6 @@ class Trainer:
 
     def _save_and_report(self, metrics: dict[str, Any]) -> None:
         import ray.train
-        import torch
         from ray.train import Checkpoint
 
         from sqltune.train.model import save_for_publish, trainable_state
@@ -337,8 +323,6 @@ class Trainer:
     # ------------------------------------------------------------------------------------------- eval
 
     def evaluate(self, *, exec_accuracy: bool) -> dict[str, float]:
-        import torch
-
         from sqltune.train.data import collate_padded, eval_batches
         from sqltune.train.model import unwrap
 
@@ -422,8 +406,6 @@ class Trainer:
         }
 
     def _autocast(self):
-        import torch
-
         if self.built.autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(torch.device(self.device).type, dtype=self.built.autocast_dtype)
@@ -464,8 +446,6 @@ class Trainer:
 
     def _sync_gradients(self) -> None:
         """Average the trainable gradients over ranks in one flat all-reduce (CPU workers, see _wrap)."""
-        import torch
-
         params = self.trainable
         for p in params:
             if p.grad is None:  # every rank must send the same layout, used or not
@@ -480,8 +460,6 @@ class Trainer:
             offset += n
 
     def train(self) -> None:
-        import torch
-
         from sqltune.train.data import count_tokens
 
         cfg = self.cfg
@@ -586,7 +564,6 @@ class Trainer:
 def train_loop_per_worker(payload: dict[str, Any]) -> None:
     """Entry point Ray Train runs on every worker (``TorchTrainer(train_loop_per_worker=...)``)."""
     import ray.train
-    import torch
 
     cfg = TrainConfig.from_dict(payload["config"])
     setup_logging(force=True)  # this worker process's entry point; Ray's own handler would drop INFO

@@ -18,6 +18,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from sqltune.errors import ConfigError, ModelError, missing
 from sqltune.train.config import TrainConfig
 
@@ -38,8 +40,6 @@ class BuiltModel:
 
 
 def compute_dtype(cfg: TrainConfig, device: str):
-    import torch
-
     choice = cfg.model.compute_dtype
     if choice == "fp32":
         return torch.float32
@@ -67,7 +67,6 @@ def _device_map(device: str) -> dict[str, Any]:
 def build_model(cfg: TrainConfig, device: str, base_dir: str | None = None) -> BuiltModel:
     """Load the base model from ``cfg.model.base`` (or an already-resolved ``base_dir``) ready to train."""
     try:
-        import torch
         from transformers import AutoModelForCausalLM, BitsAndBytesConfig
     except ImportError as exc:  # pragma: no cover
         raise missing("torch/transformers", "train") from exc
@@ -235,7 +234,6 @@ def merged_copy(model: Any, dtype: Any, device: Any) -> Any | None:
     modules): one validation of the Qwen2.5-3B preset on an H200 (eval loss on 160 examples, 64 examples
     decoded to 160 tokens in one batch) took 55 s with it. The merged copy decodes with plain modules. None when the model has parts this does not merge (modules_to_save).
     """
-    import torch
     from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForCausalLM
 
@@ -305,8 +303,6 @@ def trainable_state(model: Any) -> dict[str, Any]:
 
 
 def load_trainable_state(model: Any, state: dict[str, Any]) -> None:
-    import torch
-
     inner = unwrap(model)
     params = dict(inner.named_parameters())
     missing_names = [n for n in state if n not in params]

@@ -14,6 +14,8 @@ import logging
 import math
 from typing import Any
 
+import torch
+
 from sqltune.errors import ConfigError
 from sqltune.train.config import OptimConfig
 
@@ -45,8 +47,6 @@ def _param_groups(model: Any, cfg: OptimConfig) -> list[dict[str, Any]]:
 
 def _probe(opt_cls: Any, device: str) -> str | None:
     """Step the optimizer once on a throwaway tensor; the reason it cannot run here, or None."""
-    import torch
-
     try:
         p = torch.nn.Parameter(torch.randn(64, 128, device=device))
         opt = opt_cls([p], lr=1e-3)
@@ -59,8 +59,6 @@ def _probe(opt_cls: Any, device: str) -> str | None:
 
 def build_optimizer(model: Any, cfg: OptimConfig, device: str) -> tuple[Any, str]:
     """The optimizer and the name of what actually runs (logged and recorded in metrics)."""
-    import torch
-
     groups = _param_groups(model, cfg)
     kwargs = {"betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
     if cfg.optimizer in ("paged_adamw_8bit", "adamw_8bit"):
@@ -98,8 +96,6 @@ def warmup_steps(cfg: OptimConfig, total: int) -> int:
 
 def build_scheduler(optimizer: Any, cfg: OptimConfig, total_steps: int):
     """Warmup then cosine (or linear/constant) decay, as a ``LambdaLR`` (its state_dict is checkpointed)."""
-    import torch
-
     fn = functools.partial(
         lr_lambda,
         total=total_steps,

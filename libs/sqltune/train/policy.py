@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+import torch
+
 from sqltune.errors import ModelError
 from sqltune.train.loop import Trainer, _all_sum
 
@@ -42,8 +44,6 @@ def prompt_ids(tokenizer: Any, template: Any, example: Any) -> list[int]:
 
 
 def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, device: str):
-    import torch
-
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -58,8 +58,6 @@ def sample_completions(model: Any, tokenizer: Any, prompts: Sequence[Sequence[in
                        temperature: float = 1.0, top_p: float = 1.0, greedy: bool = False,
                        device: str = "cpu") -> list[list[Completion]]:
     """``n`` completions of each prompt (token ids); greedy decoding when ``greedy``."""
-    import torch
-
     from sqltune.generation.generate import stop_token_ids
 
     stops = stop_token_ids(tokenizer)
@@ -96,8 +94,6 @@ def completion_logps(model: Any, prompts: Sequence[Sequence[int]], completions: 
                      pad_id: int, device: str):
     """(logps, mask), each [B, T]: the log-probability of every completion token given its prompt; T is the
     longest completion, ``mask`` marks real tokens. Differentiable when called with grad enabled."""
-    import torch
-
     width_p = max(len(p) for p in prompts)
     width_c = max(1, max(len(c) for c in completions))
     b = len(prompts)
@@ -161,8 +157,6 @@ class Reference:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        import torch
-
         with torch.no_grad():
             current = {n: p.detach().clone() for n, p in self.params.items()}
             for n, p in self.params.items():
@@ -296,8 +290,6 @@ class PolicyTrainer(Trainer):
         raise NotImplementedError
 
     def train(self) -> None:
-        import torch
-
         cfg = self.cfg
         ga = cfg.train.grad_accum
         self.model.train()
