@@ -160,7 +160,6 @@ class Trainer:
             )
         self._restore()
         self._wrap()
-        del torch
 
     def _plan_data(self, train_ex: list[Any]) -> None:
         """Tokenize the examples and plan the batches (``train_set``, ``val_set``, ``plan``); the preference
