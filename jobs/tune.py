@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import sys
 
+from sqltune.log import setup_logging
+
 
 def main(argv: list[str] | None = None) -> int:
     from sqltune.config import parse_cli
     from sqltune.errors import SqltuneError
     from sqltune.tune.config import TuneConfig
 
+    setup_logging()
     try:
         cfg = parse_cli(TuneConfig, argv, prog="python -m jobs.tune")
         from sqltune.tune.run import run, setup

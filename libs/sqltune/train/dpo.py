@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from sqltune.errors import ConfigError, DataError
-from sqltune.train.loop import _dist
+from sqltune.train.dist import dist_group
 from sqltune.train.policy import PolicyTrainer, prompt_ids, sample_completions
 
 log = logging.getLogger("sqltune.train")
@@ -118,7 +118,7 @@ class DPOTrainer(PolicyTrainer):
             texts.extend([c.text for c in o] for o in outs)
         self.model.train()
         pairs, stats = pairs_from_samples(mine, texts, d)
-        dist = _dist()
+        dist = dist_group()
         if dist is not None:
             gathered: list[Any] = [None] * self.world
             dist.all_gather_object(gathered, pairs)

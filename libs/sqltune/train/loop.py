@@ -15,80 +15,23 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
-import os
-import random
-import resource
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 
 from sqltune.errors import ConfigError, IntegrityError
-from sqltune.log import setup_logging
 from sqltune.train.config import TrainConfig
+from sqltune.train.dist import all_sum, dist_group, memory_gib, rng_state, seed_all, set_rng_state
 
 log = logging.getLogger("sqltune.train")
 
 STATE_FILE = "trainer_state.pt"
 STATE_JSON = "trainer_state.json"
 MODEL_SUBDIR = "model"
-
-
-def _dist():
-    return dist if dist.is_available() and dist.is_initialized() else None
-
-
-def _all_sum(values: list[float], device: str) -> list[float]:
-    """Sum floats over all ranks (identity when not distributed)."""
-    dist = _dist()
-    if dist is None:
-        return list(values)
-
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
-def _memory(device: str) -> tuple[str, float]:
-    """("gpu"|"rss", GiB): peak allocated GPU memory, or this process's resident memory on CPU."""
-    if device.startswith("cuda"):
-        return "gpu_peak", torch.cuda.max_memory_allocated(device) / 2**30
-    try:
-        import psutil
-
-        return "rss", psutil.Process().memory_info().rss / 2**30
-    except ImportError:  # pragma: no cover
-        return "rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        try:
-            torch.cuda.set_rng_state_all(state["cuda"])
-        except RuntimeError:  # a different GPU count after an elastic restart
-            pass
-
-
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def forward_loss(model: Any, batch: dict[str, Any], device: str, *, num_items: int, chunk_tokens: int = 0):
@@ -137,7 +80,7 @@ class Trainer:
         from sqltune.train.optim import build_optimizer, build_scheduler
 
         cfg = self.cfg
-        _seed(cfg.train.seed)
+        seed_all(cfg.train.seed)
         self.built = build_model(cfg, self.device)
         self.model = self.built.model
         self.tokenizer = self.built.tokenizer
@@ -198,7 +141,7 @@ class Trainer:
             # communication thread competes with the backward pass for the core: a tiny-preset step took
             # 2.4 s on 2 workers with DDP against 1.75 s on one (2-core AVX2 machine).
             self.flat_sync = True
-            dist = _dist()
+            dist = dist_group()
             for p in self.trainable:
                 dist.broadcast(p.data, src=0)  # what DDP's constructor does: every rank starts from rank 0's
             return
@@ -236,7 +179,7 @@ class Trainer:
                 load_trainable_state(self.model, blob["trainable"])
         self.optimizer.load_state_dict(blob["optimizer"])
         self.scheduler.load_state_dict(blob["scheduler"])
-        _set_rng_state(blob["rng"])
+        set_rng_state(blob["rng"])
         self.state.update(blob["state"])
         step = self.state["step"]
         self.state["resumed_from"] = list(self.state["resumed_from"]) + [step]
@@ -263,7 +206,7 @@ class Trainer:
             blob = {
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "rng": _rng_state(),
+                "rng": rng_state(),
                 "state": dict(self.state),
                 "world_size": self.world,
                 "optimizer_name": self.optimizer_name,
@@ -340,7 +283,7 @@ class Trainer:
                     out = evaluated(**batch, num_items_in_batch=1)
                     loss_sum += float(out.loss)
                     count += n
-            loss_sum, count = _all_sum([loss_sum, count], self.device)
+            loss_sum, count = all_sum([loss_sum, count], self.device)
             result = {"eval_loss": loss_sum / count if count else float("nan")}
             if exec_accuracy:
                 result.update(self._exec_accuracy(evaluated))
@@ -398,7 +341,7 @@ class Trainer:
                     hits += int(bool(res.match))
         finally:
             model.config.use_cache = use_cache
-        hits, parse_ok, scored, n = _all_sum([hits, parse_ok, scored, len(mine)], self.device)
+        hits, parse_ok, scored, n = all_sum([hits, parse_ok, scored, len(mine)], self.device)
         return {
             "eval_exec_accuracy": hits / scored if scored else 0.0,
             "eval_parseable": parse_ok / n if n else 0.0,
@@ -450,7 +393,7 @@ class Trainer:
             if p.grad is None:  # every rank must send the same layout, used or not
                 p.grad = torch.zeros_like(p)
         flat = torch.cat([p.grad.reshape(-1) for p in params])
-        _dist().all_reduce(flat)
+        dist_group().all_reduce(flat)
         flat /= self.world
         offset = 0
         for p in params:
@@ -514,14 +457,14 @@ class Trainer:
             step = self.state["step"]
             last = step >= self.total_steps
             if step % cfg.train.log_every == 0 or last:
-                tot_loss, tot_targets, tot_tokens = _all_sum(
+                tot_loss, tot_targets, tot_tokens = all_sum(
                     [window_loss, window_targets, window_tokens], self.device
                 )
                 self.state["tokens"] += int(tot_tokens)
                 self.state["target_tokens"] += int(tot_targets)
                 # window_loss holds each rank's token-summed loss; divide by all ranks' target tokens
                 loss = tot_loss / max(1.0, tot_targets)
-                mem_kind, mem = _memory(self.device)
+                mem_kind, mem = memory_gib(self.device)
                 lr = self.scheduler.get_last_lr()[0]
                 tps = tot_tokens / window_time if window_time else 0.0
                 self.state["history"].append(
@@ -558,38 +501,3 @@ class Trainer:
         if self.state["step"] < self.total_steps:
             self.train()
         self.finish()
-
-
-def train_loop_per_worker(payload: dict[str, Any]) -> None:
-    """Entry point Ray Train runs on every worker (``TorchTrainer(train_loop_per_worker=...)``)."""
-    import ray.train
-
-    cfg = TrainConfig.from_dict(payload["config"])
-    setup_logging(force=True)  # this worker process's entry point; Ray's own handler would drop INFO
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = cfg.train.threads_per_worker or max(1, int(math.floor(cfg.scaling.cpus_per_worker or 1)))
-    torch.set_num_threads(threads)
-    if cfg.scaling.use_gpu:
-        import ray.train.torch
-
-        dev = ray.train.torch.get_device()
-        torch.cuda.set_device(dev)
-        device = f"cuda:{dev.index or 0}"
-    else:
-        device = "cpu"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    trainer_class(cfg.method)(cfg, payload, rank=rank, world_size=world, device=device).run()
-
-
-def trainer_class(method: str) -> type[Trainer]:
-    """The worker's trainer for ``method``: SFT here, DPO and GRPO in their own modules."""
-    if method == "dpo":
-        from sqltune.train.dpo import DPOTrainer
-
-        return DPOTrainer
-    if method == "grpo":
-        from sqltune.train.grpo import GRPOTrainer
-
-        return GRPOTrainer
-    return Trainer

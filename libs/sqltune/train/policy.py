@@ -24,7 +24,8 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from sqltune.errors import ModelError
-from sqltune.train.loop import Trainer, _all_sum
+from sqltune.train.dist import all_sum, memory_gib
+from sqltune.train.loop import Trainer
 
 log = logging.getLogger("sqltune.train")
 
@@ -235,7 +236,7 @@ class PolicyTrainer(Trainer):
                     sums[2] += bool(r.exec_match)
                     sums[3] += 1
                 sums[4] += r.parseable
-        reward, hybrid, hits, judged, parseable = _all_sum(sums, self.device)
+        reward, hybrid, hits, judged, parseable = all_sum(sums, self.device)
         n = min(len(chosen), cfg.exec_examples)
         return {
             "eval_reward": reward / n if n else 0.0,
@@ -323,7 +324,7 @@ class PolicyTrainer(Trainer):
             last = step >= self.total_steps
             if step % cfg.train.log_every == 0 or last:
                 keys = sorted(window)
-                totals = _all_sum([window[k] for k in keys] + [float(count)], self.device)
+                totals = all_sum([window[k] for k in keys] + [float(count)], self.device)
                 avg = {k: totals[i] / max(1.0, totals[-1]) for i, k in enumerate(keys)}
                 lr = self.scheduler.get_last_lr()[0]
                 point = {"step": step, "train_loss": round(avg.get("loss", 0.0), 5), "lr": lr,
@@ -332,9 +333,7 @@ class PolicyTrainer(Trainer):
                 self.state["last_train_loss"] = avg.get("loss")
                 self.state["train_reward"] = avg.get("reward")
                 if self.rank == 0:
-                    from sqltune.train.loop import _memory
-
-                    mem_kind, mem = _memory(self.device)
+                    mem_kind, mem = memory_gib(self.device)
                     extras = " | ".join(f"{k} {v:.4f}" for k, v in avg.items() if k != "loss")
                     log.info("step %d/%d | loss %.4f | %s | lr %.3g | %.2fs/step | %s %.2f GiB", step,
                              self.total_steps, avg.get("loss", 0.0), extras, lr, window_time / count, mem_kind, mem)

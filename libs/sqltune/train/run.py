@@ -270,7 +270,7 @@ def build_trainer(prep: Prepared, callbacks: list[Any] | None = None):
     from ray.train.torch import TorchTrainer
 
     from sqltune.storage import pyarrow_filesystem
-    from sqltune.train.loop import train_loop_per_worker
+    from sqltune.train.worker import train_loop_per_worker
 
     cfg = prep.cfg
     s = cfg.scaling

@@ -281,7 +281,6 @@ def setup(cfg: TuneConfig) -> TuneConfig:
     from sqltune import storage
     from sqltune.train.run import _check_writable
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     check_space(cfg)
     _check_writable(cfg.output_uri, "output_uri")
     for sub in ("results", "adapter"):
