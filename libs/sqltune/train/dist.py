@@ -63,7 +63,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manualseed_all(seed)
+    torch.manual_seed(seed)
 
 
 __all__ = ["all_sum", "dist_group", "memory_gib", "rng_state", "seed_all", "set_rng_state"]
