@@ -117,6 +117,8 @@ MUTATIONS: tuple[Mutation, ...] = (
              (Edit(r"isinstance\(node, _WRITE_NODES\)", "False"),)),
     Mutation("allow-list-denied-functions", "static allow-list", "denied functions accepted",
              (Edit(r"\bin DENIED_FUNCTIONS:", " in ():"),)),
+    Mutation("pool-kill", "worker pool (SQLite/DuckDB)", "a worker past its timeout is waited for, never killed",
+             (Edit(r"(select\.select\([^()]*\[\],\s*)timeout_s \+ self\.grace_s\)", r"\1None)"),)),
     Mutation("context-build-authorizer", "context database sandbox", "no authorizer while the context is built",
              (Edit(_drop_line(r"\.set_authorizer\((?!None)"), DROP, within=CONTEXT_BUILD),)),
     Mutation("context-build-deadline", "context database sandbox", "no deadline while the context is built",
@@ -136,7 +138,7 @@ REQUIRED_GUARDS = (
     "SQLite read-only open", "SQLite authorizer", "SQLite progress-handler timeout", "DuckDB read-only",
     "DuckDB external-access lock", "DuckDB config lock", "PostgreSQL read-only role",
     "PostgreSQL READ ONLY transaction", "PostgreSQL statement_timeout", "PostgreSQL row cap",
-    "static allow-list", "context database sandbox",
+    "static allow-list", "context database sandbox", "worker pool (SQLite/DuckDB)",
 )
 
 
