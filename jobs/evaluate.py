@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import sys
 
+from sqltune.config import parse_cli
+from sqltune.errors import SqltuneError
 from sqltune.log import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sqltune.config import parse_cli
-    from sqltune.errors import SqltuneError
     from sqltune.evaluation import EvalConfig
     from sqltune.evaluation.run import run, setup
 

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import sys
 
+from sqltune.config import parse_cli
+from sqltune.errors import SqltuneError
 from sqltune.log import setup_logging
+from sqltune.train.config import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sqltune.config import parse_cli
-    from sqltune.errors import SqltuneError
-    from sqltune.train.config import TrainConfig
-
     setup_logging()
     try:
         cfg = parse_cli(TrainConfig, argv, prog="python -m jobs.train")

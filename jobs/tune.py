@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import sys
 
+from sqltune.config import parse_cli
+from sqltune.errors import SqltuneError
 from sqltune.log import setup_logging
+from sqltune.tune.config import TuneConfig
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sqltune.config import parse_cli
-    from sqltune.errors import SqltuneError
-    from sqltune.tune.config import TuneConfig
-
     setup_logging()
     try:
         cfg = parse_cli(TuneConfig, argv, prog="python -m jobs.tune")

@@ -7,6 +7,7 @@ from typing import Literal
 
 from sqltune.config import Config, param
 from sqltune.errors import ConfigError
+from sqltune.storage import join
 
 ExportFormat = Literal["merged", "int8", "nf4", "adapter"]
 
@@ -68,8 +69,6 @@ class ExportConfig(Config):
 
     def destination(self) -> str:
         """``<output_uri>/<run_name>``: the prefix under which each format is published."""
-        from sqltune.storage import join
-
         if self.output_uri:
             run = self.run_name or _parent_name(self.adapter)
             return join(self.output_uri, run) if run else self.output_uri

@@ -17,6 +17,27 @@ from typing import Any
 
 from sqltune.errors import ModelError, StorageError
 from sqltune.export.config import ExportConfig
+from sqltune.export.merge import (
+    adapter_base,
+    attach_adapter,
+    load_base,
+    logit_diff,
+    logits_of,
+    measure_merge_choices,
+    merge_adapter,
+    probe_inputs,
+)
+from sqltune.export.quantize import _copy_side_files, export_quantized, torch_dtype
+from sqltune.models.loading import (
+    best_device,
+    load_causal_lm,
+    load_tokenizer,
+    read_artifact_info,
+    resolve_source,
+    write_artifact_info,
+)
+from sqltune.prompts import TEMPLATE_FILE, PromptTemplate
+from sqltune.storage import MANIFEST_NAME, exists, is_s3, join, publish
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +67,6 @@ class ExportResult:
 
 
 def _same_uri(a: str, b: str) -> bool:
-    from sqltune.storage import is_s3
-
     if is_s3(a) or is_s3(b):
         return a.rstrip("/") == b.rstrip("/")
     return Path(a.removeprefix("file://")).resolve() == Path(b.removeprefix("file://")).resolve()
@@ -55,8 +74,6 @@ def _same_uri(a: str, b: str) -> bool:
 
 def _check_destinations(cfg: ExportConfig, dest: str) -> dict[str, str]:
     """Fail before any work if a destination already holds an artifact (and overwrite is off)."""
-    from sqltune.storage import MANIFEST_NAME, exists, join
-
     skipped = {}
     for fmt in cfg.formats:
         uri = join(dest, fmt)
@@ -87,10 +104,6 @@ class ExportPlan:
 
 def setup(cfg: ExportConfig) -> ExportPlan:
     """Fail fast: destinations free (or overwrite), adapter fetched and verified, base model found."""
-    from sqltune.export.merge import adapter_base
-    from sqltune.models.loading import best_device, load_tokenizer, resolve_source
-    from sqltune.prompts import TEMPLATE_FILE, PromptTemplate
-
     dest = cfg.destination()
     skipped = _check_destinations(cfg, dest)
     adapter_dir = Path(resolve_source(cfg.adapter))
@@ -118,11 +131,6 @@ def run_export(cfg: ExportConfig) -> ExportResult:
 
 def run(plan: ExportPlan) -> ExportResult:
     """Build every requested format in a staging directory, then publish each (nothing on failure)."""
-    from sqltune.export.merge import logit_diff, logits_of, measure_merge_choices, merge_adapter, probe_inputs
-    from sqltune.export.quantize import _copy_side_files, export_quantized, torch_dtype
-    from sqltune.models.loading import load_causal_lm, write_artifact_info
-    from sqltune.storage import join, publish
-
     start = time.perf_counter()
     cfg, dest = plan.cfg, plan.destination
     adapter_dir, base_uri, base_dir, device = plan.adapter_dir, plan.base_uri, plan.base_dir, plan.device
@@ -156,8 +164,6 @@ def run(plan: ExportPlan) -> ExportResult:
                     base_dir, str(adapter_dir), tokenizer, template, device=device, double_quant=cfg.double_quant)
             ref = None
             if cfg.verify:
-                from sqltune.export.merge import attach_adapter, load_base
-
                 how = "original" if cfg.merge_base == "original" else "dequantized"
                 ref = logits_of(attach_adapter(load_base(base_dir, how=how, device=device,
                                                          double_quant=cfg.double_quant), str(adapter_dir)), inputs)
@@ -191,7 +197,6 @@ def run(plan: ExportPlan) -> ExportResult:
             staged["adapter"] = adir
 
         # Publish only once everything is built: a failure above publishes nothing.
-        from sqltune.models.loading import read_artifact_info
 
         for fmt in [f for f in cfg.formats if f in staged]:
             uri = join(dest, fmt)

@@ -24,9 +24,20 @@ from typing import Any
 
 import yaml
 
+from sqltune.config import load_config
+from sqltune.data.embedded import build_embedded
 from sqltune.errors import ConfigError
 from sqltune.k8s import builders as b
+from sqltune.k8s import local
+from sqltune.k8s import placement as pl
+from sqltune.k8s.cluster import Cluster
+from sqltune.k8s.generate import generate
+from sqltune.k8s.localray import LocalRay
+from sqltune.k8s.placement import config_class
+from sqltune.k8s.validate import validate_objects
 from sqltune.k8s.versions import CPU_IMAGE, GPU_IMAGE
+from sqltune.models.tiny import TinyModelConfig, build_tiny_model
+from sqltune.storage import EmbeddedS3, publish
 
 
 def _default_serve_config() -> Path:
@@ -181,9 +192,6 @@ def _config_files(kind: str, path: Path, overrides: list[str]) -> dict[str, str]
     (they must sit beside it, as they will in the mounted folder)."""
     files = {path.name: path.read_text()}
     if kind == "pipeline":
-        from sqltune.config import load_config
-        from sqltune.k8s.placement import config_class
-
         cfg = load_config(config_class(b.ENTRYPOINT_MODULES[kind]), path, overrides)
         for stage, key in (("train", "train_config"), ("export", "export_config"), ("evaluate", "eval_config")):
             name = getattr(cfg, key)
@@ -203,8 +211,6 @@ def plan_submit(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any
     group is sized from what it asks Ray for (``scaling`` for training, ``ray`` for evaluation,
     ``device`` for export); ``--workers``/``--gpus`` become the config keys that mean the same.
     """
-    from sqltune.k8s import placement as pl
-
     _read_config(args.config)
     kind = args.kind or infer_kind(args.config)
     module = b.ENTRYPOINT_MODULES[kind]
@@ -259,7 +265,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
         sys.stdout.write(b.dump_yaml(configmap, rayjob))
         return 0
-    from sqltune.k8s.cluster import Cluster
 
     cluster = Cluster(args.context)
     cluster.create(configmap)
@@ -274,8 +279,6 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from sqltune.k8s.cluster import Cluster
-
     items = Cluster(args.context).list_rayjobs(
         None if args.all_namespaces else args.namespace, f"app.kubernetes.io/part-of={b.PART_OF}"
     )
@@ -316,7 +319,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.dry_run:
         sys.stdout.write(b.dump_yaml(obj))
         return 0
-    from sqltune.k8s.cluster import Cluster
 
     action, _ = Cluster(args.context).apply(obj)
     md = obj["metadata"]
@@ -338,8 +340,6 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from sqltune.k8s.generate import generate
-
     stale = generate(args.root, check=args.check)
     for path in stale:
         print(f"{'stale' if args.check else 'wrote'}: {path}", file=sys.stderr)
@@ -350,8 +350,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from sqltune.k8s.validate import validate_objects
-
     objs: list[dict[str, Any]] = []
     for f in args.files:
         text = sys.stdin.read() if f == "-" else Path(f).read_text()
@@ -380,9 +378,6 @@ def _job_args(items: list[str]) -> dict[str, list[str]]:
 
 
 def cmd_local_run(args: argparse.Namespace) -> int:
-    from sqltune.k8s import local
-    from sqltune.k8s.localray import LocalRay
-
     if args.tiny_base and not args.embedded_s3:
         raise ConfigError("--tiny-base publishes the tiny base to the embedded S3: add --embedded-s3")
     if args.induction_steps is not None and not args.tiny_base:
@@ -441,8 +436,6 @@ def secrets_token() -> str:
 def _embedded_s3(secrets: dict[str, dict[str, str]], work: Path, repo: Path, *, tiny_base: bool,
                  induction_steps: int | None = None):
     """Start the embedded S3 (bucket sqltune), put its settings in Secret sqltune-s3, publish the tiny base."""
-    from sqltune.storage import EmbeddedS3
-
     s3 = EmbeddedS3().start()
     s3.create_bucket("sqltune")
     secrets.setdefault(b.S3_SECRET, {}).update(s3.env())
@@ -450,11 +443,6 @@ def _embedded_s3(secrets: dict[str, dict[str, str]], work: Path, repo: Path, *, 
         secrets.setdefault(b.API_SECRET, {})[b.API_SECRET_KEY] = secrets_token()
         print(f"[stand-in] Secret {b.API_SECRET}: token {secrets[b.API_SECRET][b.API_SECRET_KEY]}", file=sys.stderr)
     if tiny_base:
-        from sqltune.config import load_config
-        from sqltune.data.embedded import build_embedded
-        from sqltune.models.tiny import TinyModelConfig, build_tiny_model
-        from sqltune.storage import publish
-
         os.environ.update(s3.env())
         for folder in ("dataset", "tiny-base"):
             shutil.rmtree(work / folder, ignore_errors=True)

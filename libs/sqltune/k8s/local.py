@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from sqltune.errors import ConfigError, SqltuneError
+from sqltune.k8s.localray import free_ports
 
 
 class StandInError(SqltuneError):
@@ -404,8 +405,6 @@ def run_rayservice(
     timeout: float = 600.0,
 ) -> ServiceOutcome:
     """`serve deploy` a RayService's serveConfigV2, wait for /readyz, ask /v1/models and /v1/sql once."""
-    from sqltune.k8s.localray import free_ports
-
     name = obj["metadata"]["name"]
     if needs_gpus(obj):
         print(

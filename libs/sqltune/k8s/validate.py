@@ -25,6 +25,7 @@ import yaml
 
 from sqltune import fixtures
 from sqltune.errors import ConfigError, MissingDependencyError
+from sqltune.k8s.builders import MAX_RAYJOB_NAME
 
 CRD_FILES = {
     "RayJob": "ray.io_rayjobs.yaml",
@@ -152,8 +153,6 @@ def kuberay_rules(obj: dict[str, Any]) -> list[str]:
             except yaml.YAMLError as exc:
                 errs.append(f"spec/serveConfigV2: not valid YAML: {exc}")
     if kind == "RayJob":
-        from sqltune.k8s.builders import MAX_RAYJOB_NAME
-
         if len(name) > MAX_RAYJOB_NAME:
             errs.append(f"metadata/name: longer than {MAX_RAYJOB_NAME} characters")
         mode = spec.get("submissionMode", "K8sJobMode")

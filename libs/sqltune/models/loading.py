@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqltune.errors import ModelError, ResourceError, missing
+from sqltune.prompts import TEMPLATE_FILE, PromptTemplate
+from sqltune.storage import fetch_cached
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,6 @@ ArtifactKind = Literal["base", "adapter", "merged", "int8", "nf4"]
 def resolve_source(uri: str) -> str:
     """A local directory for ``uri``: s3 artifacts are fetched and verified; hub ids pass through."""
     if uri.startswith("s3://"):
-        from sqltune.storage import fetch_cached
-
         return str(fetch_cached(uri))
     path = Path(uri[len("file://"):] if uri.startswith("file://") else uri).expanduser()
     if path.exists():
@@ -205,8 +205,6 @@ def load_for_inference(
 
     The prompt template comes from the artifact when it has one (adapters and exports always do).
     """
-    from sqltune.prompts import TEMPLATE_FILE, PromptTemplate
-
     local = resolve_source(uri)
     info = read_artifact_info(local) if Path(local).is_dir() else {}
     kind = info.get("kind", "base")

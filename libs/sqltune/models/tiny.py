@@ -27,9 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sqltune.config import Config, param
-from sqltune.errors import missing
+from sqltune.config import Config, load_config, param
+from sqltune.data.embedded import embedded_examples
+from sqltune.errors import ConfigError, missing
 from sqltune.log import setup_logging
+from sqltune.models.loading import cpu_has_fast_bf16
+from sqltune.prompts import PromptTemplate, build_messages
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +81,6 @@ class TinyModelConfig(Config):
     )
 
     def validate(self) -> None:
-        from sqltune.errors import ConfigError
-
         if self.hidden_size % self.num_heads:
             raise ConfigError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
         if self.num_heads % self.num_kv_heads:
@@ -204,8 +205,6 @@ def pretrain_induction(model: Any, tokenizer: Any, cfg: TinyModelConfig, make_ba
     device = next(model.parameters()).device
     precision = cfg.induction_precision
     if precision == "auto":
-        from sqltune.models.loading import cpu_has_fast_bf16
-
         precision = "bf16" if device.type == "cpu" and cpu_has_fast_bf16() else "fp32"
 
     def autocast():
@@ -238,9 +237,6 @@ def pretrain_induction(model: Any, tokenizer: Any, cfg: TinyModelConfig, make_ba
 
 def default_corpus(seed: int = 0) -> list[str]:
     """Texts the tokenizer learns from: the embedded dataset's prompts and SQL, rendered as ChatML."""
-    from sqltune.data.embedded import embedded_examples
-    from sqltune.prompts import PromptTemplate, build_messages
-
     template = PromptTemplate()
     texts: list[str] = []
     for ex in embedded_examples(seed=seed):
@@ -296,8 +292,6 @@ def build_tiny_model(
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m sqltune.models.tiny --config jobs/configs/tiny-base.yaml --out DIR [key=value ...]``."""
-    from sqltune.config import load_config
-
     ap = argparse.ArgumentParser(description="Build the tiny Qwen2 base model (tokenizer + weights) into --out.")
     ap.add_argument("--config", default=None, help="TinyModelConfig YAML (e.g. jobs/configs/tiny-base.yaml)")
     ap.add_argument("--out", required=True, help="output directory (save_pretrained layout)")

@@ -14,6 +14,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from sqltune.config import load_config
+from sqltune.errors import ConfigError
+from sqltune.pipeline.config import PipelineConfig, PromoteConfig
+from sqltune.pipeline.gate import GateFailed, read_report
+from sqltune.pipeline.promote import promote
+
 
 def register_pipeline(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -40,9 +46,6 @@ def register_gate(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from sqltune.config import load_config
-    from sqltune.pipeline.config import PipelineConfig
-    from sqltune.pipeline.gate import GateFailed, read_report
     from sqltune.pipeline.run import gate_and_promote
 
     cfg = load_config(PipelineConfig, args.config, list(args.overrides))
@@ -87,10 +90,6 @@ def register_promote(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from sqltune.errors import ConfigError
-    from sqltune.pipeline.config import PromoteConfig
-    from sqltune.pipeline.promote import promote
-
     if args.from_file and not args.dry_run:
         raise ConfigError("--from reads the RayService from a file: add --dry-run (a file cannot be patched)")
     cfg = PromoteConfig(

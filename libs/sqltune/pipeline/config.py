@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 from sqltune.config import Config, load_config, param
 from sqltune.errors import ConfigError
+from sqltune.evaluation.config import EvalConfig
+from sqltune.export.config import ExportConfig
+from sqltune.storage import join
+from sqltune.train.config import TrainConfig
 
 STAGES = ("train", "export", "evaluate")
 
@@ -102,11 +106,6 @@ class PipelineConfig(Config):
 
     def stage_config(self, stage: str, config_dir: str | Path | None = None) -> Any:
         """The typed config of one stage: its preset, the pipeline's wiring, then its overrides."""
-        from sqltune.evaluation.config import EvalConfig
-        from sqltune.export.config import ExportConfig
-        from sqltune.storage import join
-        from sqltune.train.config import TrainConfig
-
         if stage not in STAGES:
             raise ConfigError(f"unknown pipeline stage {stage!r}; stages are {', '.join(STAGES)}")
         key = {"train": "train_config", "export": "export_config", "evaluate": "eval_config"}[stage]

@@ -24,6 +24,7 @@ from typing import Any
 from sqltune import __version__
 from sqltune.errors import SqltuneError, StorageError
 from sqltune.pipeline.config import GateConfig
+from sqltune.storage import join, read_text, write_text
 
 GATE_FILE = "gate.json"
 
@@ -200,8 +201,6 @@ def evaluate_gate(report: dict[str, Any], gate: GateConfig, report_uri: str = ""
 
 def read_report(report_uri: str) -> dict[str, Any]:
     """report.json of a published evaluation (``<output_uri>/<eval_name>``, local path or s3://)."""
-    from sqltune.storage import join, read_text
-
     uri = join(report_uri, "report.json")
     try:
         return json.loads(read_text(uri))
@@ -216,6 +215,4 @@ def read_report(report_uri: str) -> dict[str, Any]:
 
 def write_gate(result: GateResult, report_uri: str) -> str:
     """Write gate.json beside report.json; returns its URI."""
-    from sqltune.storage import join, write_text
-
     return write_text(join(report_uri, GATE_FILE), json.dumps(result.to_dict(), indent=2) + "\n")

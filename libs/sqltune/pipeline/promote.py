@@ -24,6 +24,9 @@ from typing import Any
 import yaml
 
 from sqltune.errors import ConfigError, SqltuneError
+from sqltune.k8s.builders import dump_yaml, render_serve_config
+from sqltune.k8s.cluster import Cluster
+from sqltune.k8s.local import load_objects
 from sqltune.pipeline.config import PromoteConfig
 
 
@@ -70,8 +73,6 @@ def kubernetes_patch(
     rayservice: dict[str, Any], app: str, model_uri: str
 ) -> tuple[dict[str, Any], str | None]:
     """The merge patch that points ``rayservice``'s serveConfigV2 at ``model_uri``."""
-    from sqltune.k8s.builders import render_serve_config
-
     text = (rayservice.get("spec") or {}).get("serveConfigV2")
     if not text:
         raise ConfigError(
@@ -83,8 +84,6 @@ def kubernetes_patch(
 
 
 def _rayservice_from_file(path: str | Path, name: str) -> dict[str, Any]:
-    from sqltune.k8s.local import load_objects
-
     p = Path(path)
     if not p.is_file():
         raise ConfigError(
@@ -108,8 +107,6 @@ def promote_kubernetes(
         obj = _rayservice_from_file(from_file, cfg.rayservice)
         cluster = None
     else:
-        from sqltune.k8s.cluster import Cluster
-
         cluster = Cluster(cfg.context)
         obj = cluster.get("RayService", cfg.rayservice, cfg.namespace)
         if obj is None:
@@ -124,7 +121,6 @@ def promote_kubernetes(
             f"model_uri {previous} -> {model_uri}",
             file=out,
         )
-        from sqltune.k8s.builders import dump_yaml
 
         out.write(dump_yaml(patch))
         return Promotion("kubernetes", model_uri, previous, False, patch)

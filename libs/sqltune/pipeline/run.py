@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+from sqltune.config import parse_cli
+from sqltune.errors import SqltuneError
 from sqltune.pipeline.config import PipelineConfig
 from sqltune.pipeline.gate import GateFailed, GateResult, evaluate_gate, write_gate
 from sqltune.pipeline.promote import Promotion, promote
@@ -102,9 +104,6 @@ def config_path(argv: list[str]) -> str:
 def main(argv: list[str] | None = None, prog: str = "python -m jobs.pipeline") -> int:
     """``[--config FILE] [key=value ...]``: run the chain. Exit 0 gate passed (and promoted), 1 gate
     refused (serving unchanged), 2 configuration/data/storage error."""
-    from sqltune.config import parse_cli
-    from sqltune.errors import SqltuneError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg = parse_cli(PipelineConfig, argv, prog=prog)

@@ -34,7 +34,7 @@ from typing import Any
 
 from sqltune.errors import IntegrityError, StorageError
 from sqltune.storage import files as _files
-from sqltune.storage.client import s3_client, s3_errors
+from sqltune.storage.client import error_code, s3_client, s3_errors
 from sqltune.storage.uri import is_s3, join, local_path, parse_s3_uri
 
 log = logging.getLogger(__name__)
@@ -362,8 +362,6 @@ def _verify_s3(uri: str, manifest: Manifest) -> None:
                     h.update(chunk)
                     size += len(chunk)
         except StorageError as exc:
-            from sqltune.storage.client import error_code
-
             if error_code(exc.__cause__) == "NoSuchKey":
                 raise IntegrityError(f"{rel} is listed in the manifest of {uri} but is missing") from None
             raise

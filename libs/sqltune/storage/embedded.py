@@ -32,6 +32,7 @@ import urllib.request
 from pathlib import Path
 
 from sqltune.errors import MissingDependencyError, StorageError
+from sqltune.storage.client import error_code, s3_client, s3_errors
 
 HOST = "127.0.0.1"
 ACCESS_KEY = "testing"
@@ -165,7 +166,6 @@ class EmbeddedS3:
 
     def create_bucket(self, name: str) -> str:
         """Create bucket ``name`` (no error if it exists); returns ``s3://name``."""
-        from sqltune.storage.client import error_code, s3_client, s3_errors
         from sqltune.storage.uri import parse_s3_uri
 
         parse_s3_uri(f"s3://{name}")  # a clear message for an invalid bucket name
