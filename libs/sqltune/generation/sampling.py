@@ -13,6 +13,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from sqltune.generation.request import Sampling
 
 _LOCK = threading.Lock()
@@ -33,8 +35,6 @@ def sample_tokens(
     Tokens end before the first stop id; ``text_stop`` (as in :class:`~sqltune.generation.GenRequest`)
     may cut them earlier (the end of the first SQL statement).
     """
-    import torch
-
     if sampling.greedy:
         raise ValueError("sample_tokens needs temperature > 0; greedy requests go to the engine")
     device = next(model.parameters()).device
