@@ -3,8 +3,9 @@
 1. starts the embedded S3-compatible server (moto, 127.0.0.1) and a local Ray head (`ray start --head`);
 2. builds the embedded dataset + databases and the tiny base model, publishes both to the embedded S3;
 3. submits the training job with `ray job submit` (tiny preset, NF4 QLoRA, 2 workers) and follows it;
-4. submits the export job (merged, int8) and the evaluation job (base, adapter, merged, int8) and prints
-   the comparison table; the report and plots land in S3 and under .demo/report/;
+4. submits the export job (merged, int8; the merged model is kept in .demo/merged/) and the evaluation job
+   (base, adapter, merged, int8) and prints the comparison table; the report and plots land in S3 and under
+   .demo/report/;
 5. deploys the server with `serve deploy`, asks it a few questions over HTTP, prints question, SQL and
    rows, then shuts everything down (no process left running).
 
@@ -128,6 +129,13 @@ class Demo:
     def export(self) -> None:
         self.submit("jobs.export", "jobs/configs/export-tiny.yaml",
                     [f"adapter=s3://{BUCKET}/runs/tiny/adapter", f"output_uri=s3://{BUCKET}/runs", "run_name=tiny"])
+        from sqltune.storage import fetch
+
+        # The embedded S3 is in memory and stops with the demo: .demo/merged keeps the model for `sqltune ask`
+        # and benchmarks/bench_repair.py afterwards.
+        merged = self.work / "merged"
+        shutil.rmtree(merged, ignore_errors=True)
+        fetch(f"s3://{BUCKET}/runs/tiny/merged", merged)
 
     def evaluate(self) -> None:
         overrides = [f"output_uri=s3://{BUCKET}/eval", "eval_name=tiny", f"run_uri=s3://{BUCKET}/runs/tiny",
