@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         procs = {role: psutil.Process(pid) for role, pid in pids.items()}
         traffic = Traffic(base)
         samples: dict[str, list[tuple[float, float]]] = {role: [] for role in ROLES}
+        load_1m: list[float] = []  # the machine's 1-minute load average at each sample: other work shares it
         t0 = time.monotonic()
         end = t0 + args.minutes * 60
         next_sample = t0
@@ -136,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             if now >= next_sample:
                 for role, p in procs.items():
                     samples[role].append((now - t0, p.memory_info().rss / 2**20))
+                load_1m.append(os.getloadavg()[0])
                 next_sample += args.sample_s
             t = threading.Thread(target=traffic.one, args=(i,), daemon=True)
             t.start()
@@ -157,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         "requests": i,
         "outcomes": dict(sorted(traffic.statuses.items())),
         "server_errors_5xx": server_errors,
+        "load_average_1m": {
+            "min": round(min(load_1m), 2),
+            "mean": round(sum(load_1m) / len(load_1m), 2),
+            "max": round(max(load_1m), 2),
+        },
         "client_exceptions": traffic.errors[:10],
         "processes_restarted": not replica_pid_unchanged,
         "rss_mib": {

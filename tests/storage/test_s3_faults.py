@@ -123,3 +123,63 @@ def test_a_flipped_byte_in_any_file_is_refused_at_fetch_naming_it(s3_prefix, ada
     assert not (tmp_path / "dest").exists()
     with pytest.raises(IntegrityError, match=rf"^{rel} in .* is corrupt"):
         verify(uri)
+
+
+def test_s3_stopped_mid_checkpoint_upload_fails_the_upload_and_leaves_the_complete_one(
+    s3_server, s3_prefix, quick_s3, tmp_path
+):
+    """A training checkpoint goes to S3 the way Ray Train uploads it (its StorageContext, through the
+    pyarrow filesystem the training job passes it). S3 hangs while the second checkpoint's files are going
+    up: the upload fails (bounded by SQLTUNE_S3_READ_TIMEOUT) rather than hanging, so the worker's report
+    fails and that checkpoint is never registered; once S3 is back the first checkpoint is whole and the
+    second is visibly incomplete."""
+    import threading
+    import time
+
+    from ray.train import Checkpoint
+    from ray.train.v2._internal.execution.storage import StorageContext
+
+    from sqltune.storage import list_files
+    from sqltune.storage.arrow import pyarrow_filesystem
+
+    n_files = 60
+
+    def make_checkpoint(step: int) -> Checkpoint:
+        d = tmp_path / f"local-{step}"
+        d.mkdir()
+        for k in range(n_files):
+            (d / f"shard-{k:03d}.bin").write_bytes(os.urandom(32_000))
+        (d / "state.json").write_text(json.dumps({"step": step}))
+        return Checkpoint.from_directory(str(d))
+
+    fs, path = pyarrow_filesystem(s3_prefix)
+    ctx = StorageContext(storage_path=path, experiment_dir_name="ckpt-run", storage_filesystem=fs)
+    first = ctx.persist_current_checkpoint(make_checkpoint(10), "checkpoint_step10")
+    first_uri = f"s3://{first.path}"
+    assert len(list_files(first_uri)) == n_files + 1
+
+    second_uri = f"s3://{ctx.build_checkpoint_path_from_name('checkpoint_step20')}"
+    with s3_stopped_on_demand(s3_server) as stop:
+        stopped = threading.Event()
+
+        def stop_once_files_arrive() -> None:
+            while not stopped.is_set():
+                if list_files(second_uri):
+                    stop()
+                    stopped.set()
+                    return
+                time.sleep(0.01)
+
+        watcher = threading.Thread(target=stop_once_files_arrive, daemon=True)
+        second_ckpt = make_checkpoint(20)
+        watcher.start()
+        try:
+            with pytest.raises(OSError):
+                ctx.persist_current_checkpoint(second_ckpt, "checkpoint_step20")
+        finally:
+            stopped.set()
+            watcher.join(10)
+    # S3 is back. The first checkpoint is whole; the second holds fewer files than it was written with.
+    assert len(list_files(first_uri)) == n_files + 1
+    assert json.loads(read_bytes(join(first_uri, "state.json")))["step"] == 10
+    assert len(list_files(second_uri)) < n_files + 1

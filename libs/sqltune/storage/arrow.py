@@ -32,7 +32,8 @@ def pyarrow_filesystem(uri: str | os.PathLike[str]):
     kwargs: dict = {
         "region": settings.region,
         "connect_timeout": settings.connect_timeout,
-        "request_timeout": 60,
+        # The same bound as boto3's reads: a hung endpoint fails a checkpoint upload instead of blocking it.
+        "request_timeout": settings.read_timeout,
         "retry_strategy": pafs.AwsStandardS3RetryStrategy(max_attempts=settings.max_attempts),
     }
     if settings.endpoint_url:
