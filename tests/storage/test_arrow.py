@@ -80,3 +80,14 @@ def test_ray_train_checkpoints_to_embedded_s3(s3_server, s3_prefix):
     assert result.checkpoint is not None
     files = list_files(join(s3_prefix, "ray-results", "r1"))
     assert any(f.startswith("checkpoint_") and f.endswith("/w.bin") for f in files), files
+
+
+def test_pyarrow_filesystem_takes_the_s3_timeouts_and_attempts_from_the_env(s3_prefix, monkeypatch):
+    """Ray Train's checkpoint uploads go through this filesystem: a hung endpoint fails them after
+    SQLTUNE_S3_READ_TIMEOUT, as it does boto3's requests, instead of waiting a fixed minute."""
+    monkeypatch.setenv("SQLTUNE_S3_READ_TIMEOUT", "7.5")
+    monkeypatch.setenv("SQLTUNE_S3_CONNECT_TIMEOUT", "1.5")
+    fs, _ = pyarrow_filesystem(s3_prefix)
+    (options,) = fs.__reduce__()[1]
+    assert options["request_timeout"] == 7.5
+    assert options["connect_timeout"] == 1.5

@@ -161,11 +161,14 @@ def test_s3_stopped_mid_checkpoint_upload_fails_the_upload_and_leaves_the_comple
     second_uri = f"s3://{ctx.build_checkpoint_path_from_name('checkpoint_step20')}"
     with s3_stopped_on_demand(s3_server) as stop:
         stopped = threading.Event()
+        files_when_stopped: list[int] = []
 
         def stop_once_files_arrive() -> None:
             while not stopped.is_set():
-                if list_files(second_uri):
+                landed = list_files(second_uri)
+                if landed:
                     stop()
+                    files_when_stopped.append(len(landed))
                     stopped.set()
                     return
                 time.sleep(0.01)
@@ -179,6 +182,8 @@ def test_s3_stopped_mid_checkpoint_upload_fails_the_upload_and_leaves_the_comple
         finally:
             stopped.set()
             watcher.join(10)
+    # S3 stopped in the middle: some of the second checkpoint's files had landed, not all.
+    assert files_when_stopped and 0 < files_when_stopped[0] < n_files + 1, files_when_stopped
     # S3 is back. The first checkpoint is whole; the second holds fewer files than it was written with.
     assert len(list_files(first_uri)) == n_files + 1
     assert json.loads(read_bytes(join(first_uri, "state.json")))["step"] == 10
