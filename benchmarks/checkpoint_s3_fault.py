@@ -3,7 +3,7 @@
 The embedded S3 server (moto on 127.0.0.1) backs the run. ``python -m jobs.train`` (tiny preset, a small
 tiny model, 30 steps, a checkpoint every 10, one worker, no retries) runs as its own process; when the
 step-20 checkpoint has been written locally and handed to Ray Train for upload (the worker's
-``sqltune-ckpt-*`` folder holds its ``state.json``), the S3 server is stopped (SIGSTOP: it keeps its
+``sqltune-ckpt-*`` folder holds its ``trainer_state.json``), the S3 server is stopped (SIGSTOP: it keeps its
 objects, answers nothing) for ``--pause-s`` seconds, longer than ``SQLTUNE_S3_READ_TIMEOUT``, then
 started again (SIGCONT). The same command is then run again. It prints, as JSON: both exit statuses,
 the checkpoints Ray Train registered after each, the files of every checkpoint folder in storage, and
@@ -67,14 +67,14 @@ def checkpoint_folders(run_uri: str) -> dict[str, dict]:
         if top.startswith("checkpoint_"):
             out.setdefault(top, {"files": 0, "step": None})
             out[top]["files"] += 1
-            if name == "state.json":
+            if name == "trainer_state.json":
                 out[top]["step"] = json.loads(storage.read_bytes(storage.join(run_uri, rel))).get("step")
     return out
 
 
 class PauseAtCheckpoint(threading.Thread):
     """SIGSTOPs the S3 server when the worker's ``nth`` local checkpoint folder is complete (its
-    ``state.json`` written: the next thing the worker does is Ray Train's upload), SIGCONTs it later."""
+    ``trainer_state.json`` written: the next thing the worker does is Ray Train's upload), SIGCONTs it later."""
 
     def __init__(self, tmp: Path, pid: int, nth: int, pause_s: float, timeout: float = 900.0):
         super().__init__(daemon=True)
@@ -86,12 +86,12 @@ class PauseAtCheckpoint(threading.Thread):
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             for d in self.tmp.glob("sqltune-ckpt-*"):
-                if (d / "state.json").exists() and d.name not in seen:
+                if (d / "trainer_state.json").exists() and d.name not in seen:
                     seen.add(d.name)
                     if len(seen) == self.nth:
                         os.kill(self.pid, signal.SIGSTOP)
                         try:
-                            self.paused_at = json.loads((d / "state.json").read_text()).get("step")
+                            self.paused_at = json.loads((d / "trainer_state.json").read_text()).get("step")
                         except (OSError, ValueError):
                             self.paused_at = "unreadable"
                         time.sleep(self.pause_s)
