@@ -60,9 +60,6 @@ def test_trial_config_layers_preset_overrides_budget_and_sample():
 
 @pytest.mark.ray
 @pytest.mark.slow
-@pytest.mark.skip(reason="known issue: trials train and report to Tune (ASHA acts on them), but each trial ends "
-                  "TERMINATED right after its last Ray Train report, before its adapter is published, so no trial "
-                  "counts as completed and the sweep publishes no best preset (docs/training.md)")
 def test_tiny_sweep_publishes_results_best_preset_and_adapter(tmp_path, monkeypatch):
     from jobs.tune import main
 

@@ -1,7 +1,7 @@
 """What every trainer shares about its process: sums over ranks, memory, RNG state and seeding.
 
-Below :mod:`sqltune.train.loop` and the method trainers (:mod:`sqltune.train.policy`, ``grpo``, ``dpo``), which
-all import it; it imports nothing of the package.
+Below :mod:`sqltune.train.loop` and the method trainers (:mod:`sqltune.train.policy`, ``grpo``, ``dpo``),
+which all import it; it imports nothing of the package.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The sweep's driver: check the space, run stage 1 (ASHA) and stage 2 with Ray Tune, publish the best.
 
 Each trial is a whole ``jobs.train`` run (:func:`sqltune.train.run.run`): preflight, a Ray Train
-``TorchTrainer`` whose reports reach Tune through ``TuneReportCallback`` (so ASHA sees every evaluation),
-and the adapter published under ``<output_uri>/<name>/trials/<run_name>/adapter``. After the stages:
+``TorchTrainer`` whose reports reach Tune through :class:`sqltune.tune.report.TrainToTuneCallback` (so ASHA
+sees every evaluation), and the adapter published under ``<output_uri>/<name>/trials/<run_name>/adapter``;
+a last report after the publish marks the trial completed. After the stages:
 
 * ``<output_uri>/<name>/results/``: ``results.json`` (every trial: stage, parameters, status, the metric at
   its last report, steps, adapter), ``results.md`` (the same as a table, best first) and ``best.yaml``
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.config import _merge, parse_overrides, read_yaml
+from sqltune.config import _merge, read_yaml
 from sqltune.errors import ConfigError, SqltuneError
 from sqltune.tune.config import StageSettings, TuneConfig, domain_values, parse_domain
 
@@ -116,18 +117,20 @@ def _domains(cfg: TuneConfig) -> dict[str, Any]:
 def _trial(config: dict[str, Any]) -> None:
     """One Tune trial: a whole training run whose Ray Train reports reach Tune."""
     import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     from sqltune.train.config import TrainConfig
     from sqltune.train.run import run, setup
+    from sqltune.tune.report import TrainToTuneCallback, tune_metrics
 
     ctx = ray.tune.get_context()
     tcfg = TrainConfig.from_dict(config["train"])
     tcfg = type(tcfg).from_dict({**tcfg.to_dict(), "run_name": f"{tcfg.run_name}-{ctx.get_trial_id()}"})
-    result = run(setup(tcfg), callbacks=[TuneReportCallback()])
-    final = result.metrics["final"]
-    ray.tune.report({**{k: v for k, v in final.items() if isinstance(v, (int, float)) and v is not None},
-                     "adapter_uri": result.adapter_uri, "run_name": tcfg.run_name, "completed": 1})
+    result = run(setup(tcfg), callbacks=[TrainToTuneCallback()])
+    final = {k: v for k, v in result.metrics["final"].items()
+             if isinstance(v, (int, float)) and v is not None}
+    # Reported after the adapter is published: this result is what marks the trial completed.
+    ray.tune.report({**tune_metrics(final), "adapter_uri": result.adapter_uri, "run_name": tcfg.run_name,
+                     "completed": 1})
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -163,8 +166,12 @@ def _run_stage(cfg: TuneConfig, stage_name: str, stage: StageSettings, param_spa
     scheduler = None
     if asha:
         reports = math.ceil((stage.max_steps or 1000) / stage.eval_interval) + 1
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=max(reports, cfg.asha.grace_period + 1),
-                                  grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor)
+        # max_t only places the rungs: a trial's own step budget ends it (stop_last_trials=False), so ASHA
+        # never stops a trial for reaching max_t while it still has to publish its adapter.
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", max_t=max(reports, cfg.asha.grace_period + 1),
+            grace_period=cfg.asha.grace_period, reduction_factor=cfg.asha.reduction_factor, stop_last_trials=False,
+        )
     work = Path(cfg.work_dir).expanduser().resolve()
     work.mkdir(parents=True, exist_ok=True)
     tuner = tune.Tuner(
