@@ -108,3 +108,11 @@ def test_tiny_sweep_publishes_results_best_preset_and_adapter(tmp_path, monkeypa
     assert (adapter / "manifest.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     md = (tmp_path / "out" / "ci-sweep" / "results" / "results.md").read_text()
     assert md.count("| stage1 |") == 4 and "| stage2 | completed |" in md
+
+
+def test_training_reports_reach_tune_without_its_reserved_keys():
+    """A training run's last report says done=true; Tune would read that as the trial's end (before publish)."""
+    from sqltune.tune.report import tune_metrics
+
+    out = tune_metrics({"step": 4, "eval_loss": 1.5, "done": True, "final": True})
+    assert out == {"step": 4, "eval_loss": 1.5, "train_done": True, "final": True}
