@@ -55,6 +55,17 @@ def build_dataset(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def _cpu_model() -> str:
+    """The CPU's model name (platform.processor() is empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or ""
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
@@ -135,7 +146,7 @@ def main() -> int:
              for h in grpo.metrics["history"] if "train_reward" in h]
     out = {
         "benchmark": "rl_cpu_evidence", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(), "cpus": args.cpus,
+        "machine": f"{platform.machine()} {_cpu_model()}".strip(), "cpus": args.cpus,
         "command": "python benchmarks/rl_cpu_evidence.py " + " ".join(sys.argv[1:]),
         "dataset": {"examples": len(TABLES) * len(TEMPLATES), **grpo.metrics["dataset"]},
         "model": {"shape": shape.to_dict(), "mode": "qlora", "lora_r": 16},
