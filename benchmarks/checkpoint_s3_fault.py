@@ -131,11 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         run_uri = storage.join(out_uri, "ray-runs", run_name)
         pauser = PauseAtCheckpoint(tmp, s3.process.pid, nth=2, pause_s=args.pause_s)
         pauser.start()
-        first = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        first = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True)
         pauser.join(args.pause_s + 5)
         after_first = {"registered": registered_steps(run_uri), "folders": checkpoint_folders(run_uri),
                        "adapter_manifest": storage.exists(storage.join(out_uri, run_name, "adapter", "manifest.json"))}
-        second = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        second = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True)
         after_second = {"registered": registered_steps(run_uri), "folders": checkpoint_folders(run_uri)}
         metrics_uri = storage.join(out_uri, run_name, "adapter", "metrics.json")
         metrics = json.loads(storage.read_bytes(metrics_uri)) if storage.exists(metrics_uri) else {}

@@ -12,12 +12,18 @@ import contextlib
 import json
 import os
 import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
+from ray.train import Checkpoint
+from ray.train.v2._internal.execution.storage import StorageContext
 
 from sqltune.errors import IntegrityError, StorageError
-from sqltune.storage import exists, fetch, join, publish, read_bytes, read_manifest, verify, write_bytes
+from sqltune.storage import (
+    exists, fetch, join, list_files, publish, pyarrow_filesystem, read_bytes, read_manifest, verify, write_bytes,
+)
 
 FILES = {
     "adapter_model.safetensors": os.urandom(200_000),
@@ -133,15 +139,6 @@ def test_s3_stopped_mid_checkpoint_upload_fails_the_upload_and_leaves_the_comple
     up: the upload fails (bounded by SQLTUNE_S3_READ_TIMEOUT) rather than hanging, so the worker's report
     fails and that checkpoint is never registered; once S3 is back the first checkpoint is whole and the
     second is visibly incomplete."""
-    import threading
-    import time
-
-    from ray.train import Checkpoint
-    from ray.train.v2._internal.execution.storage import StorageContext
-
-    from sqltune.storage import list_files
-    from sqltune.storage.arrow import pyarrow_filesystem
-
     n_files = 60
 
     def make_checkpoint(step: int) -> Checkpoint:
