@@ -7,7 +7,7 @@ each variant spent generating. The other settings (split, generation budget, eng
 jobs/configs/eval-tiny.yaml, so the ``merged`` row is the demo's.
 
     python benchmarks/bench_repair.py --model .demo/keep/merged --dataset .demo/dataset \\
-        --out benchmarks/results/repair-tiny-cpu.json
+        --out repair-tiny-cpu.json
 """
 
 from __future__ import annotations
