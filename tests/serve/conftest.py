@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from serve_helpers import (
     TOKEN_ENV,
     UNSET_TOKEN_ENV,
     free_port,
+    wait_ready,
 )
 
 
@@ -139,23 +139,6 @@ def ray_serve():
     serve.shutdown()
     if started:
         ray.shutdown()
-
-
-def wait_ready(base: str, timeout: float = 120) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"{base}/readyz", timeout=5)
-            if r.status_code == 200:
-                return
-            last = r.text
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.5)
-    raise AssertionError(f"{base} never became ready: {last}")
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from pathlib import Path
+
+import httpx
 
 TOKEN_ENV = "SQLTUNE_TEST_API_TOKEN"
 TOKEN = "test-token-7f3a"
@@ -42,3 +45,18 @@ def free_port() -> int:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def wait_ready(base: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base}/readyz", timeout=5)
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(0.5)
+    raise AssertionError(f"{base} never became ready: {last}")

@@ -14,7 +14,7 @@ import threading
 import httpx
 import pytest
 
-from serve_helpers import SHOP_SCHEMA
+from serve_helpers import SHOP_SCHEMA, wait_ready
 
 pytestmark = pytest.mark.ray
 
@@ -25,7 +25,6 @@ ROUTE = "/replica-death"
 def two_replicas(ray_serve, taught_model) -> str:
     from ray import serve
 
-    from conftest import wait_ready
     from sqltune.serving.deployments import build_app
 
     args = {
