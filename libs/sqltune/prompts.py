@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -210,6 +211,17 @@ def first_semicolon(text: str) -> int:
         i += 1
     return -1
 
+
+
+def statement_stop(tokens: list[int], decode: Callable[[list[int]], str]) -> int | None:
+    """How many of ``tokens`` to keep so that the decoded text ends with the first top-level ``;`` (the token
+    that completes it), or None while no statement has ended. Serving and ``sqltune ask`` stop decoding on it."""
+    if first_semicolon(decode(tokens)) < 0:
+        return None
+    keep = len(tokens)
+    while keep > 1 and first_semicolon(decode(tokens[: keep - 1])) >= 0:
+        keep -= 1
+    return keep
 
 def _first_statement(text: str) -> str:
     """Text up to and excluding the first top-level semicolon."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqltune.agent.repair import Conversation, Sampling
-from sqltune.prompts import first_semicolon, render_prompt
+from sqltune.prompts import render_prompt, statement_stop
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +104,7 @@ class LocalModel:
 
     def _statement_stop(self, tokens: list[int]) -> int | None:
         """End of statement: keep tokens up to the one that completes the first top-level ``;``."""
-        text = self._decode(tokens)
-        if first_semicolon(text) < 0:
-            return None
-        keep = len(tokens)
-        while keep > 1 and first_semicolon(self._decode(tokens[: keep - 1])) >= 0:
-            keep -= 1
-        return keep
+        return statement_stop(tokens, self._decode)
 
     def _sample(self, prompt: list[int], s: Sampling) -> str:
         from sqltune.generation.sampling import sample_tokens

@@ -21,7 +21,7 @@ from sqltune.generation.engine import build_engine
 from sqltune.generation.generate import stop_token_ids
 from sqltune.generation.request import EngineConfig, EngineError, GenRequest, Sampling
 from sqltune.models.loading import load_for_inference
-from sqltune.prompts import build_messages, first_semicolon, render_prompt
+from sqltune.prompts import build_messages, render_prompt, statement_stop
 from sqltune.serving.config import ServeArgs
 from sqltune.serving.lengths import LengthLimits, Rejected
 from sqltune.serving.protocol import (
@@ -152,13 +152,7 @@ class ModelServer:
 
     def _statement_stop(self, tokens: list[int]) -> int | None:
         """End of statement: keep tokens up to the one that completes the first top-level ``;``."""
-        text = self._decode(tokens)
-        if first_semicolon(text) < 0:
-            return None
-        keep = len(tokens)
-        while keep > 1 and first_semicolon(self._decode(tokens[: keep - 1])) >= 0:
-            keep -= 1
-        return keep
+        return statement_stop(tokens, self._decode)
 
     def _string_stop(self, stops: tuple[str, ...]) -> Callable[[list[int]], int | None]:
         def check(tokens: list[int]) -> int | None:
