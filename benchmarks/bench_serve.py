@@ -38,6 +38,8 @@ import time
 import traceback
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
 
@@ -384,13 +386,24 @@ def bench_http(
     top = max(levels)
     opts.http_ingress_first = counts[0]
     out: dict[str, dict] = {}
+    runs = [
+        ("sqltune via Ray Serve HTTP" + (f" (ingress x{n})" if len(counts) > 1 else ""), n, {}, i == 0)
+        for i, n in enumerate(counts)
+    ]
+    for spec in filter(None, (v.strip() for v in str(opts.http_variants or "").split(";"))):
+        label, _, kvs = spec.partition(":")
+        overrides = {}
+        for kv in filter(None, (x.strip() for x in kvs.split(","))):
+            key, _, value = kv.partition("=")
+            overrides[key.strip()] = yaml.safe_load(value)
+        runs.append((f"sqltune via Ray Serve HTTP [{label.strip()}: {kvs.strip()}]", counts[0], overrides, False))
     try:
-        for i, n_ingress in enumerate(counts):
-            name = "sqltune via Ray Serve HTTP" + (f" (ingress x{n_ingress})" if len(counts) > 1 else "")
+        for name, n_ingress, overrides, headline in runs:
             try:
                 out[name] = _http_run(
-                    serve, model_dir, text, prompt_len, new_tokens, levels, n_latency if i == 0 else 0, rounds,
-                    cuda, opts, port, top, n_ingress,
+                    serve, model_dir, text, prompt_len, new_tokens, levels if headline else [1, top],
+                    n_latency if headline or overrides else 0, rounds, cuda, opts, port, top, n_ingress,
+                    overrides,
                 )
             except Exception as exc:  # noqa: BLE001 - report and go on with the next setting
                 traceback.print_exc()
@@ -401,8 +414,18 @@ def bench_http(
     return out
 
 
+def server_timing(header: str) -> dict[str, float]:
+    """``queue;dur=1.2, ttft;dur=3.4`` -> {"queue": 1.2, "ttft": 3.4} (the server's Server-Timing header)."""
+    out = {}
+    for item in header.split(","):
+        name, _, rest = item.strip().partition(";")
+        if rest.startswith("dur="):
+            out[name] = float(rest[4:])
+    return out
+
+
 def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency, rounds, cuda, opts, port, top,
-              n_ingress) -> dict:
+              n_ingress, overrides) -> dict:
     import httpx
 
     from sqltune.serving.config import ServeArgs
@@ -439,6 +462,7 @@ def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency,
             "ray_actor_options": {"num_cpus": 1},
         },
     }
+    args.update(overrides)  # a variant: ServeArgs fields (e.g. admit_wait_s=0.03)
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     if n_ingress == opts.http_ingress_first:
@@ -458,7 +482,12 @@ def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency,
         if time.perf_counter() - t0 > 1200:
             raise TimeoutError("the Ray Serve app did not become ready in 20 minutes")
         time.sleep(2)
-    res: dict = {"startup_s": time.perf_counter() - t0, "ingress_replicas": n_ingress, "throughput": {}}
+    res: dict = {
+        "startup_s": time.perf_counter() - t0,
+        "ingress_replicas": n_ingress,
+        "overrides": overrides,
+        "throughput": {},
+    }
     info = httpx.get(f"{base}/readyz", timeout=10).json()
     res["replica_load_s"] = info.get("load_s")
     log(f"http app (ingress x{n_ingress}) ready in {res['startup_s']:.1f}s (replica load + warm-up "
@@ -471,11 +500,22 @@ def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency,
         "ignore_eos": True,
     }
 
+    parts: dict[str, list[float]] = {}
+
     async def one(client) -> tuple[float, int]:
         t = time.perf_counter()
         r = await client.post("/v1/chat/completions", json=body)
         r.raise_for_status()
-        return time.perf_counter() - t, r.json()["usage"]["completion_tokens"]
+        secs = time.perf_counter() - t
+        timing = server_timing(r.headers.get("server-timing", ""))
+        if timing:
+            # Where a request's time goes: queued in the replica, generating there, the ingress<->replica
+            # hop (ingress minus replica), and outside the app (client latency minus ingress).
+            parts.setdefault("replica_queue_ms", []).append(timing["queue"])
+            parts.setdefault("replica_total_ms", []).append(timing["replica"])
+            parts.setdefault("ingress_hop_ms", []).append(timing["ingress"] - timing["replica"])
+            parts.setdefault("outside_app_ms", []).append(secs * 1000 - timing["ingress"])
+        return secs, r.json()["usage"]["completion_tokens"]
 
     async def run_level(c: int, n_req: int):
         limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)
@@ -504,6 +544,7 @@ def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency,
     for c in levels if n_latency else [max(levels)]:
         n_req = (n_latency or 20) if c == 1 else c * rounds
         model_handle.reset_stats.remote().result()
+        parts.clear()
         lat, toks, wall = asyncio.run(run_level(c, n_req))
         assert toks == n_req * new_tokens, (toks, n_req)
         st = httpx.get(f"{base}/v1/stats", timeout=30).json().get("engine", {})
@@ -522,6 +563,7 @@ def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency,
             "mixed_steps": st.get("mixed_steps"),
             "prefill_batches": st.get("prefill_batch_sizes"),
             "mode": "closed-loop HTTP clients",
+            "server_timing_mean_ms": {k: round(sum(v) / len(v), 2) for k, v in parts.items() if v},
         }
         log(f"http c={c}: {toks / wall:,.0f} tok/s, p50 {pct(lat, 50):.3f}s; engine prefill "
             f"{st.get('prefill_s') or 0:.3f}s decode {st.get('decode_s') or 0:.3f}s of {wall:.3f}s")
@@ -592,6 +634,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-ingress-replicas", default="2,6",
                     help="comma list: the HTTP section runs once per ingress replica count (the first is the "
                          "headline, with the single-request latency)")
+    ap.add_argument("--http-variants", default="",
+                    help="more HTTP runs, each with server args changed: 'name:key=value,key=value;name2:...' "
+                         "(e.g. 'admit:admit_wait_s=0.03'); each runs the single-request latency and the top level")
     ap.add_argument(
         "--out", default=None, help="write the JSON here (default benchmarks/results/serve-*.json)"
     )

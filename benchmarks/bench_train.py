@@ -472,6 +472,7 @@ def run_job(args, shape: dict[str, Any], device: str, flops_tok: float, peak: fl
     arm.extra = {
         "steps": steps, "train_seconds": m["final"]["train_seconds"], "job_wall_seconds": m.get("wall_seconds"),
         "process_seconds": round(wall, 1), "validation_runs": len(evals), "validation_seconds": round(eval_s, 1),
+        "validation_decoding_seconds": round(sum(h.get("eval_generate_seconds", 0.0) for h in evals), 1),
         "validation_share_of_wall": round(eval_s / m["wall_seconds"], 4) if m.get("wall_seconds") else None,
         "tokens_per_second_all_windows": m["final"]["tokens_per_second"], "train_loss": m["final"]["train_loss"],
         "windows": [{k: h.get(k) for k in ("step", "tokens_per_second", "seconds", "gpu_peak_gib")} for h in windows],

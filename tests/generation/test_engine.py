@@ -10,7 +10,7 @@ import torch
 
 from sqltune.generation import EngineConfig, EngineError, GenRequest
 from sqltune.generation.base import BaseEngine
-from sqltune.generation.engine import Engine, build_engine
+from sqltune.generation.engine import Engine, build_engine, decode_once
 from sqltune.generation.fallback import GenerateEngine
 from sqltune.generation.passes import LlamaPasses
 
@@ -164,6 +164,64 @@ def test_arrivals_mid_decode_prefill_in_the_decode_pass_match_generate(setup, mi
         assert stats["generated_tokens"] == 2 * 16 + 3 * 12
     finally:
         eng.stop()
+
+
+def test_admission_waits_for_company_while_others_decode(setup):
+    """With ``admit_wait_s``, requests arriving while another decodes are held until they fill the free
+    slots, then prefilled as one group; tokens are those of generate()."""
+    eng = _engine(setup, max_slots=3, decode_chunk=1, seq_len=128, admit_wait_s=600)
+    try:
+        long = GenRequest(setup["prompts"][0], 48)
+        a, b = (GenRequest(p, 12) for p in setup["prompts"][1:3])
+        seen: dict[str, float] = {}
+
+        def cb(req, _new, _finished):
+            n = len(req.tokens)
+            if n == 3 and not a.submitted_at:
+                eng.submit(a)
+            if n == 12 and not b.submitted_at:
+                seen["a_started_before_b"] = a.started_at  # several chunk ends later: still queued
+                eng.submit(b)
+
+        long.on_update = cb
+        eng.submit(long)
+        deadline = time.time() + 60
+        while not all(r.finished for r in (long, a, b)) and time.time() < deadline:
+            time.sleep(0.01)
+        assert seen["a_started_before_b"] == 0.0
+        assert a.prefill_batch == b.prefill_batch == 2
+        assert [a.tokens, b.tokens] == [ref[:12] for ref in setup["ref"][1:3]]
+        assert long.tokens[:16] == setup["ref"][0]
+    finally:
+        eng.stop()
+
+
+def test_admission_hold_ends_when_the_oldest_has_waited(setup):
+    eng = build_engine(_model(setup["dir"]), setup["tok"], EngineConfig(max_slots=4, seq_len=96, admit_wait_s=5))
+    try:
+        for p in setup["prompts"][:2]:
+            eng.submit(GenRequest(p, 4))
+        assert eng._hold_back(free=3)  # two queued for three free slots, both just arrived
+        assert not eng._hold_back(free=2)  # they fill the free slots
+        oldest = eng._queue.queue[0]
+        oldest.submitted_at -= 6
+        assert not eng._hold_back(free=3)  # the oldest has waited longer than admit_wait_s
+        eng.cfg.admit_wait_s = 0
+        oldest.submitted_at += 6
+        assert not eng._hold_back(free=3)  # off: admitted at the next chunk end
+    finally:
+        eng.stop()
+
+
+def test_decode_once_matches_generate_batch(setup):
+    """The one-off engine (validation during training decodes with it on GPU) gives generate()'s texts."""
+    from sqltune.generation.generate import generate_batch
+
+    tok, model = setup["tok"], _model(setup["dir"])
+    prompts = ["How many orders were shipped?", "Which customers?", "x", "SELECT name FROM customers"]
+    expected = [g.text for g in generate_batch(model, tok, prompts, max_new_tokens=12)]
+    assert decode_once(model, tok, prompts, 12, max_slots=2) == expected
+    assert decode_once(model, tok, [], 12) == []
 
 
 def test_stop_tokens_and_text_stops(setup):

@@ -40,6 +40,15 @@ def assert_error(r: httpx.Response, status: int | tuple[int, ...], param: str | 
     return err
 
 
+def server_timing(r: httpx.Response) -> dict[str, float]:
+    """The Server-Timing header as {name: milliseconds}."""
+    out = {}
+    for item in r.headers["server-timing"].split(","):
+        name, _, dur = item.strip().partition(";dur=")
+        out[name] = float(dur)
+    return out
+
+
 # --------------------------------------------------------------------------------------------- /v1/sql
 
 
@@ -57,6 +66,10 @@ def test_sql_answers_with_the_contract(client):
     assert body["usage"]["prompt_tokens"] > 20 and 1 <= body["usage"]["completion_tokens"] <= 32
     assert body["latency_ms"] > 0
     assert "rows" not in body  # no execute asked
+    timing = server_timing(r)
+    assert set(timing) == {"queue", "ttft", "replica", "ingress"}
+    # The replica's own time is inside the ingress's; the first token comes within the replica's time.
+    assert 0 <= timing["queue"] <= timing["ttft"] <= timing["replica"] <= timing["ingress"]
 
 
 def test_sql_flags_unknown_identifiers_and_writes(client):
@@ -183,6 +196,16 @@ def test_openai_client_models_chat_and_stream(server):
         oc.chat.completions.create(model="gpt-4o", messages=messages)
     with pytest.raises(openai.UnprocessableEntityError):  # above max_choices (4)
         oc.chat.completions.create(model=ids[0], messages=messages, n=9)
+
+
+def test_chat_completion_reports_server_timing(client):
+    body = {"messages": [{"role": "user", "content": "How many customers?"}], "max_tokens": 6, "ignore_eos": True}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] == 6
+    timing = server_timing(r)
+    assert 0 <= timing["queue"] <= timing["ttft"] <= timing["replica"] <= timing["ingress"]
+    assert timing["replica"] > 0
 
 
 def test_sse_stream_format(client):

@@ -262,6 +262,8 @@ class BaseEngine:
                 if req is None:
                     break
                 out.append(req)
+        elif self._hold_back(free):
+            return out
         while len(out) < free:
             try:
                 req = self._queue.get_nowait()
@@ -276,6 +278,19 @@ class BaseEngine:
             else:
                 live.append(r)
         return live
+
+    def _hold_back(self, free: int) -> bool:
+        """While others decode: keep queued requests waiting for company (``admit_wait_s``) until they
+        fill the ``free`` slots or the oldest has waited long enough."""
+        wait = self.cfg.admit_wait_s
+        if wait <= 0:
+            return False
+        with self._queue.mutex:  # a consistent look at the queue without taking anything from it
+            queued = [r for r in self._queue.queue if r is not None]
+            stopping = len(queued) < len(self._queue.queue)
+        if stopping or not queued or len(queued) >= free:
+            return False
+        return time.perf_counter() - queued[0].submitted_at < wait
 
     def _drain(self, message: str) -> None:
         """Finish every request still queued (the engine stopped)."""

@@ -32,6 +32,7 @@ from peft import PeftModel
 
 from sqltune.generation.base import BaseEngine, Seq
 from sqltune.generation.fallback import GenerateEngine
+from sqltune.generation.generate import stop_token_ids
 from sqltune.generation.request import EngineConfig, GenRequest
 from sqltune.generation.runner import ModelRunner
 
@@ -246,4 +247,27 @@ def build_engine(model: Any, tokenizer: Any, config: EngineConfig) -> Engine | G
     return Engine(model, tokenizer, config)
 
 
-__all__ = ["SUPPORTED_TYPES", "Engine", "build_engine"]
+def decode_once(
+    model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int, *, max_slots: int = 64
+) -> list[str] | None:
+    """Greedy completions of rendered ``prompts`` (ending at the end of turn) through a slot engine built
+    for this call and stopped after it: CUDA graphs, no ``torch.compile`` (its cost would not pay back
+    for one batch). None for a model off the slot engine's fast path (``generate()`` batches it better)."""
+    ids = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    if not ids:
+        return []
+    cfg = EngineConfig(
+        max_slots=min(max_slots, len(ids)), seq_len=max(len(i) for i in ids) + max_new_tokens, compile="off"
+    )
+    engine = build_engine(model, tokenizer, cfg)
+    if not isinstance(engine, Engine):
+        return None
+    try:
+        engine.warmup()
+        reqs = engine.generate(ids, max_new_tokens, stop_ids=frozenset(stop_token_ids(tokenizer)))
+    finally:
+        engine.stop()
+    return [tokenizer.decode(r.tokens, skip_special_tokens=True) for r in reqs]
+
+
+__all__ = ["SUPPORTED_TYPES", "Engine", "build_engine", "decode_once"]

@@ -80,6 +80,10 @@ class EngineConfig:
     seq_len: int = 2048
     decode_chunk: int = 0  # 0: 16 on CUDA, 1 on CPU
     batch_wait_s: float = 0.0
+    admit_wait_s: float = 0.0
+    """While others decode, hold queued requests back until they fill the free slots or the oldest has
+    waited this long (0: admit whatever is queued at every chunk end). Fewer, larger prefill groups: each
+    group pauses every running sequence for a prefill pass, so many small ones cost more decode time."""
     max_prefill_tokens: int = 0  # 0: 16384 on CUDA, 4096 on CPU
     mixed_prefill: bool = False
     """Admit new requests in the same pass as one decode step of the running ones (decoding does not pause

@@ -40,6 +40,20 @@ class ServeArgs(Config):
     batch_wait_timeout_s: float = param(
         0.01, "When idle, how long the engine waits for more arrivals before starting a batch.", min=0, max=5
     )
+    admit_wait_s: float = param(
+        0.0,
+        "While others decode, how long queued requests may wait for company before their prefill (0: "
+        "admitted at the next chunk end); fewer, larger prefill groups pause decoding less often.",
+        min=0,
+        max=1,
+    )
+    switch_interval_s: float = param(
+        0.0,
+        "Python's thread switch interval in the replica process (0: Python's 5 ms); shorter lets the "
+        "engine thread take the interpreter back sooner from request handling.",
+        min=0,
+        max=0.1,
+    )
     max_seq_len: int = param(0, "KV-cache length per slot in tokens (0: the prompt and output caps).", min=0)
     decode_chunk: int = param(
         0,

@@ -26,6 +26,7 @@ import time
 from typing import Any
 
 from sqltune.serving.auth import app_path
+from sqltune.serving.protocol import Timing
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,16 @@ class EngineMetrics:
                 self.generated.inc(completion)
         except Exception:  # noqa: BLE001
             log.debug("metrics failed", exc_info=True)
+
+
+def server_timing(timing: Timing, ingress_s: float) -> str:
+    """A ``Server-Timing`` header value (W3C; browsers' network panels show it): the replica's queue, first
+    token and total time, and the ingress's own total, in milliseconds. Client latency minus ``ingress``
+    is the time spent outside the app (proxy, network)."""
+    return (
+        f"queue;dur={timing.queue_ms}, ttft;dur={timing.ttft_ms}, replica;dur={timing.total_ms}, "
+        f"ingress;dur={round(ingress_s * 1000, 2)}"
+    )
 
 
 class MetricsMiddleware:

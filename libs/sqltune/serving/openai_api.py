@@ -14,12 +14,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 
 from sqltune.generation.request import GREEDY, Sampling
 from sqltune.serving.config import ServeArgs
 from sqltune.serving.backend import BACKEND_ERRORS
+from sqltune.serving.metrics import server_timing
 from sqltune.serving.http_errors import (
     MODEL_ROUTE_ERRORS,
     ApiError,
@@ -135,7 +136,8 @@ def add_openai_routes(app: FastAPI, state: AppState) -> None:
             **MODEL_ROUTE_ERRORS,
         },
     )
-    async def chat(body: ChatRequest):
+    async def chat(body: ChatRequest, response: Response):
+        start = time.perf_counter()
         if body.model and body.model != args.served_name:
             raise _not_served(args, body.model)
         request = chat_generation(body, args.max_choices)
@@ -156,6 +158,7 @@ def add_openai_routes(app: FastAPI, state: AppState) -> None:
             ]
             results = list(await asyncio.gather(*(state.chat(r) for r in requests)))
         completion_tokens = sum(r.completion_tokens for r in results)
+        response.headers["Server-Timing"] = server_timing(results[0].timing, time.perf_counter() - start)
         return {
             "id": cid,
             "object": "chat.completion",

@@ -104,6 +104,7 @@ class ModelServer:
             seq_len=min(a.seq_len, self.context_length) if self.context_length else a.seq_len,
             decode_chunk=a.decode_chunk,
             batch_wait_s=a.batch_wait_timeout_s,
+            admit_wait_s=a.admit_wait_s,
             cuda_graphs=a.cuda_graphs,
             compile=a.compile,
         )

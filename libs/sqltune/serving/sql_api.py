@@ -13,7 +13,7 @@ import math
 import time
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from starlette.concurrency import run_in_threadpool
 
 from sqltune.agent.linking import LinkResult, link_schema, sample_values
@@ -23,6 +23,7 @@ from sqltune.errors import DataError, SQLError, SqltuneError
 from sqltune.generation.request import GREEDY
 from sqltune.prompts import clean_sql
 from sqltune.serving.http_errors import MODEL_ROUTE_ERRORS, ApiError, database_unavailable
+from sqltune.serving.metrics import server_timing
 from sqltune.serving.protocol import ChatMessageText, Completion, SqlGeneration
 from sqltune.serving.schemas import SQLRequest, SQLResponse
 from sqltune.serving.state import AppState
@@ -147,7 +148,7 @@ def add_sql_routes(app: FastAPI, state: AppState) -> None:
         summary="Translate a question into SQL (optionally check, repair and run it on a configured database).",
         responses=MODEL_ROUTE_ERRORS,
     )
-    async def sql(body: SQLRequest):
+    async def sql(body: SQLRequest, response: Response):
         start = time.perf_counter()
         schema, location, db_dialect = await _schema_for(state, body)
         if body.execute and location is None:
@@ -227,6 +228,7 @@ def add_sql_routes(app: FastAPI, state: AppState) -> None:
                 "total_ms": first.timing.total_ms,
             }
         out["latency_ms"] = round((time.perf_counter() - start) * 1000, 2)
+        response.headers["Server-Timing"] = server_timing(first.timing, time.perf_counter() - start)
         return out
 
 

@@ -162,6 +162,11 @@ class EvalSettings(Config):
     exec_examples: int = param(32, "Validation examples scored for execution accuracy.", min=1)
     max_new_tokens: int = param(160, "Generation limit for execution accuracy.", min=8)
     gen_batch_size: int = param(16, "Batch size of greedy decoding for execution accuracy.", min=1)
+    engine: bool = param(
+        True,
+        "On GPU, decode the execution-accuracy questions with the slot engine (CUDA graphs) on the merged "
+        "copy; false: transformers' generate() in batches of gen_batch_size.",
+    )
 
 
 @dataclass

@@ -310,7 +310,7 @@ class Trainer:
 
     def _exec_accuracy(self, model: Any) -> dict[str, float]:
         """Greedy decoding on this rank's share of the validation slice, scored in the SQL sandbox."""
-        from sqltune.generation.generate import generate_batch, prompts_for
+        from sqltune.generation.generate import prompts_for
         from sqltune.prompts import clean_sql
         from sqltune.sql import analyze, execution_match
 
@@ -318,34 +318,62 @@ class Trainer:
         chosen = [ex for ex in self.val_ex if ex.db][: cfg.exec_examples]
         mine = chosen[self.rank :: self.world]
         hits = parse_ok = scored = 0
-        use_cache = model.config.use_cache
-        model.config.use_cache = True
-        try:
-            for i in range(0, len(mine), cfg.gen_batch_size):
-                group = mine[i : i + cfg.gen_batch_size]
-                items = [
-                    {"question": e.question, "schema": e.schema, "dialect": e.dialect, "evidence": e.evidence}
-                    for e in group
-                ]
-                gens = generate_batch(
-                    model, self.tokenizer, prompts_for(self.tokenizer, items, self.template),
-                    max_new_tokens=cfg.max_new_tokens,
-                )
-                for ex, gen in zip(group, gens):
-                    sql = clean_sql(gen.text).sql
-                    parse_ok += int(bool(analyze(sql, dialect=ex.dialect).parseable))
-                    res = execution_match(sql, ex.sql, db=ex.db, dialect=ex.dialect)
-                    if getattr(res, "gold_failed", False):
-                        continue
-                    scored += 1
-                    hits += int(bool(res.match))
-        finally:
-            model.config.use_cache = use_cache
+        items = [
+            {"question": e.question, "schema": e.schema, "dialect": e.dialect, "evidence": e.evidence} for e in mine
+        ]
+        t0 = time.perf_counter()
+        texts = self._decode(model, prompts_for(self.tokenizer, items, self.template))
+        gen_s = time.perf_counter() - t0
+        for ex, text in zip(mine, texts):
+            sql = clean_sql(text).sql
+            parse_ok += int(bool(analyze(sql, dialect=ex.dialect).parseable))
+            res = execution_match(sql, ex.sql, db=ex.db, dialect=ex.dialect)
+            if getattr(res, "gold_failed", False):
+                continue
+            scored += 1
+            hits += int(bool(res.match))
         hits, parse_ok, scored, n = all_sum([hits, parse_ok, scored, len(mine)], self.device)
         return {
             "eval_exec_accuracy": hits / scored if scored else 0.0,
             "eval_parseable": parse_ok / n if n else 0.0,
+            "eval_generate_seconds": gen_s,
         }
+
+    def _decode(self, model: Any, prompts: list[str]) -> list[str]:
+        """Greedy completions of validation prompts: the slot engine where it applies, else generate()."""
+        from sqltune.generation.generate import generate_batch
+
+        cfg = self.cfg.eval
+        texts = self._engine_decode(model, prompts) if self._use_engine(model) else None
+        if texts is not None:
+            return texts
+        use_cache = model.config.use_cache
+        model.config.use_cache = True
+        try:
+            texts = []
+            for i in range(0, len(prompts), cfg.gen_batch_size):
+                gens = generate_batch(
+                    model, self.tokenizer, prompts[i : i + cfg.gen_batch_size], max_new_tokens=cfg.max_new_tokens
+                )
+                texts += [g.text for g in gens]
+        finally:
+            model.config.use_cache = use_cache
+        return texts
+
+    def _use_engine(self, model: Any) -> bool:
+        """The slot engine decodes validation on GPU when the model is the merged plain copy."""
+        return bool(self.cfg.eval.engine and self.device.startswith("cuda") and not hasattr(model, "peft_config"))
+
+    def _engine_decode(self, model: Any, prompts: list[str]) -> list[str] | None:
+        """Validation's greedy decoding through the slot engine, built anew each time (no compile)."""
+        from sqltune.generation.engine import decode_once
+
+        cfg = self.cfg.eval
+        try:
+            return decode_once(model, self.tokenizer, prompts, cfg.max_new_tokens, max_slots=cfg.gen_batch_size)
+        except Exception as exc:  # noqa: BLE001 - validation must not sink the run: generate() decodes
+            log.warning("validation decodes with generate(): the engine failed (%s: %s)", type(exc).__name__, exc)
+            return None
 
     def _autocast(self):
         if self.built.autocast_dtype is None:
@@ -366,7 +394,8 @@ class Trainer:
         if self.rank == 0:
             parts = [f"eval step {self.state['step']}: loss {res['eval_loss']:.4f}"]
             if "eval_exec_accuracy" in res:
-                parts.append(f"exec acc {res['eval_exec_accuracy']:.3f}, parseable {res['eval_parseable']:.3f}")
+                parts.append(f"exec acc {res['eval_exec_accuracy']:.3f}, parseable {res['eval_parseable']:.3f} "
+                             f"(decoding {res['eval_generate_seconds']:.1f}s)")
             log.info("%s (%.1fs)", ", ".join(parts), seconds)
         return res
 
