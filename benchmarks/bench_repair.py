@@ -4,9 +4,11 @@ Writes an evaluation config with two variants of the same artifact (``merged`` a
 docs/evaluation.md), starts a local Ray head of its own (127.0.0.1, own temp dir), submits ``jobs.evaluate``
 with ``ray job submit`` as `make demo` does, and records execution accuracy, the rounds used and the time
 each variant spent generating. The other settings (split, generation budget, engine, metrics) are those of
-jobs/configs/eval-tiny.yaml, so the ``merged`` row is the demo's.
+jobs/configs/eval-tiny.yaml, so the ``merged`` row is the demo's. Per example, it compares the two variants'
+execution matches (fixed by repair, broken by it) from predictions.jsonl, and it records the machine's load
+average before and after: on a shared machine, the wall times depend on it.
 
-    python benchmarks/bench_repair.py --model .demo/keep/merged --dataset .demo/dataset \\
+    python benchmarks/bench_repair.py --model .demo/merged --dataset .demo/dataset \\
         --out repair-tiny-cpu.json
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import shutil
 import sys
@@ -62,6 +65,29 @@ def summary(report: dict) -> dict:
     return rows
 
 
+def flips(predictions: Path, base: str, repaired: str) -> dict:
+    """Per example, how the execution match changed from ``base`` to ``repaired`` (examples with a database)."""
+    match: dict[str, dict[str, bool]] = {base: {}, repaired: {}}
+    for line in predictions.read_text().splitlines():
+        row = json.loads(line)
+        if row["variant"] in match and row["exec_match"] is not None:
+            match[row["variant"]][row["id"]] = bool(row["exec_match"])
+    ids = match[base].keys() & match[repaired].keys()
+    return {"compared": len(ids),
+            "fixed": sum(1 for i in ids if not match[base][i] and match[repaired][i]),
+            "broken": sum(1 for i in ids if match[base][i] and not match[repaired][i])}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="the merged artifact (local folder or s3:// URI)")
@@ -81,6 +107,7 @@ def main() -> int:
     cfg_path = work / "eval-repair.yaml"
     cfg_path.write_text(yaml.safe_dump(eval_config(model, dataset, args.rounds, work / "eval", args.limit),
                                        sort_keys=False))
+    load_before = [round(x, 2) for x in os.getloadavg()]
     start = time.time()
     with LocalRay(work, temp_dir=RAY_TEMP, num_cpus=2, cwd=ROOT) as ray:
         state, _ = ray.submit(["python", "-m", "jobs.evaluate", "--config", str(cfg_path)],
@@ -88,20 +115,23 @@ def main() -> int:
     if state != "SUCCEEDED":
         print(f"evaluation job ended {state}", file=sys.stderr)
         return 1
+    load_after = [round(x, 2) for x in os.getloadavg()]
     report = json.loads((work / "eval" / "repair" / "report.json").read_text())
     result = {
         "benchmark": "execute-and-repair on the embedded test split",
         "date": dt.date.today().isoformat(),
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+        "machine": {"platform": platform.platform(), "processor": cpu_model(), "cpus": os.cpu_count(),
+                    "load_average_1_5_15_min": {"before": load_before, "after": load_after}},
         "command": " ".join(["python", "benchmarks/bench_repair.py", *sys.argv[1:]]),
         "model": args.model, "repair_rounds": args.rounds,
         "eval_config": yaml.safe_load(cfg_path.read_text()),
         "variants": summary(report),
+        "per_example": flips(work / "eval" / "repair" / "predictions.jsonl", "merged", "merged+repair"),
         "total_s": round(time.time() - start, 1),
     }
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print((work / "eval" / "repair" / "report.md").read_text())
-    print(json.dumps(result["variants"], indent=2))
+    print(json.dumps({k: result[k] for k in ("variants", "per_example", "machine")}, indent=2))
     return 0
 
 

@@ -73,3 +73,19 @@ def test_agreement_identical_share_and_accuracy_diff():
     assert r["flagged"] and len(r["reasons"]) == 2 and r["differing_ids"] == ["e2"]
     same = agreement("adapter", a, "adapter2", a, max_disagreement=0.05, max_accuracy_diff=0.02)
     assert same["identical_outputs"] == 1.0 and same["accuracy_diff"] == 0.0 and not same["flagged"]
+
+
+def test_repair_summary_counts_rounds_repairs_and_passes():
+    """repaired: the first answer failed the checks and a later round passed them; failed outputs count as 0 rounds."""
+    from sqltune.evaluation.aggregate import repair_summary
+    from sqltune.evaluation.variants import Output, failed_output
+
+    outputs = [Output("a", 1.0, repair_rounds=0, repair_passed=True),    # passed at once
+               Output("b", 1.0, repair_rounds=1, repair_passed=True),    # repaired in one round
+               Output("c", 1.0, repair_rounds=2, repair_passed=True),    # repaired in two
+               Output("d", 1.0, repair_rounds=2, repair_passed=False),   # rounds spent, still failing
+               failed_output("generation_error", "boom"),                # no output at all
+               None]
+    assert repair_summary(outputs, 2) == {"max_rounds": 2, "mean_rounds_used": 1.0, "examples_with_repair_rounds": 3,
+                                          "repaired": 2, "passed_checks": 3}
+    assert repair_summary([], 2)["mean_rounds_used"] == 0

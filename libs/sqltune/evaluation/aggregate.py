@@ -114,6 +114,21 @@ def by_category(scores: Sequence[ExampleScore]) -> dict[str, dict[str, Any]]:
     return {cat: summarize(groups[cat], with_ci=False) for cat in sorted(groups)}
 
 
+def repair_summary(outputs: Sequence[Any], max_rounds: int) -> dict[str, Any]:
+    """What a ``repair_rounds`` variant's loop did, from its outputs (``repair_rounds``, ``repair_passed``).
+
+    ``examples_with_repair_rounds``: the first answer failed the loop's checks; ``repaired``: of those, the
+    ones whose final SQL passed them (passing the checks is not being correct: compare the execution match
+    with the same model without repair for that); ``passed_checks``: every example whose final SQL passed.
+    """
+    done = [o for o in outputs if o is not None]
+    used = [o.repair_rounds or 0 for o in done]
+    return {"max_rounds": max_rounds, "mean_rounds_used": sum(used) / max(1, len(used)),
+            "examples_with_repair_rounds": sum(1 for u in used if u),
+            "repaired": sum(1 for o in done if o.repair_rounds and o.repair_passed),
+            "passed_checks": sum(1 for o in done if o.repair_passed)}
+
+
 def agreement(a_name: str, a: Sequence[ExampleScore], b_name: str, b: Sequence[ExampleScore], *,
               max_disagreement: float, max_accuracy_diff: float) -> dict[str, Any]:
     """How far two variants that should be identical (adapter vs merged) differ, flagged over thresholds.

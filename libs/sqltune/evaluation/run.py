@@ -256,7 +256,7 @@ def run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
 
 
 def _run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
-    from sqltune.evaluation.aggregate import agreement, by_category, summarize, too_many_failed
+    from sqltune.evaluation.aggregate import agreement, by_category, repair_summary, summarize, too_many_failed
     from sqltune.evaluation.breakdown import group_aggregates, group_counts
     from sqltune.evaluation.metrics import score_example
     from sqltune.evaluation.report import comparison_table, dataset_hash, now_iso, redact, write_report
@@ -320,10 +320,7 @@ def _run(plan: EvalPlan, *, progress: bool = True) -> EvalResult:
                     run.status, run.error, run.failure = "failed", too_many, "too_many_failed_examples"
             entry.update(status=run.status, error=run.error, failure=run.failure)
         if v.repair_rounds and run.status == "ok":
-            used = [o.repair_rounds or 0 for o in run.outputs if o is not None]
-            entry["repair"] = {"max_rounds": v.repair_rounds, "mean_rounds_used": sum(used) / max(1, len(used)),
-                               "examples_with_repair_rounds": sum(1 for u in used if u),
-                               "passed_checks": sum(1 for o in run.outputs if o is not None and o.repair_passed)}
+            entry["repair"] = repair_summary(run.outputs, v.repair_rounds)
         if run.status != "ok":
             failures.append({"variant": v.name, "failure": run.failure, "error": run.error})
         variants[v.name] = entry
