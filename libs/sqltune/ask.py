@@ -37,6 +37,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--db", help="The database: a SQLite or DuckDB file, or a postgresql:// DSN.")
     src.add_argument("--schema", type=Path, help="A file of CREATE TABLE statements (no database: checks only).")
+    p.add_argument("--tables", default=None,
+                   help="With --db: only these of its tables go into the prompt (comma-separated), as /v1/sql's "
+                   "'tables'; for a model trained on the tables each question needs.")
     p.add_argument("--dialect", default=None, help="sqlite | duckdb | postgres (default: the database's, else sqlite).")
     p.add_argument("--evidence", default=None, help="An optional hint (domain knowledge) for the model.")
     p.add_argument("--execute", action="store_true", help="Show the rows of the final SQL (needs --db).")
@@ -112,7 +115,23 @@ def read_schema(args: argparse.Namespace) -> tuple[str, str | None, str]:
         raise DataError(f"--db: cannot open {_safe(db)!r}: {type(exc).__name__}: {_first_line(exc)}") from None
     if not text.strip():
         raise DataError(f"--db: {_safe(db)!r} has no tables")
+    if args.tables is not None:
+        text = _select_tables(text, args.tables)
     return text, db, dialect or engine
+
+
+def _select_tables(schema: str, tables: str) -> str:
+    """The --tables subset of the database's schema (the same selection as /v1/sql's ``tables``)."""
+    from sqltune.data.schema import select_tables
+
+    names = [t.strip() for t in tables.split(",") if t.strip()]
+    if not names:
+        raise ConfigError("--tables: name at least one table, comma-separated (e.g. --tables orders,customers), "
+                          "or leave the flag out")
+    try:
+        return select_tables(schema, names)
+    except DataError as exc:
+        raise DataError(f"--tables: {exc}") from None
 
 
 def _safe(db: str) -> str:
@@ -241,6 +260,8 @@ def render_text(out: dict[str, Any], *, show_rows: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     if not args.question.strip():
         raise DataError("the question is empty; pass the question to translate, e.g. sqltune ask \"How many ...?\"")
+    if args.tables is not None and args.db is None:
+        raise ConfigError("--tables needs --db; with --schema, put just the tables you want in the file")
     if args.execute and args.db is None:
         raise ConfigError("--execute needs --db (a database to run the SQL on); with --schema there is none")
     for flag, value, lo in (("--max-new-tokens", args.max_new_tokens, 1), ("--max-schema-tokens",

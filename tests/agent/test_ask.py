@@ -35,6 +35,17 @@ def test_ask_answers_against_the_embedded_warehouse(ask_model, warehouse, capsys
     assert out["linking"]["tables"] == ["customers"] and out["linking"]["total_tables"] == 7
 
 
+def test_ask_with_tables_prompts_only_those_tables(ask_model, warehouse, capsys):
+    """--tables puts the named tables of --db in the prompt (as /v1/sql's tables): the schema the model was
+    taught with, so it answers without linking."""
+    code = main(ask(COUNT_Q, "--model", str(ask_model), "--db", str(warehouse.sqlite_path), "--tables", " customers ,",
+                    "--link", "never", "--execute", "--json"))
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert out["sql"] == COUNT_SQL.rstrip(";") and out["passed"] and "linking" not in out
+    assert out["columns"] == ["COUNT(*)"] and len(out["rows"]) == 1
+
+
 def test_ask_repairs_an_unknown_column_through_the_console_script(ask_model, warehouse):
     exe = Path(sys.executable).with_name("sqltune")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "sqltune.cli"]
@@ -83,6 +94,10 @@ def test_ask_with_a_schema_file_checks_without_a_database(ask_model, warehouse, 
         (["--db", "{db}", "--candidates", "0"], "--candidates: 0 is below the minimum 1"),
         (["--db", "{db}", "--timeout", "0"], "--timeout: 0.0 is below the minimum 0.1"),
         (["--db", "{db}", "--dialect", "oracle"], "--dialect: unknown SQL dialect 'oracle'"),
+        (["--db", "{db}", "--tables", "customers,nope"], "--tables: unknown table(s) 'nope'; the database has: "
+                                                         "customers, orders"),
+        (["--db", "{db}", "--tables", " , "], "--tables: name at least one table"),
+        (["--schema", "{tmp}/schema.sql", "--tables", "t"], "--tables needs --db"),
     ],
 )
 def test_bad_input_is_a_clear_error(extra, message, tmp_path, shop_sqlite, capsys):
