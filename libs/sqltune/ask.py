@@ -201,6 +201,8 @@ def answer(model: Any, question: str, schema: str, *, dialect: str, db: str | No
         "status": final.status,
         "passed": result.passed,
         "rounds_used": result.rounds_used,
+        # the round whose SQL is final: the last one, unless none passed and an earlier one failed less badly
+        "final_round": next(r.index for r in result.rounds if r.best is final),
         "rounds": [r.to_dict() for r in result.rounds],
     }
     if final.error:
@@ -244,8 +246,12 @@ def render_text(out: dict[str, Any], *, show_rows: bool) -> str:
         ln = out["linking"]
         lines.append(f"schema linking ({ln['reason']}): {len(ln['tables'])} of {ln['total_tables']} tables: "
                      f"{', '.join(ln['tables'])}")
-    for r in out["rounds"][:-1] if len(out["rounds"]) > 1 else []:
-        lines.append(f"round {r['round']}: {r['status']}: {r.get('error', '')}  [{r['sql']}]")
+    final_round = out["final_round"]
+    for r in out["rounds"] if len(out["rounds"]) > 1 else []:
+        if r["round"] != final_round:  # the final SQL is printed above
+            lines.append(f"round {r['round']}: {r['status']}: {r.get('error', '')}  [{r['sql']}]")
+    if final_round != len(out["rounds"]) - 1:
+        lines.append(f"final SQL: round {final_round}'s (no round passed; later rounds failed worse)")
     if show_rows:
         if "rows" in out:
             lines.append("")

@@ -115,3 +115,25 @@ def test_bad_input_is_a_clear_error(extra, message, tmp_path, shop_sqlite, capsy
 def test_an_empty_question_is_refused(tmp_path, shop_sqlite, capsys):
     assert main(ask("  ", "--model", str(tmp_path), "--db", str(shop_sqlite))) == 2
     assert "the question is empty" in capsys.readouterr().err
+
+
+def test_text_output_shows_every_round_but_the_final_one():
+    """With no round passing, the final SQL may be an earlier round's (an empty result beats later syntax
+    errors): every other round is listed, the last one included, and the output says which one is final."""
+    from sqltune.ask import render_text
+
+    rounds = [{"round": 0, "sql": "SELECT a FROM t WHERE b = 'x'", "status": "empty",
+               "error": "the query ran but returned no rows"},
+              {"round": 1, "sql": "SELECT FROM", "status": "syntax", "error": "near FROM"},
+              {"round": 2, "sql": "SELECT ,", "status": "syntax", "error": "near ,"}]
+    out = {"sql": rounds[0]["sql"], "valid": True, "read_only": True, "status": "empty", "rounds_used": 2,
+           "latency_ms": 5.0, "error": rounds[0]["error"], "final_round": 0, "rounds": rounds,
+           "columns": ["a"], "rows": [], "truncated": False}
+    text = render_text(out, show_rows=True)
+    assert "round 0:" not in text
+    assert "round 1: syntax: near FROM  [SELECT FROM]" in text and "round 2: syntax: near ,  [SELECT ,]" in text
+    assert "final SQL: round 0's" in text
+    last = render_text({**out, "sql": "SELECT ,", "status": "syntax", "error": "near ,", "final_round": 2},
+                       show_rows=False)
+    assert "round 0: empty" in last and "round 1: syntax" in last and "round 2:" not in last
+    assert "final SQL" not in last
