@@ -158,10 +158,14 @@ def build_model(cfg, device: str, dtype):
     return model
 
 
-def make_prompts(n: int, length: int, vocab: int, seed: int = 0) -> list[list[int]]:
+def make_prompts(n: int, length: int, vocab: int, seed: int = 0, shared: int = 0) -> list[list[int]]:
+    """``n`` random prompts of about ``length`` tokens; the first ``shared`` tokens are the same in all
+    (a system prompt and schema), the rest differs (the question)."""
     rng = random.Random(seed)
     lo = min(100, vocab // 4)
-    return [[rng.randrange(lo, vocab) for _ in range(length + rng.randrange(-8, 9))] for _ in range(n)]
+    head = [rng.randrange(lo, vocab) for _ in range(min(shared, length))]
+    return [head + [rng.randrange(lo, vocab) for _ in range(length - len(head) + rng.randrange(-8, 9))]
+            for _ in range(n)]
 
 
 # ------------------------------------------------------------------------------- (a) model.generate
@@ -237,6 +241,7 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
             compile=opts.compile,
             attn=opts.attn,
             mixed_prefill=opts.mixed_prefill,
+            prefix_cache=opts.prefix_cache,
         )
         eng = Engine(model, None, cfg)
         t0 = time.perf_counter()
@@ -317,6 +322,8 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
                 "decode_steps": st.get("decode_steps"),
                 "mixed_steps": st.get("mixed_steps"),
                 "prefill_batches": st.get("prefill_batch_sizes"),
+                "prefill_tokens": st.get("prefill_tokens"),
+                "prefix_hit_tokens": st.get("prefix_hit_tokens"),
                 "mode": "closed-loop clients",
             }
             log(
@@ -332,8 +339,10 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
 # ---------------------------------------------------------------------------------- (c) Ray Serve HTTP
 
 
-def save_artifact(model, out: Path, prompt_len: int, vocab_limit: int) -> str:
-    """Save the random model with a small locally trained tokenizer; returns a ~prompt_len-token text."""
+def save_artifact(model, out: Path, prompt_len: int, vocab_limit: int, n_texts: int = 1,
+                  shared: int = 0) -> list[str]:
+    """Save the random model with a small locally trained tokenizer; returns ``n_texts`` different texts of
+    ~prompt_len tokens whose first ~``shared`` tokens are the same."""
     from sqltune.models.tiny import train_tokenizer
     from sqltune.prompts import PromptTemplate
 
@@ -347,10 +356,14 @@ def save_artifact(model, out: Path, prompt_len: int, vocab_limit: int) -> str:
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
     PromptTemplate().save(out)
-    text_words: list[str] = []
-    while len(tok(" ".join(text_words))["input_ids"]) < prompt_len - 12:
-        text_words.append(rng.choice(words))
-    return " ".join(text_words)
+    def grow(start: list[str], limit: int) -> list[str]:
+        text_words = list(start)
+        while len(tok(" ".join(text_words))["input_ids"]) < limit:
+            text_words.append(rng.choice(words))
+        return text_words
+
+    head = grow([], min(shared, prompt_len - 12)) if shared else []
+    return [" ".join(grow(head, prompt_len - 12)) for _ in range(n_texts)]
 
 
 def _worker_pythonpath() -> list[str]:
@@ -362,7 +375,7 @@ def _worker_pythonpath() -> list[str]:
 
 
 def bench_http(
-    model_dir: str, text: str, prompt_len, new_tokens, levels, n_latency, rounds, device, opts
+    model_dir: str, texts: list[str], prompt_len, new_tokens, levels, n_latency, rounds, device, opts
 ) -> dict[str, dict]:
     """One result per ingress replica count in ``--http-ingress-replicas`` (the first is the headline);
     the app is redeployed between them."""
@@ -401,7 +414,7 @@ def bench_http(
         for name, n_ingress, overrides, headline in runs:
             try:
                 out[name] = _http_run(
-                    serve, model_dir, text, prompt_len, new_tokens, levels if headline else [1, top],
+                    serve, model_dir, texts, prompt_len, new_tokens, levels if headline else [1, top],
                     n_latency if headline or overrides else 0, rounds, cuda, opts, port, top, n_ingress,
                     overrides,
                 )
@@ -424,7 +437,7 @@ def server_timing(header: str) -> dict[str, float]:
     return out
 
 
-def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency, rounds, cuda, opts, port, top,
+def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency, rounds, cuda, opts, port, top,
               n_ingress, overrides) -> dict:
     import httpx
 
@@ -445,6 +458,7 @@ def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency,
         "max_seq_len": 0,
         "max_body_bytes": 1 << 20,
         "decode_chunk": opts.decode_chunk,
+        "prefix_cache": opts.prefix_cache,
         "cuda_graphs": not opts.no_graphs,
         "compile": opts.compile,
         "debug": False,
@@ -493,16 +507,16 @@ def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency,
     log(f"http app (ingress x{n_ingress}) ready in {res['startup_s']:.1f}s (replica load + warm-up "
         f"{info.get('load_s')}s)")
     model_handle = serve.get_deployment_handle("SQLModel", app_name="bench")
-    body = {
-        "model": "bench",
-        "messages": [{"role": "user", "content": text}],
-        "max_tokens": new_tokens,
-        "ignore_eos": True,
-    }
-
     parts: dict[str, list[float]] = {}
+    sent = iter(range(10**9))
 
     async def one(client) -> tuple[float, int]:
+        body = {
+            "model": "bench",
+            "messages": [{"role": "user", "content": texts[next(sent) % len(texts)]}],  # a new prompt each time
+            "max_tokens": new_tokens,
+            "ignore_eos": True,
+        }
         t = time.perf_counter()
         r = await client.post("/v1/chat/completions", json=body)
         r.raise_for_status()
@@ -562,6 +576,8 @@ def _http_run(serve, model_dir, text, prompt_len, new_tokens, levels, n_latency,
             "decode_steps": st.get("decode_steps"),
             "mixed_steps": st.get("mixed_steps"),
             "prefill_batches": st.get("prefill_batch_sizes"),
+            "prefill_tokens": st.get("prefill_tokens"),
+            "prefix_hit_tokens": st.get("prefix_hit_tokens"),
             "mode": "closed-loop HTTP clients",
             "server_timing_mean_ms": {k: round(sum(v) / len(v), 2) for k, v in parts.items() if v},
         }
@@ -634,6 +650,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-ingress-replicas", default="2,6",
                     help="comma list: the HTTP section runs once per ingress replica count (the first is the "
                          "headline, with the single-request latency)")
+    ap.add_argument("--shared-prefix", type=int, default=0,
+                    help="prompt tokens every request shares (a system prompt and schema); the rest differs")
+    ap.add_argument("--prefix-cache", type=int, default=0,
+                    help="prefix cache rows of the engine and the replica (EngineConfig.prefix_cache; 0: off)")
     ap.add_argument("--http-variants", default="",
                     help="more HTTP runs, each with server args changed: 'name:key=value,key=value;name2:...' "
                          "(e.g. 'admit:admit_wait_s=0.03'); each runs the single-request latency and the top level")
@@ -672,7 +692,9 @@ def main(argv: list[str] | None = None) -> int:
     nparams = sum(p.numel() for p in model.parameters())
     del model
     log(f"model: {nparams / 1e9:.2f}B parameters ({'tiny' if tiny else 'Qwen2.5-3B shape'}), {dtype}")
-    prompts = make_prompts(max(levels) * 2 + n_latency, prompt_len, cfg.vocab_size)
+    # Every request a different prompt (the HTTP texts too), sharing its first --shared-prefix tokens.
+    prompts = make_prompts(max(levels) * (opts.rounds + 1) + n_latency, prompt_len, cfg.vocab_size,
+                           shared=opts.shared_prefix)
     results: dict = {}
 
     def section(name: str, fn):
@@ -700,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     model_dir = None
-    text = None
+    texts: list[str] = []
     tmp = None
     if "http" in sections:
         try:
@@ -710,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
             tmp = tempfile.TemporaryDirectory(prefix="sqltune-bench-")
             model_dir = str(Path(tmp.name) / "model")
             log("saving the model for the Ray Serve replica")
-            text = save_artifact(held["model"], Path(model_dir), prompt_len, cfg.vocab_size)
+            texts = save_artifact(held["model"], Path(model_dir), prompt_len, cfg.vocab_size,
+                                  n_texts=max(levels) * (opts.rounds + 1) + n_latency + 2, shared=opts.shared_prefix)
         except ImportError as exc:
             results["sqltune via Ray Serve HTTP"] = {"skipped": f"ray[serve] not installed ({exc})"}
 
@@ -730,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         section(
             "http",
             lambda: bench_http(
-                model_dir, text, prompt_len, new_tokens, levels, n_latency, opts.rounds, device, opts
+                model_dir, texts, prompt_len, new_tokens, levels, n_latency, opts.rounds, device, opts
             ),
         )
         http = results.pop("http")
@@ -749,6 +772,9 @@ def main(argv: list[str] | None = None) -> int:
             "prompt_tokens": prompt_len,
             "new_tokens": new_tokens,
             "levels": levels,
+            "shared_prefix_tokens": opts.shared_prefix,
+            "prefix_cache": opts.prefix_cache,
+            "distinct_prompts": True,
             "latency_requests": n_latency,
             "rounds": opts.rounds,
         },

@@ -224,6 +224,48 @@ def test_decode_once_matches_generate_batch(setup):
     assert decode_once(model, tok, [], 12) == []
 
 
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_prefix_cache_hits_give_generates_tokens(setup, chunk):
+    """Prompts sharing a long prefix (a schema) with different endings: the first one fills the prefix
+    store, the others copy the shared positions and prefill only the rest, alone, together and mid-decode;
+    every output is generate()'s."""
+    tok = setup["tok"]
+    model = _model(setup["dir"])
+    shared = tok("CREATE TABLE orders (order_id INTEGER PRIMARY KEY, customer_id INTEGER, status TEXT, "
+                 "total REAL); CREATE TABLE customers (customer_id INTEGER, name TEXT, country TEXT);")["input_ids"]
+    assert len(shared) >= 40
+    prompts = [shared + tok(q)["input_ids"] for q in (
+        " How many orders?", " Which customers live in Germany?", " x", " Total per status", " Names")]
+    ref = []
+    with torch.no_grad():
+        for p in prompts:
+            out = model.generate(torch.tensor([p]), max_new_tokens=10, min_new_tokens=10, do_sample=False,
+                                 pad_token_id=0)
+            ref.append(out[0, len(p):].tolist())
+    eng = build_engine(model, tok, EngineConfig(max_slots=4, seq_len=160, decode_chunk=chunk, prefix_cache=2))
+    eng.start()
+    try:
+        assert eng.generate(prompts[:1], 10, timeout=60)[0].tokens == ref[0]
+        assert eng.stats()["prefix_hit_tokens"] == 0
+        together = eng.generate(prompts[1:4], 10, timeout=60)
+        assert [r.tokens for r in together] == ref[1:4]
+        hits = eng.stats()["prefix_hit_tokens"]
+        assert hits >= 3 * 32  # the shared blocks came from the store
+        # An arrival while another decodes also starts from the store.
+        late = GenRequest(prompts[4], 10)
+        first = GenRequest(prompts[0], 10, on_update=lambda r, t, f: len(r.tokens) >= 2 and not late.submitted_at
+                           and eng.submit(late))
+        eng.submit(first)
+        deadline = time.time() + 60
+        while not (first.finished and late.finished) and time.time() < deadline:
+            time.sleep(0.01)
+        assert [first.tokens, late.tokens] == [ref[0], ref[4]]
+        stats = eng.stats()
+        assert stats["prefix_hit_tokens"] > hits and stats["errors"] == 0
+    finally:
+        eng.stop()
+
+
 def test_stop_tokens_and_text_stops(setup):
     ref = setup["ref"]
     stop = ref[0][5]

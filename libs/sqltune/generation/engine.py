@@ -8,6 +8,11 @@
   decode, the first eager prefill pass also carries one decode step of the running sequences (their tokens
   ride on the prefill's matrix products); a single prompt with a captured prefill graph is prefilled on its
   own (the graph is cheaper than an eager pass). Off by default: it measured slower (see the config doc).
+* **Prefix cache (opt-in).** With ``EngineConfig.prefix_cache``, a few cache rows beyond the slots keep the
+  leading blocks of recent prompts (:mod:`.prefix`); an admitted prompt that starts the same way (the
+  system prompt and schema of text-to-SQL prompts) gets those positions copied into its slot and prefills
+  only the rest. Groups are formed per cached length; one prompt with a captured full-length prefill graph
+  uses the graph instead.
 * **Slots stay 0..n-1.** When a sequence finishes, the last running one is moved into its hole, so a
   decode step only touches the first ``n`` slots.
 * **Stop checks per chunk.** ``decode_chunk`` steps run on the device back to back; only then are the
@@ -33,6 +38,7 @@ from peft import PeftModel
 from sqltune.generation.base import BaseEngine, Seq
 from sqltune.generation.fallback import GenerateEngine
 from sqltune.generation.generate import stop_token_ids
+from sqltune.generation.prefix import PrefixStore
 from sqltune.generation.request import EngineConfig, GenRequest
 from sqltune.generation.runner import ModelRunner
 
@@ -56,6 +62,7 @@ class Engine(BaseEngine):
         self.is_cuda = is_cuda
         self.max_prefill_tokens = cfg.max_prefill_tokens or (16384 if is_cuda else 4096)
         self.runner = ModelRunner(model, cfg, device, self.chunk)
+        self.prefixes = PrefixStore(cfg.prefix_cache) if cfg.prefix_cache > 0 else None
 
     @property
     def mode(self) -> str:
@@ -106,58 +113,104 @@ class Engine(BaseEngine):
         self._drain("the engine stopped")
 
     def _prefill(self, reqs: list[GenRequest]) -> None:
-        reqs = sorted(reqs, key=lambda r: len(r.prompt_ids))
-        groups: list[list[GenRequest]] = [[]]
-        for r in reqs:
-            g = groups[-1]
-            width = max([len(x.prompt_ids) for x in g] + [len(r.prompt_ids)])
-            if g and width * (len(g) + 1) > self.max_prefill_tokens:
-                groups.append([r])
-            else:
-                g.append(r)
-        now = time.perf_counter()
-        mixed_done = False
-        for g in groups:
-            slot0 = len(self._active)
-            n = len(g)
-            T = max(len(r.prompt_ids) for r in g)
-            ids = torch.zeros(n, T, dtype=torch.long)
-            for i, r in enumerate(g):
-                ids[i, : len(r.prompt_ids)] = torch.tensor(r.prompt_ids, dtype=torch.long)
-                r.started_at = now
-                r.prefill_batch = n
-            lengths = torch.tensor([len(r.prompt_ids) for r in g], dtype=torch.long)
-            # The first eager prefill carries one decode step of the running sequences (see EngineConfig).
-            mixed = (
-                self.cfg.mixed_prefill
-                and not mixed_done
-                and slot0 > 0
-                and not self.runner.prefill_is_graphed(n, T)
-            )
-            try:
-                if mixed:
-                    mixed_done = True
-                    first_host = self._mixed_step(ids, lengths)
-                else:
-                    first, len_d = self.runner.prefill(ids, lengths, slot0)
-                    first_host = self.runner.load_slots(slot0, first, len_d)
-            except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail these, keep serving others
-                log.exception("prefill of %d requests failed", n)
-                self.stats_counts["errors"] += 1
-                for r in g:
-                    self._finish(r, "error", error=f"prefill failed: {type(exc).__name__}: {exc}")
-                if mixed:
-                    raise  # the running sequences' step failed with it: the loop fails them
-                continue
-            self.stats_counts["requests"] += n
-            self._record("prefill", n)
-            t = time.perf_counter()
-            for r, tok in zip(g, first_host):
-                r.first_token_at = t
-                seq = Seq(r, len(r.prompt_ids))
-                self._active.append(seq)
-                self._accept(seq, [tok])
+        self._mixed_done = False  # at most one mixed pass per admission round
+        store = self.prefixes
+        hits: dict[int, tuple[int, int]] = {}  # id(request) -> (prefix row, cached positions)
+        if store is not None:
+            for r in reqs:
+                row, held = store.lookup(r.prompt_ids)
+                if row is not None:
+                    hits[id(r)] = (row, held)
+                    store.pin(row)  # read in this round: no insert below may overwrite it
+        try:
+            for past, g in self._groups(reqs, {k: v[1] for k, v in hits.items()}):
+                self._prefill_group(g, past, hits)
+        finally:
+            if store is not None:
+                store.unpin_all()
         self._compact()
+
+    def _groups(self, reqs: list[GenRequest], past: dict[int, int]) -> list[tuple[int, list[GenRequest]]]:
+        """Prefill groups: the same cached prefix length, at most ``max_prefill_tokens`` padded tokens."""
+        def rest(r: GenRequest) -> int:
+            return len(r.prompt_ids) - past.get(id(r), 0)
+
+        groups: list[tuple[int, list[GenRequest]]] = []
+        for r in sorted(reqs, key=lambda r: (past.get(id(r), 0), rest(r))):
+            p = past.get(id(r), 0)
+            if groups and groups[-1][0] == p:
+                g = groups[-1][1]
+                if max(rest(x) for x in g + [r]) * (len(g) + 1) <= self.max_prefill_tokens:
+                    g.append(r)
+                    continue
+            groups.append((p, [r]))
+        return groups
+
+    def _prefill_group(self, g: list[GenRequest], past: int, hits: dict[int, tuple[int, int]]) -> None:
+        slot0 = len(self._active)
+        n = len(g)
+        if past and n == 1 and self.runner.prefill_is_graphed(1, len(g[0].prompt_ids)):
+            past = 0  # one prompt: its captured full-length graph is cheaper than an eager pass over the rest
+        T = max(len(r.prompt_ids) for r in g) - past
+        ids = torch.zeros(n, T, dtype=torch.long)
+        now = time.perf_counter()
+        for i, r in enumerate(g):
+            ids[i, : len(r.prompt_ids) - past] = torch.tensor(r.prompt_ids[past:], dtype=torch.long)
+            r.started_at = now
+            r.prefill_batch = n
+        lengths = torch.tensor([len(r.prompt_ids) - past for r in g], dtype=torch.long)
+        # The first eager prefill carries one decode step of the running sequences (see EngineConfig).
+        mixed = (
+            self.cfg.mixed_prefill
+            and not self._mixed_done
+            and not past
+            and slot0 > 0
+            and not self.runner.prefill_is_graphed(n, T)
+        )
+        try:
+            if past:
+                rows = self.cfg.max_slots
+                self.runner.copy_rows([(slot0 + i, rows + hits[id(r)][0]) for i, r in enumerate(g)], past)
+            if mixed:
+                self._mixed_done = True
+                first_host = self._mixed_step(ids, lengths)
+            else:
+                first, len_d = self.runner.prefill(ids, lengths, slot0, past)
+                first_host = self.runner.load_slots(slot0, first, len_d)
+        except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail these, keep serving others
+            log.exception("prefill of %d requests failed", n)
+            self.stats_counts["errors"] += 1
+            for r in g:
+                self._finish(r, "error", error=f"prefill failed: {type(exc).__name__}: {exc}")
+            if mixed:
+                raise  # the running sequences' step failed with it: the loop fails them
+            return
+        self.stats_counts["requests"] += n
+        self.stats_counts["prefix_hit_tokens"] += past * n
+        self.stats_counts["prefill_tokens"] += int(lengths.sum())
+        self._record("prefill", n)
+        self._remember(g, slot0, past)
+        t = time.perf_counter()
+        for r, tok in zip(g, first_host):
+            r.first_token_at = t
+            seq = Seq(r, len(r.prompt_ids))
+            self._active.append(seq)
+            self._accept(seq, [tok])
+
+    def _remember(self, g: list[GenRequest], slot0: int, past: int) -> None:
+        """Offer each prompt's leading blocks to the prefix store (copied from its slot into a free row)."""
+        store = self.prefixes
+        if store is None:
+            return
+        by_length: dict[int, list[tuple[int, int]]] = {}
+        for i, r in enumerate(g):
+            keep = store.usable(len(r.prompt_ids))
+            if keep > past:
+                row = store.insert(r.prompt_ids, keep)
+                if row is not None:
+                    by_length.setdefault(keep, []).append((self.cfg.max_slots + row, slot0 + i))
+        for keep, pairs in by_length.items():
+            self.runner.copy_rows(pairs, keep)
 
     def _mixed_step(self, ids, lengths) -> list[int]:
         """One decode step of the running sequences fused with the prefill of ``ids`` into the slots after

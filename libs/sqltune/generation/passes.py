@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.nn.attention.bias import causal_lower_right
 
 from sqltune.generation.layers import head, post_attn, pre_attn, resolve_attn, rope
 from sqltune.generation.request import EngineConfig
@@ -222,32 +223,38 @@ class LlamaPasses:
 
     # -- passes ------------------------------------------------------------------------------------
 
-    def prefill(self, ids, lengths, slots, kcs, vcs):
+    def prefill(self, ids, lengths, slots, kcs, vcs, past: int = 0):
         """Prefill ``ids`` [n, T] (right-padded) into cache slots ``slots`` [n] (a device tensor, so the
         pass can be captured in a CUDA graph); returns the next token of each prompt [n].
 
         The tokens are flattened to [n*T, hidden] so the per-layer math is the decode step's (the same
         compiled graphs, K/V written by the same scatter); only the attention is per prompt (causal SDPA).
         Padding positions write K/V past a prompt's end; decode overwrites them before attending to them.
+        With ``past``, positions ``0..past-1`` of every slot already hold a prompt prefix: ``ids`` go to
+        ``past..past+T-1`` and attend to the prefix too (causal, aligned to the last key).
         """
         n, T = ids.shape
         dev = ids.device
         x = self.embed(ids).reshape(n * T, -1)
         delta = torch.zeros_like(x)
         tok_slots = slots[:, None].expand(n, T).contiguous().view(n * T)  # materialised: same strides always
-        pos = torch.arange(T, device=dev).repeat(n)
+        pos = torch.arange(past, past + T, device=dev).repeat(n)
         cos = self.cos[pos][:, None, :]
         sin = self.sin[pos][:, None, :]
+        mask = causal_lower_right(T, past + T) if past else None
         for i in range(self.nl):
             x, q = self._layer_pre(i, x, delta, cos, sin, kcs[i], vcs[i], tok_slots, pos)
             q = q.reshape(n, T, self.nh, self.hd).transpose(1, 2)
-            k = kcs[i][:, :, :T].index_select(0, slots)  # [n, nkv, T, hd]
-            v = vcs[i][:, :, :T].index_select(0, slots)
+            k = kcs[i][:, :, : past + T].index_select(0, slots)  # [n, nkv, past + T, hd]
+            v = vcs[i][:, :, : past + T].index_select(0, slots)
             if self.group > 1:
                 k = k.repeat_interleave(self.group, dim=1)
                 v = v.repeat_interleave(self.group, dim=1)
             with self._prefill_backends():
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+                if mask is None:
+                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+                else:
+                    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
             x, delta = self._layer_post(i, x, o.transpose(1, 2).reshape(n * T, self.nh * self.hd))
         last = torch.arange(n, device=dev) * T + lengths - 1
         return self._greedy(x[last], delta[last])

@@ -90,6 +90,10 @@ class EngineConfig:
     for a prefill); a single prompt with a captured prefill graph is prefilled on its own instead. Off by
     default: on an H200 (Qwen2.5-3B shape, 64 closed-loop clients) it measured 7,938 tokens/s against
     8,528 without (docs/benchmarks.md)."""
+    prefix_cache: int = 0
+    """Device rows that keep recent prompt prefixes (0: off). A prompt whose leading 16-token blocks one of
+    them holds gets those positions copied into its slot and prefills only the rest (text-to-SQL prompts
+    share the system prompt and the schema). Each row costs one slot's cache."""
     cuda_graphs: bool = True
     compile: str = "auto"  # auto | on | off
     attn: str = "auto"  # auto (triton on CUDA half precision, else sdpa) | triton | sdpa | math

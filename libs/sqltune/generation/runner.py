@@ -61,8 +61,9 @@ class ModelRunner:
         r = self.passes
         S, L = cfg.max_slots, cfg.seq_len
         # One tensor per layer (not views of one block): the compiled layer math then sees the same
-        # tensor metadata (no storage offset) for every layer, so one graph serves them all.
-        shape = (S, r.nkv, L, r.hd)
+        # tensor metadata (no storage offset) for every layer, so one graph serves them all. Rows past the
+        # slots hold cached prompt prefixes (EngineConfig.prefix_cache); decoding never reads them.
+        shape = (S + cfg.prefix_cache, r.nkv, L, r.hd)
         self.k_cache = [torch.zeros(shape, dtype=r.dtype, device=device) for _ in range(r.nl)]
         self.v_cache = [torch.zeros(shape, dtype=r.dtype, device=device) for _ in range(r.nl)]
         # Inference tensors, like the index tensors prefill creates, so the compiled layer math sees the
@@ -158,13 +159,21 @@ class ModelRunner:
 
     # -- prefill -----------------------------------------------------------------------------------
 
-    def prefill(self, ids, lengths, slot0: int):
+    def prefill(self, ids, lengths, slot0: int, past: int = 0):
         """Prefill right-padded prompts ``ids`` [n, T] into slots ``slot0..slot0+n-1``; returns the device
-        tensors (first generated token [n], prompt lengths [n]) for :meth:`load_slots`.
+        tensors (first generated token [n], cache lengths [n]) for :meth:`load_slots`. With ``past``, the
+        slots already hold that many positions (a cached prefix) and ``ids`` are the rest of each prompt.
 
         One prompt that fits a captured bucket replays its graph (prefill is CPU-bound at this size:
         ~24 ms of launches for ~5 ms of GPU work at 320 tokens). Several prompts: the eager pass."""
         n, T = ids.shape
+        if past:
+            len_d = lengths.to(self.device) + past
+            first = self.passes.prefill(
+                ids.to(self.device), len_d - past, self.arange_s[slot0 : slot0 + n], self.k_cache, self.v_cache,
+                past=past,
+            )
+            return first, len_d
         if self.prefill_is_graphed(n, T):
             graph, out = self._pf_graphs[ceil_bucket(T, self.pf_buckets)]
             self.pf_ids[0, :T].copy_(ids[0])  # positions past T keep stale ids: padding, never attended
@@ -239,6 +248,16 @@ class ModelRunner:
         frm = torch.tensor([j for _, j in pairs], device=self.device)
         self.tokens_buf[to] = self.tokens_buf[frm]
         self.pos_buf[to] = self.pos_buf[frm]
+
+    def copy_rows(self, pairs: list[tuple[int, int]], length: int) -> None:
+        """Copy cache positions ``0..length-1`` of row ``j`` into row ``i`` for every ``(i, j)``, in every
+        layer (slots and prefix rows alike; one multi-tensor copy)."""
+        if not pairs or length <= 0:
+            return
+        caches = (*self.k_cache, *self.v_cache)
+        dst = [c[i, :, :length] for c in caches for i, _ in pairs]
+        src = [c[j, :, :length] for c in caches for _, j in pairs]
+        torch._foreach_copy_(dst, src)
 
     def clear_from(self, n: int) -> None:
         """Slots ``n..`` hold nothing: position and token 0."""

@@ -47,6 +47,13 @@ class ServeArgs(Config):
         min=0,
         max=1,
     )
+    prefix_cache: int = param(
+        0,
+        "Cache rows that keep recent prompt prefixes on the device (0: off): a prompt starting with the "
+        "same system prompt and schema as a recent one prefills only the rest. Each row costs one slot.",
+        min=0,
+        max=256,
+    )
     switch_interval_s: float = param(
         0.0,
         "Python's thread switch interval in the replica process (0: Python's 5 ms); shorter lets the "

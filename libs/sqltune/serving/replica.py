@@ -105,6 +105,7 @@ class ModelServer:
             decode_chunk=a.decode_chunk,
             batch_wait_s=a.batch_wait_timeout_s,
             admit_wait_s=a.admit_wait_s,
+            prefix_cache=a.prefix_cache,
             cuda_graphs=a.cuda_graphs,
             compile=a.compile,
         )
