@@ -72,6 +72,19 @@ def test_sql_answers_with_the_contract(client):
     assert 0 <= timing["queue"] <= timing["ttft"] <= timing["replica"] <= timing["ingress"]
 
 
+def test_a_repeated_schema_is_prefilled_from_the_prefix_cache(client):
+    """The server runs with prefix_cache rows: questions over the same schema share the prompt's system
+    text and schema, copied from the cache, and the answers are the same as without it."""
+    before = client.get("/v1/stats").json()["engine"]["prefix_hit_tokens"]
+    for question, gold in PAIRS + PAIRS:
+        r = client.post("/v1/sql", json={"question": question, "schema": SHOP_SCHEMA, "dialect": "sqlite"})
+        assert r.status_code == 200, r.text
+        assert r.json()["sql"] == gold.rstrip(";")
+    engine = client.get("/v1/stats").json()["engine"]
+    assert engine["prefix_hit_tokens"] > before
+    assert engine["prefill_tokens"] > 0
+
+
 def test_sql_flags_unknown_identifiers_and_writes(client):
     # The schema lacks 'customers': the (correct for the shop) SQL is reported as ungrounded.
     r = client.post("/v1/sql", json={"question": PAIRS[2][0], "schema": OTHER_SCHEMA})
