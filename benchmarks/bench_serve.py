@@ -427,6 +427,102 @@ def bench_http(
     return out
 
 
+async def _clients(base: str, texts: list[str], offset: int, c: int, n_req: int, new_tokens: int,
+                   parts: dict[str, list[float]], gate=None) -> tuple[list[float], int, float]:
+    """``c`` closed-loop clients sending ``n_req`` chat completions in all, each with the next of ``texts``
+    (from ``offset``); returns (latencies, completion tokens, wall seconds). ``gate``: (ready queue, start
+    event) of several client processes: say ready once the connection is warm, then wait for the start."""
+    import httpx
+
+    sent = iter(range(offset, 10**9))
+
+    async def one(client) -> tuple[float, int]:
+        body = {
+            "model": "bench",
+            "messages": [{"role": "user", "content": texts[next(sent) % len(texts)]}],  # a new prompt each time
+            "max_tokens": new_tokens,
+            "ignore_eos": True,
+        }
+        t = time.perf_counter()
+        r = await client.post("/v1/chat/completions", json=body)
+        r.raise_for_status()
+        secs = time.perf_counter() - t
+        timing = server_timing(r.headers.get("server-timing", ""))
+        if timing:
+            # Where a request's time goes: queued in the replica, generating there, the ingress<->replica
+            # hop (ingress minus replica), and outside the app (client latency minus ingress).
+            parts.setdefault("replica_queue_ms", []).append(timing["queue"])
+            parts.setdefault("replica_total_ms", []).append(timing["replica"])
+            parts.setdefault("ingress_hop_ms", []).append(timing["ingress"] - timing["replica"])
+            parts.setdefault("outside_app_ms", []).append(secs * 1000 - timing["ingress"])
+        return secs, r.json()["usage"]["completion_tokens"]
+
+    limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)
+    async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
+        await one(client)  # warm connection
+        parts.clear()
+        if gate is not None:
+            gate[0].put(1)
+            await asyncio.to_thread(gate[1].wait)
+        lat: list[float] = []
+        toks = [0]
+        counter = iter(range(10**9))
+        rng = random.Random(c + offset)
+
+        async def worker():
+            if c > 1:
+                await asyncio.sleep(rng.uniform(0, 0.05))
+            while next(counter) < n_req:
+                secs, n = await one(client)
+                lat.append(secs)
+                toks[0] += n
+
+        t = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(c)))
+        return lat, toks[0], time.perf_counter() - t
+
+
+def _client_process(args: tuple, ready, start, out) -> None:
+    parts: dict[str, list[float]] = {}
+    lat, toks, _ = asyncio.run(_clients(*args, parts, (ready, start)))
+    out.put((lat, toks, time.time(), parts))
+
+
+def run_clients(base: str, texts: list[str], c: int, n_req: int, new_tokens: int, procs: int,
+                parts: dict[str, list[float]]) -> tuple[list[float], int, float]:
+    """``c`` closed-loop clients in ``procs`` processes (so the client's own CPU time does not limit what is
+    measured); returns (latencies, completion tokens, wall seconds from the common start to the last answer)."""
+    if procs <= 1:
+        return asyncio.run(_clients(base, texts, 0, c, n_req, new_tokens, parts))
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    ready, start, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    shares = [(c // procs + (i < c % procs), n_req // procs + (i < n_req % procs)) for i in range(procs)]
+    children = [
+        ctx.Process(target=_client_process, args=((base, texts, i * 7919, ci, ni, new_tokens), ready, start, out))
+        for i, (ci, ni) in enumerate(shares) if ci
+    ]
+    for p in children:
+        p.start()
+    for _ in children:
+        ready.get(timeout=300)  # every process has its connection warm
+    t0 = time.time()
+    start.set()
+    lat: list[float] = []
+    toks, last = 0, t0
+    for _ in children:
+        child_lat, child_toks, finished, child_parts = out.get(timeout=1200)
+        lat += child_lat
+        toks += child_toks
+        last = max(last, finished)
+        for k, v in child_parts.items():
+            parts.setdefault(k, []).extend(v)
+    for p in children:
+        p.join(timeout=60)
+    return lat, toks, last - t0
+
+
 def server_timing(header: str) -> dict[str, float]:
     """``queue;dur=1.2, ttft;dur=3.4`` -> {"queue": 1.2, "ttft": 3.4} (the server's Server-Timing header)."""
     out = {}
@@ -508,58 +604,18 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
         f"{info.get('load_s')}s)")
     model_handle = serve.get_deployment_handle("SQLModel", app_name="bench")
     parts: dict[str, list[float]] = {}
-    sent = iter(range(10**9))
 
-    async def one(client) -> tuple[float, int]:
-        body = {
-            "model": "bench",
-            "messages": [{"role": "user", "content": texts[next(sent) % len(texts)]}],  # a new prompt each time
-            "max_tokens": new_tokens,
-            "ignore_eos": True,
-        }
-        t = time.perf_counter()
-        r = await client.post("/v1/chat/completions", json=body)
-        r.raise_for_status()
-        secs = time.perf_counter() - t
-        timing = server_timing(r.headers.get("server-timing", ""))
-        if timing:
-            # Where a request's time goes: queued in the replica, generating there, the ingress<->replica
-            # hop (ingress minus replica), and outside the app (client latency minus ingress).
-            parts.setdefault("replica_queue_ms", []).append(timing["queue"])
-            parts.setdefault("replica_total_ms", []).append(timing["replica"])
-            parts.setdefault("ingress_hop_ms", []).append(timing["ingress"] - timing["replica"])
-            parts.setdefault("outside_app_ms", []).append(secs * 1000 - timing["ingress"])
-        return secs, r.json()["usage"]["completion_tokens"]
-
-    async def run_level(c: int, n_req: int):
-        limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)
-        async with httpx.AsyncClient(base_url=base, timeout=600, limits=limits) as client:
-            await one(client)  # warm connection
-            lat: list[float] = []
-            toks = [0]
-            counter = iter(range(10**9))
-            rng = random.Random(c)
-
-            async def worker():
-                if c > 1:
-                    await asyncio.sleep(rng.uniform(0, 0.05))
-                while next(counter) < n_req:
-                    secs, n = await one(client)
-                    lat.append(secs)
-                    toks[0] += n
-
-            t = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(c)))
-            return lat, toks[0], time.perf_counter() - t
+    def run_level(c: int, n_req: int):
+        return run_clients(base, texts, c, n_req, new_tokens, opts.client_procs if c > 1 else 1, parts)
 
     if n_latency:
-        lat, _, _ = asyncio.run(run_level(1, n_latency))
+        lat, _, _ = run_level(1, n_latency)
         res["latency_s"] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "n": len(lat)}
     for c in levels if n_latency else [max(levels)]:
         n_req = (n_latency or 20) if c == 1 else c * rounds
         model_handle.reset_stats.remote().result()
         parts.clear()
-        lat, toks, wall = asyncio.run(run_level(c, n_req))
+        lat, toks, wall = run_level(c, n_req)
         assert toks == n_req * new_tokens, (toks, n_req)
         st = httpx.get(f"{base}/v1/stats", timeout=30).json().get("engine", {})
         sizes = {int(k): v for k, v in (st.get("decode_batch_sizes") or {}).items()}
@@ -650,6 +706,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--http-ingress-replicas", default="2,6",
                     help="comma list: the HTTP section runs once per ingress replica count (the first is the "
                          "headline, with the single-request latency)")
+    ap.add_argument("--client-procs", type=int, default=1,
+                    help="HTTP clients run in this many processes (the concurrent clients split between them)")
     ap.add_argument("--shared-prefix", type=int, default=0,
                     help="prompt tokens every request shares (a system prompt and schema); the rest differs")
     ap.add_argument("--prefix-cache", type=int, default=0,
@@ -773,6 +831,7 @@ def main(argv: list[str] | None = None) -> int:
             "new_tokens": new_tokens,
             "levels": levels,
             "shared_prefix_tokens": opts.shared_prefix,
+            "http_client_processes": opts.client_procs,
             "prefix_cache": opts.prefix_cache,
             "distinct_prompts": True,
             "latency_requests": n_latency,
