@@ -10,7 +10,13 @@ CREATE/INSERT context is the only database: rewards and validation run on in-mem
 split 70/30 into train and validation. The model is sqltune's tiny Qwen2 (``sqltune.models.tiny``) in a
 small shape, its tokenizer trained on the set's prompts. The GRPO run evaluates the starting (SFT) policy at
 step 0 and then every ``--eval-every`` steps: greedy decoding of every validation question, scored with the
-sandboxed hybrid reward (1.0 on an execution match, else 0.7 x ROUGE-L).
+sandboxed hybrid reward (1.0 on an execution match, else 0.7 x ROUGE-L). The JSON also records every GRPO
+step's sampled reward and the share of its groups whose completions scored differently (only those carry a
+learning signal), and each validation question's greedy answer from the SFT and the SFT+GRPO adapters,
+decoded again after the runs from the published adapters.
+
+``--sft-only`` stops after SFT and records its adapter's validation answers: a cheap way to pick a starting
+point (GRPO needs one whose samples sometimes execute correctly).
 """
 
 from __future__ import annotations
@@ -66,11 +72,33 @@ def _cpu_model() -> str:
     return platform.processor() or ""
 
 
+def validation_answers(adapter: str, examples: list) -> list[dict]:
+    """Greedy answers of a published adapter (NF4 base, as trained) to ``examples``, scored in the sandbox."""
+    from sqltune.models.loading import load_for_inference
+    from sqltune.train.policy import prompt_ids, sample_completions
+    from sqltune.train.rewards import score_completions
+
+    loaded = load_for_inference(adapter, precision="nf4", device="cpu")
+    prompts = [prompt_ids(loaded.tokenizer, loaded.template, ex) for ex in examples]
+    outs = sample_completions(loaded.model, loaded.tokenizer, prompts, n=1, greedy=True, max_new_tokens=40)
+    rewards = score_completions([o[0].text for o in outs], examples)
+    return [{"question": ex.question, "gold": ex.sql, "answer": o[0].text, "hybrid": round(r.hybrid, 4),
+             "exec_match": r.exec_match} for ex, o, r in zip(examples, outs, rewards)]
+
+
+def _answers_summary(answers: list[dict]) -> dict:
+    n = len(answers)
+    return {"exec_matches": sum(bool(a["exec_match"]) for a in answers), "questions": n,
+            "hybrid": round(sum(a["hybrid"] for a in answers) / n, 5) if n else 0.0, "answers": answers}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--work", default="/tmp/sqltune-rl-evidence")
     ap.add_argument("--sft-steps", type=int, default=150)
+    ap.add_argument("--sft-lr", type=float, default=3e-3, help="SFT peak learning rate (cosine, 5 warm-up steps)")
+    ap.add_argument("--sft-only", action="store_true", help="stop after SFT (record its validation answers)")
     ap.add_argument("--grpo-steps", type=int, default=30)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--cpus", type=int, default=2)
@@ -81,6 +109,7 @@ def main() -> int:
     ap.add_argument("--questions", type=int, default=4, help="questions per GRPO step (train.batch_size)")
     ap.add_argument("--num-generations", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=40)
+    ap.add_argument("--temperature", type=float, default=1.0, help="grpo.temperature (sampling)")
     args = ap.parse_args()
 
     import ray
@@ -89,7 +118,7 @@ def main() -> int:
     from sqltune.models.tiny import TinyModelConfig, build_tiny_model
     from sqltune.prompts import PromptTemplate, build_messages
     from sqltune.train.config import TrainConfig
-    from sqltune.train.run import preflight, run
+    from sqltune.train.run import load_splits, preflight, run
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -118,20 +147,32 @@ def main() -> int:
             sft_uri = args.sft_adapter
             sft_metrics = json.loads((Path(sft_uri) / "metrics.json").read_text())
         else:
-            sft_cfg = {**common, "run_name": "evidence-sft", "optim": {"lr": 3e-3, "warmup_steps": 5},
+            sft_cfg = {**common, "run_name": "evidence-sft", "optim": {"lr": args.sft_lr, "warmup_steps": 5},
                        "train": {"max_steps": args.sft_steps, "batch_size": 8, "log_every": 25},
                        "eval": {"interval": args.sft_steps}, "checkpoint": {"interval": args.sft_steps}}
             sft = run(preflight(TrainConfig.from_dict(sft_cfg)))
             sft_uri, sft_metrics = sft.adapter_uri, sft.metrics
         sft_s = time.time() - t_sft
+        sft_out = {"steps": sft_metrics["final"]["step"], "lr": None if args.sft_adapter else args.sft_lr,
+                   "eval_loss": sft_metrics["final"]["eval_loss"], "adapter": sft_uri,
+                   "wall_s": None if args.sft_adapter else round(sft_s, 1)}
+        if args.sft_only:
+            val = load_splits(TrainConfig.from_dict({**common, "run_name": "evidence-sft"}))[1]
+            out = {"benchmark": "rl_cpu_evidence", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                   "command": "python benchmarks/rl_cpu_evidence.py " + " ".join(sys.argv[1:]), "sft": sft_out,
+                   "sft_validation": _answers_summary(validation_answers(sft_uri, val))}
+            print(json.dumps(out, indent=2))
+            if args.json:
+                Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+            return 0
         t_grpo = time.time()
         grpo_cfg = {**common, "run_name": "evidence-grpo", "method": "grpo",
                     "model": {**common["model"], "init_adapter": sft_uri},
                     "optim": {"optimizer": "adamw", "lr": args.lr, "schedule": "constant", "warmup_steps": 0},
-                    "train": {"max_steps": args.grpo_steps, "batch_size": args.questions,
-                              "log_every": args.eval_every},
+                    "train": {"max_steps": args.grpo_steps, "batch_size": args.questions, "log_every": 1},
                     "grpo": {"num_generations": args.num_generations, "max_new_tokens": args.max_new_tokens,
-                             "temperature": 1.0, "beta": args.beta, "format_weight": args.format_weight},
+                             "temperature": args.temperature, "beta": args.beta,
+                             "format_weight": args.format_weight},
                     "eval": {"interval": args.eval_every, "exec_examples": 64,
                              "max_new_tokens": args.max_new_tokens},
                     "checkpoint": {"interval": args.eval_every, "select": "last"}}
@@ -139,10 +180,13 @@ def main() -> int:
         grpo_s = time.time() - t_grpo
     finally:
         ray.shutdown()
+    val = load_splits(TrainConfig.from_dict({**common, "run_name": "evidence-grpo"}))[1]
+    answers = {"sft": _answers_summary(validation_answers(sft_uri, val)),
+               "sft_grpo": _answers_summary(validation_answers(grpo.adapter_uri, val))}
     evals = [{k: h[k] for k in ("step", "eval_reward", "eval_hybrid", "eval_exec_accuracy", "eval_parseable",
                                 "eval_loss") if k in h} for h in grpo.metrics["history"] if "eval_reward" in h]
     train = [{k: h[k] for k in ("step", "train_reward", "train_hybrid", "train_exec_accuracy",
-                                "train_completion_length", "train_kl") if k in h}
+                                "train_completion_length", "train_kl", "train_varied_groups") if k in h}
              for h in grpo.metrics["history"] if "train_reward" in h]
     out = {
         "benchmark": "rl_cpu_evidence", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -150,11 +194,10 @@ def main() -> int:
         "command": "python benchmarks/rl_cpu_evidence.py " + " ".join(sys.argv[1:]),
         "dataset": {"examples": len(TABLES) * len(TEMPLATES), **grpo.metrics["dataset"]},
         "model": {"shape": shape.to_dict(), "mode": "qlora", "lora_r": 16},
-        "sft": {"steps": sft_metrics["final"]["step"], "eval_loss": sft_metrics["final"]["eval_loss"],
-                "adapter": sft_uri, "wall_s": None if args.sft_adapter else round(sft_s, 1)},
+        "sft": sft_out,
         "grpo": {"steps": args.grpo_steps, "num_generations": args.num_generations, "questions_per_step":
-                 args.questions, "max_new_tokens": args.max_new_tokens, "lr": args.lr, "beta": args.beta,
-                 "format_weight": args.format_weight, "validation": evals, "train": train,
+                 args.questions, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+                 "lr": args.lr, "beta": args.beta, "format_weight": args.format_weight, "validation": evals, "train": train,
                  "wall_s": round(grpo_s, 1)},
         # eval_reward includes the format term when format_weight > 0; eval_hybrid is the source project's
         # score (1.0 on an execution match, else 0.7 x ROUGE-L), comparable across settings.
@@ -165,6 +208,8 @@ def main() -> int:
         "validation_exec_accuracy_before": evals[0]["eval_exec_accuracy"],
         "validation_exec_accuracy_after": evals[-1]["eval_exec_accuracy"],
         "total_wall_s": round(time.time() - t0, 1),
+        # Greedy answers decoded again after the runs from the published adapters (the NF4 base, as trained).
+        "validation_answers": answers,
     }
     print(json.dumps(out, indent=2))
     if args.json:

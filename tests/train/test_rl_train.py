@@ -43,6 +43,7 @@ def test_grpo_and_dpo_jobs_from_a_starting_adapter(tmp_path):
     steps = [h for h in grpo["history"] if "train_reward" in h]
     assert len(steps) == 4 and all(0.0 <= h["train_reward"] <= 1.0 for h in steps)
     assert all(h["train_completion_length"] > 0 for h in steps) and any(h["train_kl"] > 0 for h in steps[1:])
+    assert all(0.0 <= h["train_varied_groups"] <= 1.0 for h in steps)
     evals = [h for h in grpo["history"] if "eval_reward" in h]
     assert [h["step"] for h in evals] == [0, 2, 4] and grpo["final"]["eval_reward"] == evals[-1]["eval_reward"]
     assert "validation reward" in logs and "started from adapter" in logs

@@ -40,6 +40,15 @@ def group_advantages(rewards, scale: str):
     return centred
 
 
+def varied_groups(rewards) -> float:
+    """The share of groups (rows of a [questions, generations] reward tensor) whose rewards are not all equal:
+    only those have non-zero advantages, so only they move the policy."""
+    if rewards.numel() == 0:
+        return 0.0
+    spread = rewards.max(dim=1).values - rewards.min(dim=1).values
+    return float((spread > 1e-6).float().mean())
+
+
 def grpo_token_loss(logps, old_logps, advantages, mask, *, beta: float = 0.0, ref_logps=None):
     """Per-token GRPO loss (ratio 1 at the sampling policy) and the per-token KL, both masked. ``advantages``
     is [B]; the others are [B, T]."""
@@ -121,7 +130,7 @@ class GRPOTrainer(PolicyTrainer):
         return {
             "prompts": prompts, "completions": completions, "advantages": adv.to(self.device), "ref": ref,
             "tokens": sum(len(c) for c in completions),
-            "reward": float(values.mean()), "hybrid": sum(r.hybrid for r in rewards) / len(rewards),
+            "reward": float(values.mean()), "varied": varied_groups(values), "hybrid": sum(r.hybrid for r in rewards) / len(rewards),
             "exec": (sum(bool(r.exec_match) for r in judged) / len(judged)) if judged else 0.0,
             "length": sum(len(c) for c in completions) / len(completions),
         }
@@ -152,9 +161,10 @@ class GRPOTrainer(PolicyTrainer):
             "hybrid": sum(r["hybrid"] for r in rollouts) / k,
             "exec_accuracy": sum(r["exec"] for r in rollouts) / k,
             "completion_length": sum(r["length"] for r in rollouts) / k,
+            "varied_groups": sum(r["varied"] for r in rollouts) / k,
             "kl": kl_total / n_tokens,
             "tokens": float(n_tokens),
         }
 
 
-__all__ = ["GRPOTrainer", "group_advantages", "grpo_token_loss"]
+__all__ = ["GRPOTrainer", "group_advantages", "grpo_token_loss", "varied_groups"]
