@@ -110,6 +110,9 @@ def main() -> int:
     ap.add_argument("--num-generations", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=40)
     ap.add_argument("--temperature", type=float, default=1.0, help="grpo.temperature (sampling)")
+    ap.add_argument("--seed", type=int, default=42, help="GRPO's train.seed (sampling, question order)")
+    ap.add_argument("--scale-rewards", default="group", choices=["group", "batch", "none"],
+                    help="grpo.scale_rewards: divide advantages by the group's std, the batch's, or not at all")
     args = ap.parse_args()
 
     import ray
@@ -154,7 +157,8 @@ def main() -> int:
             sft_uri, sft_metrics = sft.adapter_uri, sft.metrics
         sft_s = time.time() - t_sft
         sft_out = {"steps": sft_metrics["final"]["step"], "lr": None if args.sft_adapter else args.sft_lr,
-                   "eval_loss": sft_metrics["final"]["eval_loss"], "adapter": sft_uri,
+                   "eval_loss": sft_metrics["final"]["eval_loss"],
+                   "train_loss": sft_metrics["final"].get("train_loss"), "adapter": sft_uri,
                    "wall_s": None if args.sft_adapter else round(sft_s, 1)}
         if args.sft_only:
             val = load_splits(TrainConfig.from_dict({**common, "run_name": "evidence-sft"}))[1]
@@ -169,10 +173,11 @@ def main() -> int:
         grpo_cfg = {**common, "run_name": "evidence-grpo", "method": "grpo",
                     "model": {**common["model"], "init_adapter": sft_uri},
                     "optim": {"optimizer": "adamw", "lr": args.lr, "schedule": "constant", "warmup_steps": 0},
-                    "train": {"max_steps": args.grpo_steps, "batch_size": args.questions, "log_every": 1},
+                    "train": {"max_steps": args.grpo_steps, "batch_size": args.questions, "log_every": 1,
+                              "seed": args.seed},
                     "grpo": {"num_generations": args.num_generations, "max_new_tokens": args.max_new_tokens,
                              "temperature": args.temperature, "beta": args.beta,
-                             "format_weight": args.format_weight},
+                             "format_weight": args.format_weight, "scale_rewards": args.scale_rewards},
                     "eval": {"interval": args.eval_every, "exec_examples": 64,
                              "max_new_tokens": args.max_new_tokens},
                     "checkpoint": {"interval": args.eval_every, "select": "last"}}
@@ -197,7 +202,8 @@ def main() -> int:
         "sft": sft_out,
         "grpo": {"steps": args.grpo_steps, "num_generations": args.num_generations, "questions_per_step":
                  args.questions, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
-                 "lr": args.lr, "beta": args.beta, "format_weight": args.format_weight, "validation": evals, "train": train,
+                 "lr": args.lr, "beta": args.beta, "format_weight": args.format_weight,
+                 "scale_rewards": args.scale_rewards, "seed": args.seed, "validation": evals, "train": train,
                  "wall_s": round(grpo_s, 1)},
         # eval_reward includes the format term when format_weight > 0; eval_hybrid is the source project's
         # score (1.0 on an execution match, else 0.7 x ROUGE-L), comparable across settings.
