@@ -179,6 +179,16 @@ def test_light_modules_never_load_torch() -> None:
     assert out.stdout.strip() == "{}", f"these modules must stay light (import torch in torch-only ones): {out.stdout}"
 
 
+def test_the_model_replica_imports_only_torch_of_the_model_stack() -> None:
+    """A replica's cold start pays for its imports: the engine and the replica load torch, but not peft,
+    bitsandbytes, transformers or torch's compiler stack (those come with the model's loader, if needed)."""
+    code = "import sys, json, sqltune.serving.replica, sqltune.generation.engine\n" \
+           "print(json.dumps(sorted(m for m in ('peft', 'bitsandbytes', 'transformers', 'accelerate', " \
+           "'torch._dynamo', 'torch._inductor') if m in sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", f"the replica's imports loaded {out.stdout.strip()}"
+
+
 def _modules() -> list[tuple[str, int]]:
     return sorted((p.relative_to(PACKAGE).as_posix(), len(p.read_text().splitlines())) for p in PACKAGE.rglob("*.py"))
 

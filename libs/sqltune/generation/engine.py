@@ -33,7 +33,6 @@ import time
 from typing import Any
 
 import torch
-from peft import PeftModel
 
 from sqltune.generation.base import BaseEngine, Seq
 from sqltune.generation.fallback import GenerateEngine
@@ -267,7 +266,9 @@ class Engine(BaseEngine):
 
 def build_engine(model: Any, tokenizer: Any, config: EngineConfig) -> Engine | GenerateEngine:
     """The slot engine for Llama-family models, :class:`GenerateEngine` for anything else."""
-    if isinstance(model, PeftModel):
+    # A PEFT model, recognised without importing peft (with bitsandbytes it costs seconds of a replica's
+    # start, and only adapter artifacts need it: their loader imports it).
+    if hasattr(model, "peft_config") and hasattr(model, "get_base_model"):
         quantized = getattr(model.get_base_model(), "is_quantized", False) or getattr(
             model.get_base_model(), "quantization_method", None
         )

@@ -17,7 +17,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.nn.attention.bias import causal_lower_right
 
 from sqltune.generation.layers import head, post_attn, pre_attn, resolve_attn, rope
 from sqltune.generation.request import EngineConfig
@@ -241,7 +240,9 @@ class LlamaPasses:
         pos = torch.arange(past, past + T, device=dev).repeat(n)
         cos = self.cos[pos][:, None, :]
         sin = self.sin[pos][:, None, :]
-        mask = causal_lower_right(T, past + T) if past else None
+        # Causal, aligned to the last key: prompt token t sees the prefix and its own tokens up to t. (A plain
+        # boolean mask: torch.nn.attention.bias would load torch._dynamo at import, seconds of cold start.)
+        mask = torch.ones(T, past + T, dtype=torch.bool, device=dev).tril(diagonal=past) if past else None
         for i in range(self.nl):
             x, q = self._layer_pre(i, x, delta, cos, sin, kcs[i], vcs[i], tok_slots, pos)
             q = q.reshape(n, T, self.nh, self.hd).transpose(1, 2)
