@@ -47,7 +47,8 @@ def test_dockerfile_pins(flavor: str) -> None:
     index = re.search(r"^ARG TORCH_INDEX_URL=(\S+)$", text, re.M).group(1)
     assert index.endswith("/" + (v.CUDA_TAG if flavor == "gpu" else "cpu"))
     assert f"ray.__version__ == '{v.RAY_VERSION}'" in text
-    assert '"/app[train,eval,serve,postgres,k8s]"' in text
+    extras = "train,eval,serve,postgres,k8s" + (",gpu" if flavor == "gpu" else "")  # gpu: Liger kernels
+    assert f'"/app[{extras}]"' in text
     # the image tag documented in the Dockerfile is the one the manifests use
     assert (v.GPU_IMAGE if flavor == "gpu" else v.CPU_IMAGE) in text
 
