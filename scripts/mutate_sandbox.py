@@ -64,24 +64,25 @@ def _drop_line(text: str) -> str:
 
 DROP = "<the statement is replaced by pass>"  # repl of an edit that removes whole statements (however wrapped)
 # Code that identifies each function holding guards (found by what it does, not by its name or file).
-SQLITE_RUNNER = (r"\?mode=ro\b", r"\.set_authorizer\(")  # opens the SQLite file and runs the query
+SQLITE_RUNNER = (r"\?mode=ro\b", r"\brun_untrusted_sqlite\(")  # opens the SQLite file read-only, runs the query
+SQLITE_QUERY = (r"PRAGMA query_only", r"\.set_authorizer\(", r"\.fetchmany\(")  # one query under the SQLite guards
+SQLITE_DEADLINE = (r"\.set_progress_handler\(lambda",)  # the deadline of every SQLite connection
 DUCKDB_RUNNER = (r"\bread_only=True\b", r"\.interrupt\(\)")  # opens the DuckDB file and runs the query
 POSTGRES_RUNNER = (r"[\"']SET TRANSACTION READ ONLY[\"']", r"\.fetchmany\(")  # runs the query on PostgreSQL
 PRECHECK = (r"not a read-only query", r"\btranspile\(", r"!\bbuild_context_db\(")  # execute()'s static gate
 CONTEXT_BUILD = (r"\.serialize\(\)", r"\.set_authorizer\(")  # builds a context database from CREATE/INSERT text
-CONTEXT_CONNECTION = (r"[\"']:memory:[\"']", r"\.set_progress_handler\(")  # the build's connection and deadline
-CONTEXT_RUN = (r"\.deserialize\(", r"\.set_authorizer\(")  # runs the query on a context database
+CONTEXT_CONNECTION = (r"[\"']:memory:[\"']", r"\bset_sqlite_deadline\(")  # the build's connection and deadline
 CONTEXT_EXECUTE = (r"^\s*if precheck:", r"\bbuild_context_db\(")  # execute_in_context(): pre-check, then run
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation("sqlite-read-only-open", "SQLite read-only open", "mode=ro -> mode=rw in the connection URI",
              (Edit(r"\?mode=ro\b", "?mode=rw", within=SQLITE_RUNNER),)),
     Mutation("sqlite-authorizer", "SQLite authorizer", "the set_authorizer(...) call removed",
-             (Edit(_drop_line(r"\.set_authorizer\("), DROP, within=SQLITE_RUNNER),)),
+             (Edit(_drop_line(r"\.set_authorizer\("), DROP, within=SQLITE_QUERY),)),
     Mutation("sqlite-progress-handler", "SQLite progress-handler timeout", "the set_progress_handler(...) call removed",
-             (Edit(_drop_line(r"\.set_progress_handler\("), DROP, within=SQLITE_RUNNER),)),
+             (Edit(_drop_line(r"\.set_progress_handler\("), DROP, within=SQLITE_DEADLINE),)),
     Mutation("sqlite-row-cap", "SQLite/DuckDB row cap", "SQLite fetches every row (fetchmany -> fetchall)",
-             (Edit(r"\.fetchmany\([^()\n]*\)", ".fetchall()", within=SQLITE_RUNNER),)),
+             (Edit(r"\.fetchmany\([^()\n]*\)", ".fetchall()", within=SQLITE_QUERY),)),
     Mutation("duckdb-read-only", "DuckDB read-only", "read_only=True -> read_only=False",
              (Edit(r"\bread_only=True\b", "read_only=False", within=DUCKDB_RUNNER),)),
     Mutation("duckdb-external-access", "DuckDB external-access lock", '"enable_external_access": False -> True',
@@ -122,13 +123,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("context-build-authorizer", "context database sandbox", "no authorizer while the context is built",
              (Edit(_drop_line(r"\.set_authorizer\((?!None)"), DROP, within=CONTEXT_BUILD),)),
     Mutation("context-build-deadline", "context database sandbox", "no deadline while the context is built",
-             (Edit(_drop_line(r"\.set_progress_handler\("), DROP, within=CONTEXT_CONNECTION),)),
-    Mutation("context-authorizer", "context database sandbox", "no authorizer on the query",
-             (Edit(_drop_line(r"\.set_authorizer\("), DROP, within=CONTEXT_RUN),)),
-    Mutation("context-deadline", "context database sandbox", "no deadline on the query",
-             (Edit(_drop_line(r"\.set_progress_handler\(lambda"), DROP, within=CONTEXT_RUN),)),
-    Mutation("context-row-cap", "context database sandbox", "every row fetched (fetchmany -> fetchall)",
-             (Edit(r"\.fetchmany\([^()\n]*\)", ".fetchall()", within=CONTEXT_RUN),)),
+             (Edit(_drop_line(r"\bset_sqlite_deadline\("), DROP, within=CONTEXT_CONNECTION),)),
     Mutation("context-precheck", "context database sandbox", "execute_in_context() runs what analyze() refuses",
              (Edit(r"if not (\w+)\.read_only:", r"if False:", within=CONTEXT_EXECUTE),)),
 )

@@ -5,8 +5,9 @@ the prompt shows. :func:`build_context_db` runs that text on a fresh in-memory S
 own (an authorizer that admits only table/index/view definitions and row writes, no ATTACH, PRAGMA,
 triggers, virtual tables or extension functions; a progress-handler deadline; a cap on value sizes and on
 statement count) and keeps the result as a serialized image. Each query then runs on a private copy of
-that image opened with the same protections as :func:`sqltune.sql.execute` on a SQLite file (read-only
-authorizer, ``query_only``, deadline, row cap), so nothing a query does reaches another query.
+that image under the same guards as :func:`sqltune.sql.execute` on a SQLite file
+(:func:`~sqltune.sql.sqlite_sandbox.run_untrusted_sqlite`: read-only authorizer, ``query_only``, deadline,
+row cap), so nothing a query does reaches another query.
 
 A statement of the context that SQLite rejects as written is transpiled from the example's dialect with
 sqlglot and tried again; one that still fails is skipped and listed in :attr:`ContextDatabase.skipped`.
@@ -33,9 +34,15 @@ from sqltune.sql._dialects import canonical_dialect
 from sqltune.sql.analyze import analyze
 from sqltune.sql.compare import transpile
 from sqltune.sql.match import MatchResult, execution_match, gold_is_ordered, results_equal
-from sqltune.sql.result import ExecResult, capped_result, error_message
+from sqltune.sql.result import ExecResult, error_message
 from sqltune.sql.schema import split_statements
-from sqltune.sql.sqlite_sandbox import SQLITE_DENIED_FUNCTIONS, SQLITE_MAX_LENGTH, classify_sqlite, sqlite_authorizer
+from sqltune.sql.sqlite_sandbox import (
+    SQLITE_DENIED_FUNCTIONS,
+    classify_sqlite,
+    limit_sqlite,
+    run_untrusted_sqlite,
+    set_sqlite_deadline,
+)
 
 MAX_CONTEXT_STATEMENTS = 2000
 MAX_CONTEXT_BYTES = 2_000_000
@@ -89,13 +96,8 @@ def has_context(text: str | None) -> bool:
 
 def _limited_connection(timeout_s: float) -> sqlite3.Connection:
     conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-    if hasattr(conn, "enable_load_extension"):
-        conn.enable_load_extension(False)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_LENGTH)
-    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-    conn.execute("PRAGMA temp_store = MEMORY")
-    deadline = time.monotonic() + timeout_s
-    conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
+    limit_sqlite(conn)
+    set_sqlite_deadline(conn, timeout_s)
     return conn
 
 
@@ -179,21 +181,10 @@ def build_context_db(context: str, *, dialect: str = "sqlite", timeout_s: float 
 
 
 def _run_on_image(sql: str, image: bytes, timeout_s: float, max_rows: int) -> ExecResult:
-    conn = _limited_connection(timeout_s)
+    conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
     try:
-        conn.set_progress_handler(None, 0)
         conn.deserialize(image)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_LENGTH)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        conn.execute("PRAGMA temp_store = MEMORY")
-        conn.execute("PRAGMA query_only = ON")
-        conn.set_authorizer(sqlite_authorizer)
-        deadline = time.monotonic() + timeout_s
-        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
-        cur = conn.execute(sql)
-        columns = [d[0] for d in cur.description or []]
-        rows = cur.fetchmany(max_rows + 1) if cur.description else []
-        return capped_result([tuple(r) for r in rows], columns, max_rows)
+        return run_untrusted_sqlite(conn, sql, timeout_s=timeout_s, max_rows=max_rows)
     finally:
         conn.close()
 

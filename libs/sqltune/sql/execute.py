@@ -5,7 +5,8 @@ Two layers protect the database:
 1. :func:`execute` first runs :func:`~sqltune.sql.analyze.analyze`; anything that is not one
    read-only query is refused (category ``not_read_only``) without touching the database.
 2. Each engine is opened so that it cannot write or reach outside on its own (see the ``_run_*``
-   functions): SQLite read-only URI + authorizer + progress-handler deadline; DuckDB ``read_only`` with
+   functions): SQLite read-only URI, then :func:`~sqltune.sql.sqlite_sandbox.run_untrusted_sqlite`
+   (limits, ``query_only``, authorizer, progress-handler deadline, row cap); DuckDB ``read_only`` with
    external access disabled and configuration locked + interrupt timer; PostgreSQL ``READ ONLY``
    transaction with ``statement_timeout``/``lock_timeout``, always rolled back (use the role made by
    :func:`sqltune.sql.postgres.ensure_readonly_role` for the DSN).
@@ -31,7 +32,7 @@ from sqltune.sql.analyze import analyze
 from sqltune.sql.compare import transpile
 from sqltune.sql.postgres import classify_postgres, run_readonly
 from sqltune.sql.result import CATEGORIES, Category, ExecResult, capped_result, error_message
-from sqltune.sql.sqlite_sandbox import SQLITE_MAX_LENGTH, classify_sqlite, sqlite_authorizer
+from sqltune.sql.sqlite_sandbox import classify_sqlite, run_untrusted_sqlite
 
 __all__ = [
     "CATEGORIES", "Category", "DUCKDB_CONFIG", "ExecResult", "execute", "precheck_sql", "classify_sqlite",
@@ -139,20 +140,7 @@ def _run_sqlite(sql: str, db: Any, timeout_s: float, max_rows: int) -> ExecResul
     conn = sqlite3.connect(uri, uri=True, timeout=min(timeout_s, 5.0), isolation_level=None,
                            check_same_thread=False)
     try:
-        if hasattr(conn, "enable_load_extension"):
-            conn.enable_load_extension(False)
-        if hasattr(conn, "setlimit"):
-            conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, SQLITE_MAX_LENGTH)
-            conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        conn.execute("PRAGMA temp_store = MEMORY")  # sorts/temp b-trees never touch the disk
-        conn.execute("PRAGMA query_only = ON")
-        conn.set_authorizer(sqlite_authorizer)
-        deadline = time.monotonic() + timeout_s
-        conn.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 1000)
-        cur = conn.execute(sql)
-        columns = [d[0] for d in cur.description or []]
-        rows = cur.fetchmany(max_rows + 1) if cur.description else []
-        return capped_result([tuple(r) for r in rows], columns, max_rows)
+        return run_untrusted_sqlite(conn, sql, timeout_s=timeout_s, max_rows=max_rows)
     finally:
         conn.close()
 
