@@ -142,6 +142,7 @@ class LocalRay:
         dashboard_port: int | None = None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        start_attempts: int = 2,
     ) -> None:
         self.work = Path(work)
         # short: Ray puts unix sockets under it (107-byte limit)
@@ -150,6 +151,7 @@ class LocalRay:
         self.port = port
         self.dashboard_port = dashboard_port
         self.cwd = cwd
+        self.start_attempts = start_attempts
         self.env = dict(os.environ if env is None else env)
         self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"
         self.env.setdefault("PYTHONUNBUFFERED", "1")
@@ -188,8 +190,8 @@ class LocalRay:
         stop_own_ray(self.temp_dir)  # leftovers of an interrupted run with the same temp dir
         self.started = True  # from here on, a failure still stops whatever part of the head came up
         out = None
-        for attempt in (1, 2):
-            agent, grpc, metrics, runtime_env, gcs, dash = free_ports(6)
+        for attempt in range(1, self.start_attempts + 1):
+            agent, grpc, metrics, runtime_env, gcs, dash, client = free_ports(7)
             port = self.port or gcs
             dashboard = self.dashboard_port or dash
             out = self.run(
@@ -208,6 +210,7 @@ class LocalRay:
                     f"--dashboard-agent-grpc-port={grpc}",
                     f"--metrics-export-port={metrics}",
                     f"--runtime-env-agent-port={runtime_env}",
+                    f"--ray-client-server-port={client}",
                 ],
                 check=False,
             )
@@ -215,13 +218,15 @@ class LocalRay:
                 self.dashboard_port = dashboard
                 self.env["RAY_ADDRESS"] = self.address
                 return self
-            # a port taken between choosing and binding it, or a slow raylet: start again from nothing, once
+            # a port taken between choosing and binding it, or a raylet that did not register within Ray's
+            # 30 s on a busy machine: start again from nothing
             log.warning(
                 "ray start failed (attempt %d): %s", attempt, (out.stderr or out.stdout).strip()[-500:]
             )
             stop_own_ray(self.temp_dir)
         raise ResourceError(
-            f"ray start failed twice:\n{out.stdout if out else ''}{out.stderr if out else ''}"
+            f"ray start failed {self.start_attempts} times:\n"
+            f"{out.stdout if out else ''}{out.stderr if out else ''}"
         )
 
     def stop(self) -> None:
