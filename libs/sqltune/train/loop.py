@@ -394,8 +394,11 @@ class Trainer:
         if self.rank == 0:
             parts = [f"eval step {self.state['step']}: loss {res['eval_loss']:.4f}"]
             if "eval_exec_accuracy" in res:
-                parts.append(f"exec acc {res['eval_exec_accuracy']:.3f}, parseable {res['eval_parseable']:.3f} "
-                             f"(decoding {res['eval_generate_seconds']:.1f}s)")
+                # a subclass's validation (GRPO/DPO's reward) may not time its decoding apart
+                decoding = (f" (decoding {res['eval_generate_seconds']:.1f}s)"
+                            if "eval_generate_seconds" in res else "")
+                parts.append(f"exec acc {res['eval_exec_accuracy']:.3f}, parseable {res['eval_parseable']:.3f}"
+                             f"{decoding}")
             log.info("%s (%.1fs)", ", ".join(parts), seconds)
         return res
 
