@@ -37,6 +37,11 @@ TABLES = [
     ("mines", "country", "output"), ("patients", "city", "visits"), ("games", "genre", "players"),
     ("hotels", "city", "rooms"), ("flights", "airline", "seats"), ("books", "author", "pages"),
     ("plants", "species", "height"),
+    # --tables 20 adds these (more validation questions, so one answer moves the score less).
+    ("rivers", "continent", "length"), ("schools", "district", "students"), ("stores", "brand", "revenue"),
+    ("teams", "league", "wins"), ("vehicles", "maker", "mileage"), ("museums", "town", "visitors"),
+    ("orders", "customer", "total"), ("wells", "field", "depth"), ("bridges", "state", "span"),
+    ("concerts", "venue", "tickets"),
 ]
 TEMPLATES = [
     ("How many {t} are there?", "SELECT COUNT(*) FROM {t};"),
@@ -47,10 +52,10 @@ TEMPLATES = [
 ]
 
 
-def build_dataset(path: Path, seed: int = 0) -> Path:
+def build_dataset(path: Path, seed: int = 0, tables: int = 10) -> Path:
     rng = random.Random(seed)
     rows, i = [], 0
-    for t, c, n in TABLES:
+    for t, c, n in TABLES[:tables]:
         values = ", ".join(f"({k}, '{c[0].upper()}{rng.randint(1, 3)}', {rng.randint(10, 900)})" for k in range(1, 6))
         ctx = f"CREATE TABLE {t} (id INT, {c} TEXT, {n} INT); INSERT INTO {t} (id, {c}, {n}) VALUES {values};"
         for q, sql in TEMPLATES:
@@ -102,6 +107,8 @@ def main() -> int:
     ap.add_argument("--grpo-steps", type=int, default=30)
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--cpus", type=int, default=2)
+    ap.add_argument("--tables", type=int, default=10, choices=[10, 20],
+                    help="tables of the generated set (x 5 question templates)")
     ap.add_argument("--sft-adapter", default=None, help="reuse this published SFT adapter (skip the SFT run)")
     ap.add_argument("--lr", type=float, default=5e-4, help="GRPO learning rate (constant)")
     ap.add_argument("--beta", type=float, default=0.0, help="grpo.beta: KL coefficient to the SFT policy")
@@ -125,7 +132,7 @@ def main() -> int:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    data = build_dataset(work / "gretel-evidence.jsonl")
+    data = build_dataset(work / "gretel-evidence.jsonl", tables=args.tables)
     system = "Reply with one {dialect} query."
     texts = []
     for ex in load_dataset(data, format="gretel"):
@@ -197,7 +204,7 @@ def main() -> int:
         "benchmark": "rl_cpu_evidence", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()} {_cpu_model()}".strip(), "cpus": args.cpus,
         "command": "python benchmarks/rl_cpu_evidence.py " + " ".join(sys.argv[1:]),
-        "dataset": {"examples": len(TABLES) * len(TEMPLATES), **grpo.metrics["dataset"]},
+        "dataset": {"examples": args.tables * len(TEMPLATES), **grpo.metrics["dataset"]},
         "model": {"shape": shape.to_dict(), "mode": "qlora", "lora_r": 16},
         "sft": sft_out,
         "grpo": {"steps": args.grpo_steps, "num_generations": args.num_generations, "questions_per_step":
