@@ -40,6 +40,8 @@ def summarize(path: Path) -> dict:
         "hybrid_change": round(last["eval_hybrid"] - first["eval_hybrid"], 3),
         "exec_accuracy_change": round(last["eval_exec_accuracy"] - first["eval_exec_accuracy"], 3),
         "train_windows": windows(run["grpo"]["train"]),
+        "train_varied_groups_mean": round(sum(r.get("train_varied_groups", 0.0) for r in run["grpo"]["train"])
+                                          / max(1, len(run["grpo"]["train"])), 3),
     }
 
 
