@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sqltune.agent.local import DEFAULT_MAX_NEW_TOKENS
 from sqltune.errors import ConfigError, DataError, SqltuneError
 
 # The server's default prompt budget for a schema (serving's max_schema_tokens).
@@ -52,7 +53,10 @@ def register(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-on-empty", action="store_true", help="Repair a query that returns no rows.")
     p.add_argument("--timeout", type=float, default=5.0, help="Seconds for one compile check or execution.")
     p.add_argument("--max-rows", type=int, default=50, help="Rows kept (and shown) from an execution.")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="Longest SQL, in tokens.")
+    p.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
+                   help="Longest SQL, in the model's tokens (default %(default)s: room for the longest gold query "
+                   "of the embedded set; decoding stops at the end of the statement, so a shorter answer costs "
+                   "no more).")
     p.add_argument("--link", choices=("auto", "always", "never"), default="auto",
                    help="Schema linking: auto (when the schema is over --max-schema-tokens), always, never.")
     p.add_argument("--max-schema-tokens", type=int, default=DEFAULT_MAX_SCHEMA_TOKENS,

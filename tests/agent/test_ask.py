@@ -82,6 +82,46 @@ def test_ask_with_a_schema_file_checks_without_a_database(ask_model, warehouse, 
     assert "valid: yes   read-only: yes   status: ok" in text
 
 
+def test_max_new_tokens_limits_the_answer(ask_model, warehouse, capsys):
+    """--max-new-tokens reaches the decoder: two tokens cut the taught answer short."""
+    code = main(ask(COUNT_Q, "--model", str(ask_model), "--db", str(warehouse.sqlite_path), "--link", "always",
+                    "--max-rounds", "0", "--max-new-tokens", "2", "--json"))
+    out = json.loads(capsys.readouterr().out)
+    assert code == 1 and not out["passed"]
+    assert out["sql"] and COUNT_SQL.startswith(out["sql"]) and len(out["sql"]) < len(COUNT_SQL.rstrip(";"))
+
+
+def test_the_default_generation_limit_fits_the_longest_embedded_gold_query():
+    """--max-new-tokens' default (and LocalModel's) leaves room for every gold query of the embedded set,
+    in every dialect, plus the end-of-turn token, in the tokenizer of the demo's model; so does the demo's
+    evaluation limit (jobs/configs/eval-tiny.yaml, SQLite)."""
+    import inspect
+
+    from sqltune.agent.local import DEFAULT_MAX_NEW_TOKENS, LocalModel
+    from sqltune.cli import build_parser
+    from sqltune.config import load_config
+    from sqltune.data.embedded import embedded_examples
+    from sqltune.evaluation import EvalConfig
+    from sqltune.models.tiny import TinyModelConfig, default_corpus, train_tokenizer
+
+    root = Path(__file__).resolve().parents[2]
+    base = load_config(TinyModelConfig, root / "jobs/configs/tiny-base.yaml")
+    tok = train_tokenizer(default_corpus(base.seed), base.vocab_size)
+    evaluation = load_config(EvalConfig, root / "jobs/configs/eval-tiny.yaml")
+
+    def tokens(sql: str) -> int:
+        return len(tok(sql, add_special_tokens=False)["input_ids"])
+
+    examples = embedded_examples(seed=evaluation.dataset.embedded_seed)
+    longest = max(tokens(sql) for ex in examples for sql in [ex.sql, *ex.extra.get("sql_by_dialect", {}).values()])
+    longest_sqlite = max(tokens(ex.sql) for ex in examples if ex.dialect == "sqlite")
+    assert longest + 1 <= DEFAULT_MAX_NEW_TOKENS, longest
+    assert longest_sqlite + 1 <= evaluation.generation.max_new_tokens, longest_sqlite
+    args = build_parser(["ask"]).parse_args(["ask", "q", "--model", "m", "--db", "d"])
+    assert args.max_new_tokens == DEFAULT_MAX_NEW_TOKENS
+    assert inspect.signature(LocalModel).parameters["max_new_tokens"].default == DEFAULT_MAX_NEW_TOKENS
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -98,6 +138,7 @@ def test_ask_with_a_schema_file_checks_without_a_database(ask_model, warehouse, 
                                                          "customers, orders"),
         (["--db", "{db}", "--tables", " , "], "--tables: name at least one table"),
         (["--schema", "{tmp}/schema.sql", "--tables", "t"], "--tables needs --db"),
+        (["--db", "{db}", "--max-new-tokens", "0"], "--max-new-tokens: 0 is below the minimum 1"),
     ],
 )
 def test_bad_input_is_a_clear_error(extra, message, tmp_path, shop_sqlite, capsys):

@@ -12,7 +12,15 @@ import sqlite3
 import pytest
 from agent_helpers import SHOP_SCHEMA
 
-from sqltune.agent import RepairConfig, RepairSession, Sampling, repair, repair_many, target_for
+from sqltune.agent import (
+    Generated,
+    RepairConfig,
+    RepairSession,
+    Sampling,
+    repair,
+    repair_many,
+    target_for,
+)
 from sqltune.agent.repair import check_candidate
 from sqltune.errors import ConfigError, SQLError
 from sqltune.prompts import REPAIR_FEEDBACK, build_messages
@@ -166,6 +174,31 @@ def test_repair_many_batches_every_open_session(shop_sqlite):
         results = repair_many(model, [(messages(), target), (messages("How many customers?"), target)])
     assert [len(c[0]) for c in model.calls] == [2, 1]  # the second round only holds the open session
     assert [r.final.rows for r in results] == [[(3,)], [(3,)]]
+
+
+
+def test_token_counts_are_attributed_to_their_session_and_summed_over_rounds(shop_sqlite):
+    """A generate function that returns Generated: each session's result sums the tokens of every
+    generation made for it (its repair rounds included), none of another session's."""
+    model = Scripted([Generated("SELECT nope FROM orders", 30, 5),
+                      Generated("SELECT COUNT(*) FROM customers", 31, 7)],
+                     [Generated("SELECT COUNT(*) FROM orders", 52, 6)])
+    with target_for("sqlite", SHOP_SCHEMA, str(shop_sqlite)) as target:
+        repaired, at_once = repair_many(model, [(messages(), target), (messages("How many customers?"), target)])
+    assert (repaired.rounds_used, at_once.rounds_used) == (1, 0)
+    assert (repaired.output_tokens, repaired.prompt_tokens) == (5 + 6, 30 + 52)
+    assert (at_once.output_tokens, at_once.prompt_tokens) == (7, 31)
+    assert [c.output_tokens for r in repaired.rounds for c in r.candidates] == [5, 6]
+
+
+def test_plain_texts_leave_the_token_counts_unknown(shop_sqlite):
+    """Texts without counts (the server counts usage itself): None, never a partial sum."""
+    with target_for("sqlite", SHOP_SCHEMA, str(shop_sqlite)) as target:
+        plain = repair(Scripted(["SELECT COUNT(*) FROM orders"]), messages(), target)
+        mixed = repair(Scripted([Generated("SELECT nope FROM orders", 30, 5)], ["SELECT COUNT(*) FROM orders"]),
+                       messages(), target)
+    assert plain.passed and (plain.output_tokens, plain.prompt_tokens) == (None, None)
+    assert mixed.rounds_used == 1 and (mixed.output_tokens, mixed.prompt_tokens) == (None, None)
 
 
 def test_a_database_that_cannot_be_opened_is_an_error_not_a_round(tmp_path):

@@ -150,7 +150,14 @@ def test_repair_rounds_run_the_loop_on_the_examples_database(tiny_adapter, tmp_p
     first = plain.generate(items, max_new_tokens=12)[0]
     out = repaired.generate(items, max_new_tokens=12)[0]
     assert out.repair_rounds is not None and 0 <= out.repair_rounds <= 2
+    # Its tokens are counted, every round's: the first round is the plain variant's generation.
+    assert isinstance(out.output_tokens, int) and out.output_tokens >= first.output_tokens > 0
+    assert out.output_tokens <= 12 * (out.repair_rounds + 1)  # max_new_tokens a round, at most
+    assert isinstance(out.prompt_tokens, int) and out.prompt_tokens >= first.prompt_tokens > 0
     if out.repair_rounds == 0:  # the first answer passed its checks: nothing to repair
         assert out.text == first.text and out.repair_passed
+        assert (out.output_tokens, out.prompt_tokens) == (first.output_tokens, first.prompt_tokens)
+    else:  # each repair round prefills the longer conversation again
+        assert out.prompt_tokens > first.prompt_tokens * (out.repair_rounds + 1)
     with pytest.raises(ConfigError, match="repair_rounds applies to local kinds only"):
         VariantConfig.from_dict({"name": "h", "kind": "http", "url": "http://x", "repair_rounds": 1})

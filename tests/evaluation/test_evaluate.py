@@ -83,6 +83,7 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, tiny_base, tiny_
             {"name": "adapter", "kind": "adapter", "model": str(tiny_adapter)},
             {"name": "merged", "kind": "merged", "model": exports["merged"]},
             {"name": "int8", "kind": "int8", "model": exports["int8"]},
+            {"name": "merged+repair", "kind": "merged", "model": exports["merged"], "repair_rounds": 1},
             {"name": "http", "kind": "http", "url": "", "api_model": "canned", "api_key_env": "SQLTUNE_TEST_TOKEN"},
             {"name": "http-down", "kind": "http", "url": f"http://127.0.0.1:{free_port()}", "retries": 0,
              "timeout_s": 2},
@@ -98,7 +99,7 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, tiny_base, tiny_
     before = _sha(db)
     monkeypatch.setenv("SQLTUNE_TEST_TOKEN", TOKEN)
     with CannedServer(answers, token=TOKEN) as server:
-        cfg_dict["variants"][4]["url"] = server.url
+        cfg_dict["variants"][5]["url"] = server.url
         result = run_evaluation(EvalConfig.from_dict(cfg_dict), progress=False)
         assert len(server.requests) == 24
         assert all(r["temperature"] == 0 and r["model"] == "canned" for r in server.requests)
@@ -119,7 +120,7 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, tiny_base, tiny_
     assert v["http-down"]["status"] == "failed" and "unreachable" in v["http-down"]["error"]
     assert v["broken"]["status"] == "failed" and "no-such-model" in v["broken"]["error"]
     assert [f["variant"] for f in report["failures"]] == ["http-down", "broken"]
-    for name in ("base", "adapter", "merged", "int8", "http"):
+    for name in ("base", "adapter", "merged", "int8", "merged+repair", "http"):
         assert v[name]["status"] == "ok", (name, v[name]["error"])
         agg = v[name]["aggregate"]
         assert agg["n"] == 24 and agg["n_exec"] == 24
@@ -128,6 +129,12 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, tiny_base, tiny_
         assert set(v[name]["by_category"]) == {ex.category for ex in examples}
     assert v["int8"]["info"]["artifact_kind"] == "int8" and v["adapter"]["info"]["artifact_kind"] == "adapter"
     assert v["base"]["info"]["prompt_template"]["mode"] == "plain"
+    # The repair variant counts the tokens of every round it generated, so its tokens/s is there.
+    repair_agg = v["merged+repair"]["aggregate"]
+    assert isinstance(repair_agg["output_tokens_total"], int) and repair_agg["output_tokens_total"] > 0
+    assert repair_agg["output_tokens_total"] >= v["merged"]["aggregate"]["output_tokens_total"]
+    assert repair_agg["tokens_per_s"] > 0
+    assert v["merged+repair"]["repair"]["max_rounds"] == 1
 
     # The HTTP variant's numbers, computed by hand from the canned answers.
     agg = v["http"]["aggregate"]
@@ -146,7 +153,7 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, tiny_base, tiny_
 
     # Hostile predictions scored 0 with their category; the database is byte-for-byte unchanged.
     rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    assert len(rows) == 5 * 24 and all(set(ROW_KEYS) <= set(r) for r in rows)
+    assert len(rows) == 6 * 24 and all(set(ROW_KEYS) <= set(r) for r in rows)
     hostile = [r for r in rows if r["variant"] == "http" and r["id"] in (examples[0].id, examples[1].id)]
     assert [r["error_category"] for r in hostile] == ["not_read_only", "not_read_only"]
     assert all(r["hybrid"] == 0.0 and r["exec_match"] is False for r in hostile)
@@ -154,7 +161,7 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, tiny_base, tiny_
     assert report["dataset"]["databases"][str(db)]["unchanged"] is True
     assert report["dataset"]["gold_flagged"]["n"] == 0
 
-    # adapter vs merged (fp32 export): compared, and identical as they should be.
+    # adapter vs merged (fp32 export): compared, and identical as they should be; not vs merged+repair.
     (pair,) = report["agreement"]
     assert (pair["a"], pair["b"]) == ("adapter", "merged") and pair["n"] == 24
     print("adapter vs merged:", pair)
@@ -164,7 +171,7 @@ def test_report_for_every_variant_kind(local_ray, embedded_dir, tiny_base, tiny_
     assert "| Model | Parseable | Exact | Exec (95% CI) | p50 | p95 |" in md
     assert "| http-down | failed |" in md and "| broken | failed |" in md
     assert "## Execution accuracy per category" in md and "## Failed variants" in md
-    for name in ("base", "adapter", "merged", "int8", "http"):
+    for name in ("base", "adapter", "merged", "int8", "merged+repair", "http"):
         assert f"| {name} |" in md
 
 

@@ -18,6 +18,12 @@ from sqltune.prompts import render_prompt, statement_stop
 
 log = logging.getLogger(__name__)
 
+DEFAULT_MAX_NEW_TOKENS = 288
+"""Generation limit of :class:`LocalModel` and ``sqltune ask --max-new-tokens``: room for the longest gold
+query of the embedded set (280 tokens of the demo's tokenizer in its PostgreSQL form, 266 in SQLite) and
+the end-of-turn token, the limit the demo's evaluation (``jobs/configs/eval-tiny.yaml``) decodes with.
+Decoding stops at the end of the first statement, so a well-formed answer never pays for the room."""
+
 
 @dataclass
 class Timing:
@@ -31,7 +37,7 @@ class LocalModel:
     """Loaded model + tokenizer + template + engine; call it with conversations and their sampling."""
 
     def __init__(self, uri: str, *, base_uri: str | None = None, precision: str = "auto", device: str = "auto",
-                 max_new_tokens: int = 256, slots: int = 8, seq_len: int = 4096):
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, slots: int = 8, seq_len: int = 4096):
         from sqltune.generation import EngineConfig
         from sqltune.generation.engine import build_engine
         from sqltune.generation.generate import stop_token_ids

@@ -17,7 +17,9 @@ execution results (self-consistency): the largest group of identical results win
 earliest candidate (the greedy one).
 
 The loop knows nothing about models: a *generate* function turns chat conversations (and their
-:class:`Sampling`) into texts. :class:`RepairSession` is the loop as a state machine (what to generate
+:class:`Sampling`) into texts, or into :class:`Generated` texts that carry their token counts, which the
+candidates keep so that a result knows what its rounds cost (:attr:`RepairResult.output_tokens`).
+:class:`RepairSession` is the loop as a state machine (what to generate
 next, then the texts), so callers batch the generation of many sessions together (evaluation) or await
 it (the server); :func:`repair` and :func:`repair_many` drive sessions with a synchronous generate
 function.
@@ -29,7 +31,7 @@ import contextlib
 import re
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,7 @@ __all__ = [
     "MAX_CANDIDATES",
     "MAX_ROUNDS",
     "Candidate",
+    "Generated",
     "RepairConfig",
     "RepairResult",
     "RepairSession",
@@ -80,8 +83,20 @@ class RepairConfig(Config):
 
 
 Conversation = list[dict[str, str]]
-Generate = Callable[[list[Conversation], list[Sampling]], list[str]]
-"""(conversations, their sampling) -> one generated text per conversation."""
+
+
+@dataclass(frozen=True)
+class Generated:
+    """One generation with what it cost, in the model's tokens (None: not counted)."""
+
+    text: str
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+Generate = Callable[[list[Conversation], list[Sampling]], Sequence[str | Generated]]
+"""(conversations, their sampling) -> one generation per conversation, in order: its text, or a
+:class:`Generated` with its token counts."""
 
 
 @dataclass
@@ -143,6 +158,10 @@ class Candidate:
     truncated: bool = False
     check_ms: float = 0.0
     sampled: bool = False
+    prompt_tokens: int | None = None
+    """Tokens of the prompt it was generated from (None: the generate function did not count them)."""
+    output_tokens: int | None = None
+    """Tokens generated for it (None: not counted)."""
 
     def passed(self, retry_on_empty: bool) -> bool:
         return self.status == "ok" or (self.status == "empty" and not retry_on_empty)
@@ -287,6 +306,18 @@ class RepairResult:
         """The first round failed and a later one passed (the loop only goes on after a failure)."""
         return self.passed and len(self.rounds) > 1
 
+    @property
+    def prompt_tokens(self) -> int | None:
+        """Prompt tokens of every generation of every round (each repair round prefills its longer
+        conversation again); None when the generate function did not count one of them."""
+        return _total(c.prompt_tokens for r in self.rounds for c in r.candidates)
+
+    @property
+    def output_tokens(self) -> int | None:
+        """Tokens generated over every round and candidate: what the answer cost, repairs included;
+        None when the generate function did not count one of them."""
+        return _total(c.output_tokens for r in self.rounds for c in r.candidates)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "sql": self.sql,
@@ -295,6 +326,11 @@ class RepairResult:
             "rounds_used": self.rounds_used,
             "rounds": [r.to_dict() for r in self.rounds],
         }
+
+
+def _total(counts: Iterable[int | None]) -> int | None:
+    values = list(counts)
+    return None if not values or any(v is None for v in values) else sum(values)  # type: ignore[arg-type]
 
 
 def _vote(cands: list[Candidate], retry_on_empty: bool) -> tuple[int, dict[str, int]]:
@@ -362,7 +398,9 @@ class RepairSession:
 
     # -- checking -----------------------------------------------------------------------------------
 
-    def submit(self, texts: Sequence[str], generate_ms: float | None = None) -> None:
+    def submit(self, texts: Sequence[str | Generated], generate_ms: float | None = None) -> None:
+        """Check this round's generations (texts, or :class:`Generated` with their token counts), in the
+        order of :meth:`requests`."""
         if len(texts) != len(self._pending):
             raise ValueError(f"expected {len(self._pending)} generations, got {len(texts)}")
         now = time.perf_counter()
@@ -370,8 +408,10 @@ class RepairSession:
         t0 = time.perf_counter()
         cands = []
         for text, (_, sampling) in zip(texts, self._pending):
-            cand = check_candidate(text, self.target, self.cfg)
+            gen = text if isinstance(text, Generated) else Generated(text)
+            cand = check_candidate(gen.text, self.target, self.cfg)
             cand.sampled = not sampling.greedy
+            cand.prompt_tokens, cand.output_tokens = gen.prompt_tokens, gen.output_tokens
             cands.append(cand)
         chosen, votes = _vote(cands, self.cfg.retry_on_empty)
         rnd = Round(index=len(self.rounds), candidates=cands, chosen=chosen, generate_ms=gen_ms,
@@ -407,7 +447,9 @@ def repair_many(
     generate: Generate, items: Sequence[tuple[Conversation, Target]], cfg: RepairConfig | None = None
 ) -> list[RepairResult]:
     """Run the loop for many questions; each round's generations of every open session go to
-    ``generate`` together (one batch), so a batched model decodes them side by side."""
+    ``generate`` together (one batch), so a batched model decodes them side by side. Its answers are
+    matched to sessions by position, so token counts returned as :class:`Generated` land on the session
+    (and candidate) they were generated for."""
     sessions = [RepairSession(m, t, cfg) for m, t in items]
     while True:
         open_ = [s for s in sessions if not s.done]

@@ -162,7 +162,8 @@ class AgreementConfig(Config):
     """Variants that should behave identically (adapter vs merged) are compared and flagged."""
 
     pairs: list[list[str]] = param(
-        [], "Pairs of variant names to compare, e.g. [[adapter, merged]]; empty: every adapter x merged pair."
+        [], "Pairs of variant names to compare, e.g. [[adapter, merged]]; empty: every adapter x merged pair "
+        "(variants with repair_rounds left out)."
     )
     max_disagreement: float = param(0.05, "Flag a pair when more than this share of outputs differ.", min=0.0, max=1.0)
     max_accuracy_diff: float = param(0.02, "Flag a pair when execution accuracies differ by more than this.", min=0.0, max=1.0)
@@ -250,6 +251,7 @@ class EvalConfig(Config):
     def agreement_pairs(self) -> list[tuple[str, str]]:
         if self.agreement.pairs:
             return [(a, b) for a, b in self.agreement.pairs]
-        adapters = [v.name for v in self.variants if v.kind == "adapter"]
-        merged = [v.name for v in self.variants if v.kind == "merged"]
+        # A repair variant answers differently from the same model without repair, by design: not a pair.
+        adapters = [v.name for v in self.variants if v.kind == "adapter" and not v.repair_rounds]
+        merged = [v.name for v in self.variants if v.kind == "merged" and not v.repair_rounds]
         return [(a, m) for a in adapters for m in merged]

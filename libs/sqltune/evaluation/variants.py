@@ -125,18 +125,22 @@ class LocalVariant:
 
     def _repair_generate(self, items: list[dict[str, Any]], max_new_tokens: int) -> list[Output]:
         """The execute-and-repair loop over the batch (each round's open examples decoded together);
-        every row's latency is the batch's wall time, as with generate()."""
-        from sqltune.agent.repair import RepairConfig, repair_many, target_for
+        every row's latency is the batch's wall time, as with generate(). Its token counts are summed
+        over every round the example took: every token decoded in the variant's wall time counts, so
+        tokens/s means what it means for a variant without repair."""
+        from sqltune.agent.repair import Generated, RepairConfig, repair_many, target_for
         from sqltune.generation.generate import generate_batch
         from sqltune.prompts import build_messages, render_prompt
 
         tok = self.loaded.tokenizer
 
-        def generate(conversations: list[list[dict[str, str]]], _samplings: list[Any]) -> list[str]:
+        def generate(conversations: list[list[dict[str, str]]], _samplings: list[Any]) -> list[Generated]:
             prompts = [render_prompt(tok, c) for c in conversations]
             if self.engine is not None:
-                return [o.text for o in self._engine_generate(prompts, max_new_tokens)]
-            return [g.text for g in generate_batch(self.loaded.model, tok, prompts, max_new_tokens=max_new_tokens)]
+                outs = self._engine_generate(prompts, max_new_tokens)
+            else:
+                outs = generate_batch(self.loaded.model, tok, prompts, max_new_tokens=max_new_tokens)
+            return [Generated(o.text, o.prompt_tokens, o.output_tokens) for o in outs]
 
         start = time.perf_counter()
         with contextlib.ExitStack() as stack:
@@ -148,7 +152,8 @@ class LocalVariant:
             ]
             results = repair_many(generate, sessions, RepairConfig(max_rounds=self.cfg.repair_rounds))
         wall = time.perf_counter() - start
-        return [Output(r.final.raw, wall, repair_rounds=r.rounds_used, repair_passed=r.passed) for r in results]
+        return [Output(r.final.raw, wall, r.prompt_tokens, r.output_tokens, repair_rounds=r.rounds_used,
+                       repair_passed=r.passed) for r in results]
 
     def _engine_generate(self, prompts: list[str], max_new_tokens: int) -> list[Output]:
         from sqltune.generation.generate import stop_token_ids
