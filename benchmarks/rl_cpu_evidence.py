@@ -13,7 +13,7 @@ step 0 and then every ``--eval-every`` steps: greedy decoding of every validatio
 sandboxed hybrid reward (1.0 on an execution match, else 0.7 x ROUGE-L). The JSON also records every GRPO
 step's sampled reward and the share of its groups whose completions scored differently (only those carry a
 learning signal), and each validation question's greedy answer from the SFT and the SFT+GRPO adapters,
-decoded again after the runs from the published adapters.
+decoded again after the runs from the published adapters (for reading; the in-run evals are the result).
 
 ``--sft-only`` stops after SFT and records its adapter's validation answers: a cheap way to pick a starting
 point (GRPO needs one whose samples sometimes execute correctly).
@@ -221,7 +221,9 @@ def main() -> int:
         "validation_exec_accuracy_before": evals[0]["eval_exec_accuracy"],
         "validation_exec_accuracy_after": evals[-1]["eval_exec_accuracy"],
         "total_wall_s": round(time.time() - t0, 1),
-        # Greedy answers decoded again after the runs from the published adapters (the NF4 base, as trained).
+        # Greedy answers decoded again after the runs from the published adapters: the NF4 base as trained, but
+        # in the loader's compute dtype (bf16 on CPUs that have it), so a score can differ slightly from the
+        # last in-run eval, which is the result.
         "validation_answers": answers,
     }
     print(json.dumps(out, indent=2))
