@@ -9,9 +9,18 @@ from sqltune.k8s.localray import LocalRay, is_loopback, listening_sockets, own_r
 pytestmark = pytest.mark.ray
 
 
+def _client_servers() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if "ray.util.client.server" in (p.info["cmdline"] or [])}
+
+
 def test_local_ray_head_listens_on_loopback_only(tmp_path):
+    before = _client_servers()
     with LocalRay(tmp_path / "ray", num_cpus=1) as ray:
         sockets = listening_sockets(own_ray_processes(ray.temp_dir))
+    # Nothing of the head outlives stop(): no Ray client server is started (its process would not be found).
+    assert _client_servers() <= before
     names = {name for _, _, name in sockets}
     assert "gcs_server" in names and "raylet" in names, sockets  # the head's own servers were seen
     exposed = [s for s in sockets if not is_loopback(s[0])]

@@ -191,7 +191,7 @@ class LocalRay:
         self.started = True  # from here on, a failure still stops whatever part of the head came up
         out = None
         for attempt in range(1, self.start_attempts + 1):
-            agent, grpc, metrics, runtime_env, gcs, dash, client = free_ports(7)
+            agent, grpc, metrics, runtime_env, gcs, dash = free_ports(6)
             port = self.port or gcs
             dashboard = self.dashboard_port or dash
             out = self.run(
@@ -210,7 +210,9 @@ class LocalRay:
                     f"--dashboard-agent-grpc-port={grpc}",
                     f"--metrics-export-port={metrics}",
                     f"--runtime-env-agent-port={runtime_env}",
-                    f"--ray-client-server-port={client}",
+                    # No Ray client server (nothing here connects through ray://): its process carries
+                    # no --temp-dir, so stop() could not find it and it outlived the head.
+                    "--ray-client-server-port=0",
                 ],
                 check=False,
             )
