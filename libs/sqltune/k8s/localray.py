@@ -88,14 +88,16 @@ def auth_token_file(work: Path) -> Path:
     return path
 
 
-def own_ray_processes(temp_dir: str) -> list:
-    """Processes started with ``temp_dir`` on their command line, and their descendants (not this one)."""
+def own_ray_processes(temp_dir: str, markers: tuple[str, ...] = ()) -> list:
+    """Processes started with ``temp_dir`` on their command line (or one of ``markers`` as an argument), and
+    their descendants (not this one)."""
     import psutil
 
     roots = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if any(temp_dir in part for part in (proc.info["cmdline"] or [])):
+            cmdline = proc.info["cmdline"] or []
+            if any(temp_dir in part for part in cmdline) or any(m in cmdline for m in markers):
                 roots.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -109,11 +111,12 @@ def own_ray_processes(temp_dir: str) -> list:
     return list(procs.values())
 
 
-def stop_own_ray(temp_dir: str, timeout: float = 20.0) -> int:
-    """Terminate (then kill) the processes of the Ray head started with ``temp_dir``; returns how many."""
+def stop_own_ray(temp_dir: str, timeout: float = 20.0, markers: tuple[str, ...] = ()) -> int:
+    """Terminate (then kill) the processes of the Ray head started with ``temp_dir`` (and those with one of
+    ``markers`` as an argument); returns how many."""
     import psutil
 
-    procs = own_ray_processes(temp_dir)
+    procs = own_ray_processes(temp_dir, markers)
     for proc in procs:
         try:
             proc.terminate()
@@ -150,6 +153,7 @@ class LocalRay:
         self.num_cpus = num_cpus
         self.port = port
         self.dashboard_port = dashboard_port
+        self.gcs_port: int | None = None  # the head's GCS port once started
         self.cwd = cwd
         self.start_attempts = start_attempts
         self.env = dict(os.environ if env is None else env)
@@ -191,7 +195,7 @@ class LocalRay:
         self.started = True  # from here on, a failure still stops whatever part of the head came up
         out = None
         for attempt in range(1, self.start_attempts + 1):
-            agent, grpc, metrics, runtime_env, gcs, dash = free_ports(6)
+            agent, grpc, metrics, runtime_env, gcs, dash, client = free_ports(7)
             port = self.port or gcs
             dashboard = self.dashboard_port or dash
             out = self.run(
@@ -210,14 +214,13 @@ class LocalRay:
                     f"--dashboard-agent-grpc-port={grpc}",
                     f"--metrics-export-port={metrics}",
                     f"--runtime-env-agent-port={runtime_env}",
-                    # No Ray client server (nothing here connects through ray://): its process carries
-                    # no --temp-dir, so stop() could not find it and it outlived the head.
-                    "--ray-client-server-port=0",
+                    f"--ray-client-server-port={client}",
                 ],
                 check=False,
             )
             if out.returncode == 0:
                 self.dashboard_port = dashboard
+                self.gcs_port = port
                 self.env["RAY_ADDRESS"] = self.address
                 return self
             # a port taken between choosing and binding it, or a raylet that did not register within Ray's
@@ -236,7 +239,9 @@ class LocalRay:
             return
         if self.dashboard_port:
             self.run([bin_path("serve"), "shutdown", "-y", "-a", self.address], check=False, timeout=120)
-        n = stop_own_ray(self.temp_dir)
+        # The Ray client server's command line has no --temp-dir, only the head's address.
+        markers = (f"--address=127.0.0.1:{self.gcs_port}",) if self.gcs_port else ()
+        n = stop_own_ray(self.temp_dir, markers=markers)
         if n:
             log.info("stopped the local Ray head %s (%d processes)", self.temp_dir, n)
         self.started = False
