@@ -406,7 +406,9 @@ def bench_http(
     for spec in filter(None, (v.strip() for v in str(opts.http_variants or "").split(";"))):
         label, _, kvs = spec.partition(":")
         overrides = {}
-        for kv in filter(None, (x.strip() for x in kvs.split(","))):
+        if kvs.strip().startswith("{"):  # a YAML mapping, merged into the args (nested deployment options)
+            overrides = yaml.safe_load(kvs)
+        for kv in filter(None, (x.strip() for x in kvs.split(","))) if not overrides else ():
             key, _, value = kv.partition("=")
             overrides[key.strip()] = yaml.safe_load(value)
         runs.append((f"sqltune via Ray Serve HTTP [{label.strip()}: {kvs.strip()}]", counts[0], overrides, False))
@@ -523,6 +525,16 @@ def run_clients(base: str, texts: list[str], c: int, n_req: int, new_tokens: int
     return lat, toks, last - t0
 
 
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` into ``base``, mappings merged key by key (a variant changes one deployment option only)."""
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
 def server_timing(header: str) -> dict[str, float]:
     """``queue;dur=1.2, ttft;dur=3.4`` -> {"queue": 1.2, "ttft": 3.4} (the server's Server-Timing header)."""
     out = {}
@@ -572,7 +584,7 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
             "ray_actor_options": {"num_cpus": 1},
         },
     }
-    args.update(overrides)  # a variant: ServeArgs fields (e.g. admit_wait_s=0.03)
+    merge(args, overrides)  # a variant: ServeArgs fields (e.g. admit_wait_s=0.03), nested ones merged
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     if n_ingress == opts.http_ingress_first:
@@ -714,7 +726,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="prefix cache rows of the engine and the replica (EngineConfig.prefix_cache; 0: off)")
     ap.add_argument("--http-variants", default="",
                     help="more HTTP runs, each with server args changed: 'name:key=value,key=value;name2:...' "
-                         "(e.g. 'admit:admit_wait_s=0.03'); each runs the single-request latency and the top level")
+                         "(e.g. 'admit:admit_wait_s=0.03'), or 'name:{YAML mapping}' merged into the args (e.g. "
+                         "'loop:{model_deployment: {ray_actor_options: {runtime_env: {env_vars: "
+                         "{RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD: \"0\"}}}}}'); each runs the single-request "
+                         "latency and the top level")
     ap.add_argument(
         "--out", default=None, help="write the JSON here (default benchmarks/results/serve-*.json)"
     )
