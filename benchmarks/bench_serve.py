@@ -224,6 +224,29 @@ def bench_generate(model, prompts, new_tokens, levels, n_latency, device, static
 # ---------------------------------------------------------------------------------------- (b) engine
 
 
+def level_record(tokens: int, n_req: int, wall: float, lat: list[float], st: dict, mode: str) -> dict:
+    """One concurrency level's figures: throughput and latency from the clients, the rest from the engine's
+    stats (in-process, or a replica's through /v1/stats)."""
+    sizes = {int(k): v for k, v in (st.get("decode_batch_sizes") or {}).items()}
+    steps = sum(sizes.values()) or 1
+    return {
+        "tokens_per_s": tokens / wall,
+        "requests": n_req,
+        "wall_s": wall,
+        "latency_p50_s": pct(lat, 50),
+        "latency_p95_s": pct(lat, 95),
+        "mean_decode_batch": sum(k * v for k, v in sizes.items()) / steps,
+        "prefill_s": st.get("prefill_s"),
+        "decode_s": st.get("decode_s"),
+        "decode_steps": st.get("decode_steps"),
+        "mixed_steps": st.get("mixed_steps"),
+        "prefill_batches": st.get("prefill_batch_sizes"),
+        "prefill_tokens": st.get("prefill_tokens"),
+        "prefix_hit_tokens": st.get("prefix_hit_tokens"),
+        "mode": mode,
+    }
+
+
 def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, opts, eng=None) -> dict:
     """``eng``: an engine already warmed up (profile_serve.py reuses its own); else one is built here."""
     from sqltune.generation import EngineConfig, GenRequest
@@ -308,24 +331,9 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
                 t.join()
             wall = time.perf_counter() - t0
             st = eng.stats()
-            sizes = {int(k): v for k, v in st["decode_batch_sizes"].items()}
-            steps = sum(sizes.values()) or 1
-            res["throughput"][str(c) + tag] = {
-                "tokens_per_s": tokens[0] / wall,
-                "requests": n_req,
-                "wall_s": wall,
-                "latency_p50_s": pct(done_lat, 50),
-                "latency_p95_s": pct(done_lat, 95),
-                "mean_decode_batch": sum(k * v for k, v in sizes.items()) / steps,
-                "prefill_s": st.get("prefill_s"),
-                "decode_s": st.get("decode_s"),
-                "decode_steps": st.get("decode_steps"),
-                "mixed_steps": st.get("mixed_steps"),
-                "prefill_batches": st.get("prefill_batch_sizes"),
-                "prefill_tokens": st.get("prefill_tokens"),
-                "prefix_hit_tokens": st.get("prefix_hit_tokens"),
-                "mode": "closed-loop clients",
-            }
+            res["throughput"][str(c) + tag] = level_record(
+                tokens[0], n_req, wall, done_lat, st, "closed-loop clients"
+            )
             log(
                 f"engine c={c}{tag}: {tokens[0] / wall:,.0f} tok/s, p50 {pct(done_lat, 50):.3f}s, "
                 f"prefill {st.get('prefill_s', 0):.3f}s decode {st.get('decode_s', 0):.3f}s of {wall:.3f}s"
@@ -630,23 +638,8 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
         lat, toks, wall = run_level(c, n_req)
         assert toks == n_req * new_tokens, (toks, n_req)
         st = httpx.get(f"{base}/v1/stats", timeout=30).json().get("engine", {})
-        sizes = {int(k): v for k, v in (st.get("decode_batch_sizes") or {}).items()}
-        steps = sum(sizes.values()) or 1
         res["throughput"][str(c)] = {
-            "tokens_per_s": toks / wall,
-            "requests": n_req,
-            "wall_s": wall,
-            "latency_p50_s": pct(lat, 50),
-            "latency_p95_s": pct(lat, 95),
-            "mean_decode_batch": sum(k * v for k, v in sizes.items()) / steps,
-            "prefill_s": st.get("prefill_s"),
-            "decode_s": st.get("decode_s"),
-            "decode_steps": st.get("decode_steps"),
-            "mixed_steps": st.get("mixed_steps"),
-            "prefill_batches": st.get("prefill_batch_sizes"),
-            "prefill_tokens": st.get("prefill_tokens"),
-            "prefix_hit_tokens": st.get("prefix_hit_tokens"),
-            "mode": "closed-loop HTTP clients",
+            **level_record(toks, n_req, wall, lat, st, "closed-loop HTTP clients"),
             "server_timing_mean_ms": {k: round(sum(v) / len(v), 2) for k, v in parts.items() if v},
         }
         log(f"http c={c}: {toks / wall:,.0f} tok/s, p50 {pct(lat, 50):.3f}s; engine prefill "
