@@ -28,9 +28,11 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from sqltune.k8s.localray import LocalRay
-from sqltune.log import setup_logging
+from machine import cpu_model  # noqa: E402
+from sqltune.k8s.localray import LocalRay  # noqa: E402
+from sqltune.log import setup_logging  # noqa: E402
 
 RAY_TEMP = "/tmp/sqltune-bench-repair-ray"  # short: Ray puts unix sockets under it
 
@@ -76,16 +78,6 @@ def flips(predictions: Path, base: str, repaired: str) -> dict:
     return {"compared": len(ids),
             "fixed": sum(1 for i in ids if not match[base][i] and match[repaired][i]),
             "broken": sum(1 for i in ids if match[base][i] and not match[repaired][i])}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> int:

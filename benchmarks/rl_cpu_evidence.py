@@ -31,6 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import cpu_model  # noqa: E402
 
 TABLES = [
     ("ships", "name", "tonnage"), ("farms", "region", "hectares"), ("donations", "donor", "amount"),
@@ -64,17 +67,6 @@ def build_dataset(path: Path, seed: int = 0, tables: int = 10) -> Path:
                          "sql_context": ctx, "sql": sql.format(t=t, c=c, n=n)})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-def _cpu_model() -> str:
-    """The CPU's model name (platform.processor() is empty on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or ""
 
 
 def validation_answers(adapter: str, examples: list) -> list[dict]:
@@ -202,7 +194,7 @@ def main() -> int:
              for h in grpo.metrics["history"] if "train_reward" in h]
     out = {
         "benchmark": "rl_cpu_evidence", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()} {_cpu_model()}".strip(), "cpus": args.cpus,
+        "machine": f"{platform.machine()} {cpu_model()}".strip(), "cpus": args.cpus,
         "command": "python benchmarks/rl_cpu_evidence.py " + " ".join(sys.argv[1:]),
         "dataset": {"examples": args.tables * len(TEMPLATES), **grpo.metrics["dataset"]},
         "model": {"shape": shape.to_dict(), "mode": "qlora", "lora_r": 16},
