@@ -10,7 +10,6 @@ production path: Ray Train TorchTrainer, NF4 QLoRA, paged 8-bit AdamW, checkpoin
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -18,30 +17,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
-def build_base(dataset: Path, out: Path) -> Path:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from sqltune.models.tiny import train_tokenizer
-
-    if (out / "config.json").is_file():
-        return out
-    texts = []
-    for line in (dataset / "examples.jsonl").read_text().splitlines():
-        ex = json.loads(line)
-        texts += [ex["question"], ex["schema"], ex["sql"]]
-    tok = train_tokenizer(texts, 4096)
-    cfg = Qwen2Config(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                      num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=32768,
-                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = Qwen2ForCausalLM(cfg).to(torch.bfloat16)
-    model.save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return out
+import bench_train  # noqa: E402
 
 
 def main() -> int:
@@ -54,7 +32,8 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     t0 = time.time()
-    base = build_base(Path(args.dataset), out / "base-3b")
+    # The same random-weight Qwen2.5-3B-shaped base as make bench-train's job arm.
+    base = bench_train.write_base(bench_train.QWEN25_3B, Path(args.dataset), out / "base-3b", "cuda")
     print(f"base model ready in {time.time() - t0:.0f}s", flush=True)
     cmd = [sys.executable, "-m", "jobs.train", "--config", args.config, f"model.base={base}",
            f"data.source={args.dataset}", f"output_uri={out / 'runs'}", f"run_name=gpu-{args.workers}w",
