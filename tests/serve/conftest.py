@@ -153,11 +153,10 @@ def server(ray_serve, taught_model, shop_db) -> dict:
         "model_name": "sqltune-tiny",
         "max_batch_size": 8,
         "batch_wait_timeout_s": 0.02,
-        # Admission batching, the prefix cache and the replica's switch interval on: answers must not
-        # change with them (the requests share their system prompt and schema).
+        # Admission batching and the prefix cache on: answers must not change with them (the requests
+        # share their system prompt and schema).
         "admit_wait_s": 0.01,
         "prefix_cache": 2,
-        "switch_interval_s": 0.001,
         "default_max_new_tokens": 32,
         "max_new_tokens_cap": 64,
         "max_question_tokens": 64,

@@ -54,13 +54,6 @@ class ServeArgs(Config):
         min=0,
         max=256,
     )
-    switch_interval_s: float = param(
-        0.0,
-        "Python's thread switch interval in the replica process (0: Python's 5 ms); shorter lets the "
-        "engine thread take the interpreter back sooner from request handling.",
-        min=0,
-        max=0.1,
-    )
     max_seq_len: int = param(0, "KV-cache length per slot in tokens (0: the prompt and output caps).", min=0)
     decode_chunk: int = param(
         0,

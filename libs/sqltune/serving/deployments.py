@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -161,12 +160,7 @@ class SQLModel:
         from sqltune.serving.replica import ModelServer
 
         setup_logging()  # this replica process's entry point
-        cfg = ServeArgs.from_args(args)
-        if cfg.switch_interval_s:
-            # The engine thread gives the interpreter up at every device sync; request handling in this
-            # process may keep it for up to the switch interval before the engine runs again.
-            sys.setswitchinterval(cfg.switch_interval_s)
-        self.server = ModelServer(cfg)
+        self.server = ModelServer(ServeArgs.from_args(args))
         self.metrics = EngineMetrics()
         self.server.engine.on_batch = self.metrics.on_batch
 
