@@ -45,6 +45,9 @@ sys.path.insert(0, str(ROOT / "libs"))
 
 import torch  # noqa: E402
 
+import cold_start  # noqa: E402  (benchmarks/cold_start.py, beside this file)
+from sqltune.serving.config import RAY_SERVE_ENV  # noqa: E402
+
 
 # ------------------------------------------------------------------------------------------ helpers
 
@@ -385,13 +388,32 @@ def _worker_pythonpath() -> list[str]:
 def bench_http(
     model_dir: str, texts: list[str], prompt_len, new_tokens, levels, n_latency, rounds, device, opts
 ) -> dict[str, dict]:
-    """One result per ingress replica count in ``--http-ingress-replicas`` (the first is the headline);
-    the app is redeployed between them."""
+    """One result per ingress replica count in ``--http-ingress-replicas`` (the first is the headline) and
+    per ``--http-variants`` setting, on the first of ``--ray-transport``; each further transport gets the
+    headline run again on a Ray started anew (Ray Serve reads its transport when its processes start)."""
+    transports = [t.strip() for t in str(opts.ray_transport).split(",") if t.strip()]
+    out: dict[str, dict] = {}
+    for i, transport in enumerate(transports):
+        out.update(
+            _http_on_ray(model_dir, texts, prompt_len, new_tokens, levels, n_latency, rounds, device, opts,
+                         transport, everything=i == 0, label="" if i == 0 else f" [{transport} transport]")
+        )
+    return out
+
+
+def _http_on_ray(model_dir, texts, prompt_len, new_tokens, levels, n_latency, rounds, device, opts,
+                 transport: str, everything: bool, label: str) -> dict[str, dict]:
     import ray
     from ray import serve
 
     cuda = device.startswith("cuda")
     counts = [int(x) for x in str(opts.http_ingress_replicas).split(",") if x.strip()]
+    # Set before Ray starts, as a cluster's pods have it: Ray's processes inherit this environment.
+    for key, value in RAY_SERVE_ENV.items():
+        if transport == "grpc":
+            os.environ[key] = value
+        else:
+            os.environ.pop(key, None)
     ray.init(
         # logical CPUs: the model replica's 2 and one per ingress replica must fit, even on a small machine
         num_cpus=max(4, os.cpu_count() or 4, 3 + max(counts)),
@@ -408,18 +430,18 @@ def bench_http(
     opts.http_ingress_first = counts[0]
     out: dict[str, dict] = {}
     runs = [
-        ("sqltune via Ray Serve HTTP" + (f" (ingress x{n})" if len(counts) > 1 else ""), n, {}, i == 0)
-        for i, n in enumerate(counts)
+        ("sqltune via Ray Serve HTTP" + (f" (ingress x{n})" if len(counts) > 1 else "") + label, n, {}, i == 0)
+        for i, n in enumerate(counts if everything else counts[:1])
     ]
-    for spec in filter(None, (v.strip() for v in str(opts.http_variants or "").split(";"))):
-        label, _, kvs = spec.partition(":")
+    for spec in filter(None, (v.strip() for v in str(opts.http_variants or "").split(";") if everything)):
+        name, _, kvs = spec.partition(":")
         overrides = {}
         if kvs.strip().startswith("{"):  # a YAML mapping, merged into the args (nested deployment options)
             overrides = yaml.safe_load(kvs)
         for kv in filter(None, (x.strip() for x in kvs.split(","))) if not overrides else ():
             key, _, value = kv.partition("=")
             overrides[key.strip()] = yaml.safe_load(value)
-        runs.append((f"sqltune via Ray Serve HTTP [{label.strip()}: {kvs.strip()}]", counts[0], overrides, False))
+        runs.append((f"sqltune via Ray Serve HTTP [{name.strip()}: {kvs.strip()}]", counts[0], overrides, False))
     try:
         for name, n_ingress, overrides, headline in runs:
             try:
@@ -428,6 +450,7 @@ def bench_http(
                     n_latency if headline or overrides else 0, rounds, cuda, opts, port, top, n_ingress,
                     overrides,
                 )
+                out[name]["ray_transport"] = transport
             except Exception as exc:  # noqa: BLE001 - report and go on with the next setting
                 traceback.print_exc()
                 out[name] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -693,9 +716,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=4, help="requests per client at each concurrency level")
     ap.add_argument(
         "--only",
-        default="generate,engine,http",
-        help="comma list of sections: generate, generate-static, engine, http",
+        default="generate,engine,http,cold",
+        help="comma list of sections: generate, generate-static, engine, http, cold (serve run from no Ray "
+             "to ready: benchmarks/cold_start.py)",
     )
+    ap.add_argument("--cold-repeats", type=int, default=2, help="cold starts measured in the cold section")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="engine torch.compile")
     ap.add_argument("--no-graphs", action="store_true", help="engine without CUDA graphs")
     ap.add_argument("--mixed-prefill", action="store_true",
@@ -723,10 +748,17 @@ def main(argv: list[str] | None = None) -> int:
                          "'loop:{model_deployment: {ray_actor_options: {runtime_env: {env_vars: "
                          "{RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD: \"0\"}}}}}'); each runs the single-request "
                          "latency and the top level")
+    ap.add_argument("--ray-transport", default="grpc",
+                    help="how Ray Serve carries the proxy -> ingress -> replica calls: grpc (sqltune's clusters, "
+                         "RAY_SERVE_ENV) or actor (Ray's default: Ray actor calls); 'grpc,actor' runs the "
+                         "headline HTTP setting again on the second, on a Ray started anew")
     ap.add_argument(
         "--out", default=None, help="write the JSON here (default benchmarks/results/serve-*.json)"
     )
     opts = ap.parse_args(argv)
+    bad = [t for t in opts.ray_transport.split(",") if t.strip() not in ("grpc", "actor")]
+    if bad:
+        ap.error(f"--ray-transport: {', '.join(bad)} is not grpc or actor (e.g. --ray-transport grpc,actor)")
 
     device = opts.device or ("cuda" if torch.cuda.is_available() and not opts.tiny else "cpu")
     tiny = opts.tiny
@@ -790,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = None
     texts: list[str] = []
     tmp = None
-    if "http" in sections:
+    if "http" in sections or "cold" in sections:
         try:
             import ray  # noqa: F401
             from ray import serve  # noqa: F401
@@ -815,15 +847,24 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    if model_dir is not None:
+    if model_dir is not None and "http" in sections:
         section(
             "http",
             lambda: bench_http(
                 model_dir, texts, prompt_len, new_tokens, levels, n_latency, opts.rounds, device, opts
             ),
         )
-        http = results.pop("http")
-        results.update(http if "error" not in http else {"sqltune via Ray Serve HTTP": http})
+        if "http" in results:
+            http = results.pop("http")
+            results.update(http if "error" not in http else {"sqltune via Ray Serve HTTP": http})
+    cold: dict = {}
+    if model_dir is not None and "cold" in sections:
+        log("--- cold start: serve run of serve/config.yaml, no Ray running, empty compile caches")
+        try:
+            cold = cold_start.measure(model_dir, device, opts.cold_repeats)
+        except Exception as exc:  # noqa: BLE001 - report it with the rest
+            traceback.print_exc()
+            cold = {"error": f"{type(exc).__name__}: {exc}"}
     # The HTTP path is where users meet the model: it heads the table and the JSON.
     results = dict(sorted(results.items(), key=lambda kv: not kv[0].startswith("sqltune via Ray Serve HTTP")))
     if tmp is not None:
@@ -840,12 +881,14 @@ def main(argv: list[str] | None = None) -> int:
             "levels": levels,
             "shared_prefix_tokens": opts.shared_prefix,
             "http_client_processes": opts.client_procs,
+            "ray_transport": opts.ray_transport,
             "prefix_cache": opts.prefix_cache,
             "distinct_prompts": True,
             "latency_requests": n_latency,
             "rounds": opts.rounds,
         },
         "targets": {"http_p50_single_s": 0.20, "http_tokens_per_s_at_64": 8000, "http_cold_start_s": 30},
+        "cold_start": cold,
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "results": results,
@@ -874,8 +917,11 @@ def main(argv: list[str] | None = None) -> int:
         if "warmup_s" in r and r["warmup_s"]:
             extra.append(f"warm-up {r['warmup_s']:.1f}s")
         print(f"{name}: " + "; ".join(extra))
+    if cold.get("ready_s"):
+        print(f"cold start (serve run, no Ray running, empty compile caches): ready after "
+              f"{', '.join(f'{x:.1f}s' for x in cold['ready_s'])} (target {report['targets']['http_cold_start_s']}s)")
     log(f"wrote {out}")
-    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v] + (["cold"] if "error" in cold else [])
     return 1 if failed else 0
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from sqltune import __version__
 from sqltune.k8s import versions as v
+from sqltune.serving.config import RAY_SERVE_ENV
 
 from .conftest import ROOT
 
@@ -66,3 +67,39 @@ def test_manifests_use_pinned_ray_and_image_tags(rendered) -> None:
             assert images == {expected_image}, (overlay, images)
             tag = expected_image.split(":")[1]
             assert f"-ray{v.RAY_VERSION}-" in tag and tag.startswith(__version__)
+
+
+def _containers(obj) -> list[dict]:
+    """Every container of a rendered object, wherever its pod templates sit."""
+    found = []
+    if isinstance(obj, dict):
+        if isinstance(obj.get("containers"), list):
+            found += obj["containers"]
+        for value in obj.values():
+            found += _containers(value)
+    elif isinstance(obj, list):
+        for value in obj:
+            found += _containers(value)
+    return found
+
+
+@pytest.mark.parametrize("flavor", sorted(DOCKERFILES))
+def test_images_run_ray_serve_with_its_transport(flavor: str) -> None:
+    text = DOCKERFILES[flavor].read_text()
+    for key, value in RAY_SERVE_ENV.items():
+        assert re.search(rf"^\s+{key}={value}\b", text, re.M), f"{DOCKERFILES[flavor].name}: ENV {key}={value}"
+
+
+def test_ray_pods_run_ray_serve_with_its_transport(rendered) -> None:
+    """Ray Serve reads its transport when its processes start: the pod environment is where it must be."""
+    seen = 0
+    for overlay, objs in rendered.items():
+        for o in objs:
+            if o["kind"] not in ("RayJob", "RayService"):
+                continue
+            for c in _containers(o["spec"]):
+                env = {e["name"]: e.get("value") for e in c.get("env") or []}
+                for key, value in RAY_SERVE_ENV.items():
+                    assert env.get(key) == value, (overlay, o["metadata"]["name"], c["name"], key)
+                seen += 1
+    assert seen, "no Ray containers rendered"

@@ -27,6 +27,8 @@ from serve_helpers import (
     wait_ready,
 )
 
+from sqltune.serving.config import RAY_SERVE_ENV
+
 
 def _teach(model_dir: Path, schemas: list[str], steps: int = 120) -> None:
     """Fit the tiny model on PAIRS x schemas (full fine-tuning, SQL-only loss) so it answers them exactly."""
@@ -123,6 +125,8 @@ def ray_serve():
 
     started = False
     metrics_port = None
+    for k, v in RAY_SERVE_ENV.items():  # as the images and manifests run Ray Serve (before Ray starts)
+        os.environ.setdefault(k, v)
     if not ray.is_initialized():
         metrics_port = free_port()
         ray.init(

@@ -25,6 +25,7 @@ import yaml
 from sqltune import __version__
 from sqltune.errors import ConfigError
 from sqltune.k8s.versions import GPU_IMAGE, RAY_VERSION
+from sqltune.serving.config import RAY_SERVE_ENV
 
 Kind = Literal["train", "eval", "export", "pipeline"]
 
@@ -212,6 +213,8 @@ def _mounts(configmap: str | None) -> list[dict[str, Any]]:
 
 def _env(api_token: bool) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}]
+    # Read by Ray Serve's processes when they start: only the pod environment reaches the HTTP proxy.
+    env += [{"name": k, "value": v} for k, v in RAY_SERVE_ENV.items()]
     if api_token:
         env.append(
             {

@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sqltune.errors import ResourceError
+from sqltune.serving.config import RAY_SERVE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ class LocalRay:
         self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.env.update(LOOPBACK_ENV)
+        for k, v in RAY_SERVE_ENV.items():  # as in the images and manifests; a caller's own value wins
+            self.env.setdefault(k, v)
         self.env["RAY_AUTH_MODE"] = "token"
         self.env["RAY_AUTH_TOKEN_PATH"] = str(auth_token_file(self.work))
         self.started = False

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from ray import serve
@@ -21,7 +22,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from sqltune.log import setup_logging
 from sqltune.serving.api import create_app
 from sqltune.serving.backend import BackendFailure, BackendTimeout, Overloaded
-from sqltune.serving.config import ServeArgs
+from sqltune.serving.config import RAY_SERVE_ENV, ServeArgs
 from sqltune.serving.metrics import EngineMetrics
 from sqltune.serving.protocol import (
     ChatGeneration,
@@ -61,6 +62,19 @@ async def _answer(response: DeploymentResponse, what: str, timeout: float | None
         raise BackendTimeout(what) from None
     except Exception as exc:  # noqa: BLE001
         raise _translate(exc) from None
+
+
+def transport_warning(environ: Mapping[str, str]) -> str | None:
+    """What to tell an operator whose Ray processes lack :data:`RAY_SERVE_ENV` (None when all is set)."""
+    unset = {k: v for k, v in RAY_SERVE_ENV.items() if environ.get(k) != v}
+    if not unset:
+        return None
+    settings = " ".join(f"{k}={v}" for k, v in unset.items())
+    return (
+        f"Ray Serve runs without {settings}: calls between the HTTP proxy, the ingress and the model replica "
+        "go through Ray actor calls, slower than gRPC. Set it in the Ray cluster's environment before Ray "
+        "starts (sqltune's images and manifests do)."
+    )
 
 
 class RayModelBackend:
@@ -213,7 +227,15 @@ class APIIngress:
     """HTTP ingress: auth, limits, validation, SQL analysis and execution; forwards generation to SQLModel."""
 
     def __init__(self, model: DeploymentHandle, args: dict[str, Any]):
+        setup_logging()  # this replica process's entry point
         self.args = ServeArgs.from_args(args)
+        warning = transport_warning(os.environ)
+        if warning:
+            log.warning("%s", warning)
+        else:
+            # The handle was made where the app was built (the `serve run` CLI, a controller task), with that
+            # process's transport default; this replica's own environment decides the hop it makes.
+            model = model.options(_by_reference=False)
         self.backend = RayModelBackend(model)
 
     def __serve_build_asgi_app__(self):
