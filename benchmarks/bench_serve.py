@@ -921,7 +921,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cold start (serve run, no Ray running, empty compile caches): ready after "
               f"{', '.join(f'{x:.1f}s' for x in cold['ready_s'])} (target {report['targets']['http_cold_start_s']}s)")
     log(f"wrote {out}")
-    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v] + (["cold"] if "error" in cold else [])
+    failed = [k for k, v in results.items() if isinstance(v, dict) and "error" in v]
+    failed += ["cold start"] if "error" in cold else []
     return 1 if failed else 0
 
 

@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
 
-from sqltune.serving.config import RAY_SERVE_ENV  # noqa: E402
+from sqltune.serving.config import RAY_SERVE_ENV
 
 SERVE_CLI = "from ray.serve.scripts import cli; cli()"  # the `serve` console script, also for --target installs
 
@@ -96,7 +96,11 @@ def once(model_dir: str, device: str, timeout_s: float, work: Path) -> dict:
     if ready is None:
         tail = log_path.read_text()[-2000:]
         raise RuntimeError(f"not ready in {timeout_s:.0f}s (serve run exit code {proc.returncode}):\n{tail}")
-    return {"http_first_answer_s": round(first_answer, 2), "ready_s": round(ready, 2), "replica_load_s": info.get("load_s")}
+    return {
+        "http_first_answer_s": round(first_answer, 2),
+        "ready_s": round(ready, 2),
+        "replica_load_s": info.get("load_s"),
+    }
 
 
 def _stop(proc: subprocess.Popen) -> None:
