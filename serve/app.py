@@ -4,6 +4,9 @@
     serve deploy serve/config.yaml                                   # on a Ray cluster
     (Kubernetes: the RayService embeds serve/config.yaml as serveConfigV2)
 
+Start Ray with ``RAY_SERVE_USE_GRPC_BY_DEFAULT=1`` (``sqltune.serving.config.RAY_SERVE_ENV``; the images and
+manifests set it) so Ray Serve's calls between proxy, ingress and replica go over gRPC.
+
 ``build_app(args)`` validates the args (``sqltune.serving.config.ServeArgs``; a bad field is named in the
 error) and returns the application: the ``APIIngress`` FastAPI deployment in front of the ``SQLModel``
 replicas. The deployments live in ``sqltune.serving.deployments`` so Ray workers import them from the
