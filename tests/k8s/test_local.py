@@ -10,6 +10,7 @@ import pytest
 from sqltune import cli
 from sqltune.errors import ConfigError
 from sqltune.k8s import local
+from sqltune.serving.config import RAY_SERVE_ENV
 
 
 def job_objs(rendered) -> tuple[dict, list[dict]]:
@@ -28,6 +29,7 @@ def test_plan_writes_configmap_files_and_prefixes_only_mounted_paths(rendered, t
     assert plan.argv == ["python", "-m", "jobs.train", "--config", str(cfg), "train.max_steps=2"]
     assert plan.env == {
         "RAY_USAGE_STATS_ENABLED": "0",
+        **RAY_SERVE_ENV,
         "AWS_ACCESS_KEY_ID": "k",
         "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
     }
