@@ -168,6 +168,7 @@ def test_concurrent_requests_all_answered_within_the_batch_limit(server):
     stats = httpx.get(f"{server['base']}/v1/stats", headers=server["headers"]).json()
     assert max(sizes) <= stats["engine"]["max_decode_batch"] <= limit, stats
     assert stats["engine"]["errors"] == 0
+    assert stats["transport"] == "grpc"  # Ray Serve's hops, as the images and manifests run them
 
 
 # ------------------------------------------------------------------------------------------- OpenAI

@@ -30,6 +30,8 @@ SCHEMA = "CREATE TABLE t (a INTEGER);"
 class FakeBackend:
     """A backend that misbehaves on demand (slow, overloaded) or refuses like a replica (rejecting)."""
 
+    transport = "in-process"
+
     def __init__(self, mode: str = "ok"):
         self.mode = mode
         self.requests: list = []

@@ -112,11 +112,16 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
     @app.get(
         "/v1/stats",
         tags=["ops"],
-        summary="Engine batch sizes and counters (one replica) and ingress counts.",
+        summary="Engine batch sizes and counters (one replica), ingress counts, and how requests reach the "
+        "replica (transport: grpc, actor or in-process).",
         responses=error_responses(401, 500, 503, 504),
     )
     async def stats():
-        return {"engine": await state.stats(), "ingress": dict(state.metrics.counts)}
+        return {
+            "engine": await state.stats(),
+            "ingress": dict(state.metrics.counts),
+            "transport": state.backend.transport,
+        }
 
     add_sql_routes(app, state)
     add_openai_routes(app, state)

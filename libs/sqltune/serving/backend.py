@@ -38,6 +38,9 @@ BACKEND_ERRORS = (Overloaded, BackendTimeout, BackendFailure)
 
 
 class Backend(Protocol):
+    transport: str
+    """How requests reach the model replica: "grpc" or "actor" (Ray Serve's hops), or "in-process"."""
+
     async def sql(
         self, request: SqlGeneration, *, timeout: float | None = None
     ) -> Completion | Rejection: ...
@@ -62,6 +65,8 @@ class Backend(Protocol):
 class InProcessBackend:
     """A :class:`Backend` over a replica in this process (a ``ModelServer``): tests and benchmarks run
     the HTTP app and the real replica code without Ray."""
+
+    transport = "in-process"
 
     def __init__(self, replica: Any):
         self.replica = replica

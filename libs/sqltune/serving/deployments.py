@@ -80,8 +80,9 @@ def transport_warning(environ: Mapping[str, str]) -> str | None:
 class RayModelBackend:
     """The ingress's :class:`~sqltune.serving.backend.Backend` over the SQLModel deployment handle."""
 
-    def __init__(self, handle: DeploymentHandle):
+    def __init__(self, handle: DeploymentHandle, transport: str = "actor"):
         self.handle = handle
+        self.transport = transport
 
     def replicas(self) -> int | None:
         """Running replicas the handle's router knows (None before the first call, or if this Ray
@@ -232,11 +233,11 @@ class APIIngress:
         warning = transport_warning(os.environ)
         if warning:
             log.warning("%s", warning)
+            self.backend = RayModelBackend(model, "actor")
         else:
             # The handle was made where the app was built (the `serve run` CLI, a controller task), with that
             # process's transport default; this replica's own environment decides the hop it makes.
-            model = model.options(_by_reference=False)
-        self.backend = RayModelBackend(model)
+            self.backend = RayModelBackend(model.options(_by_reference=False), "grpc")
 
     def __serve_build_asgi_app__(self):
         return create_app(self.args, self.backend)
