@@ -660,7 +660,9 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
         parts.clear()
         lat, toks, wall = run_level(c, n_req)
         assert toks == n_req * new_tokens, (toks, n_req)
-        st = httpx.get(f"{base}/v1/stats", timeout=30).json().get("engine", {})
+        stats = httpx.get(f"{base}/v1/stats", timeout=30).json()
+        res["transport"] = stats.get("transport")  # as the ingress reports it
+        st = stats.get("engine", {})
         res["throughput"][str(c)] = {
             **level_record(toks, n_req, wall, lat, st, "closed-loop HTTP clients"),
             "server_timing_mean_ms": {k: round(sum(v) / len(v), 2) for k, v in parts.items() if v},

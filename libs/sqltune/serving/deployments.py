@@ -230,14 +230,13 @@ class APIIngress:
     def __init__(self, model: DeploymentHandle, args: dict[str, Any]):
         setup_logging()  # this replica process's entry point
         self.args = ServeArgs.from_args(args)
+        # The handle was made where the app was built (the `serve run` CLI, a controller task), with that
+        # process's transport default; this replica's own environment decides the hop it makes.
         warning = transport_warning(os.environ)
         if warning:
             log.warning("%s", warning)
-            self.backend = RayModelBackend(model, "actor")
-        else:
-            # The handle was made where the app was built (the `serve run` CLI, a controller task), with that
-            # process's transport default; this replica's own environment decides the hop it makes.
-            self.backend = RayModelBackend(model.options(_by_reference=False), "grpc")
+        transport = "actor" if warning else "grpc"
+        self.backend = RayModelBackend(model.options(_by_reference=bool(warning)), transport)
 
     def __serve_build_asgi_app__(self):
         return create_app(self.args, self.backend)
