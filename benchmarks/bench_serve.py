@@ -722,7 +722,7 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of sections: generate, generate-static, engine, http, cold (serve run from no Ray "
              "to ready: benchmarks/cold_start.py)",
     )
-    ap.add_argument("--cold-repeats", type=int, default=2, help="cold starts measured in the cold section")
+    ap.add_argument("--cold-repeats", type=int, default=1, help="cold starts measured in the cold section")
     ap.add_argument("--compile", default="auto", choices=["auto", "on", "off"], help="engine torch.compile")
     ap.add_argument("--no-graphs", action="store_true", help="engine without CUDA graphs")
     ap.add_argument("--mixed-prefill", action="store_true",
