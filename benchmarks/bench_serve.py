@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT / "libs"))
 import torch  # noqa: E402
 
 import cold_start  # noqa: E402  (benchmarks/cold_start.py, beside this file)
+from sqltune.config import merge_mappings  # noqa: E402
 from sqltune.serving.config import RAY_SERVE_ENV  # noqa: E402
 
 
@@ -556,16 +557,6 @@ def run_clients(base: str, texts: list[str], c: int, n_req: int, new_tokens: int
     return lat, toks, last - t0
 
 
-def merge(base: dict, extra: dict) -> dict:
-    """``extra`` into ``base``, mappings merged key by key (a variant changes one deployment option only)."""
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
-        else:
-            base[key] = value
-    return base
-
-
 def server_timing(header: str) -> dict[str, float]:
     """``queue;dur=1.2, ttft;dur=3.4`` -> {"queue": 1.2, "ttft": 3.4} (the server's Server-Timing header)."""
     out = {}
@@ -615,7 +606,7 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
             "ray_actor_options": {"num_cpus": 1},
         },
     }
-    merge(args, overrides)  # a variant: ServeArgs fields (e.g. admit_wait_s=0.03), nested ones merged
+    args = merge_mappings(args, overrides)  # a variant: ServeArgs fields (e.g. admit_wait_s=0.03), nested merged
     base = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
     if n_ingress == opts.http_ingress_first:

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,15 +30,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
 
+from sqltune.k8s.localray import free_ports
 from sqltune.serving.config import RAY_SERVE_ENV
 
 SERVE_CLI = "from ray.serve.scripts import cli; cli()"  # the `serve` console script, also for --target installs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_config(model_dir: str, device: str, port: int) -> dict:
@@ -59,10 +53,9 @@ def serve_config(model_dir: str, device: str, port: int) -> dict:
 def once(model_dir: str, device: str, timeout_s: float, work: Path) -> dict:
     """One `serve run` until ready; compile caches start empty under ``work``, as in a new pod."""
     log_path = work / "serve-run.log"
-    port = free_port()
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-        yaml.safe_dump(serve_config(model_dir, device, port), f)
-        cfg_path = f.name
+    (port,) = free_ports(1)
+    cfg_path = work / "serve-config.yaml"
+    cfg_path.write_text(yaml.safe_dump(serve_config(model_dir, device, port)))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
     env.update(RAY_SERVE_ENV)
     env.update({"TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"), "TRITON_CACHE_DIR": str(work / "triton")})
@@ -92,7 +85,6 @@ def once(model_dir: str, device: str, timeout_s: float, work: Path) -> dict:
                 time.sleep(0.25)
         finally:
             _stop(proc)
-            os.unlink(cfg_path)
     if ready is None:
         tail = log_path.read_text()[-2000:]
         raise RuntimeError(f"not ready in {timeout_s:.0f}s (serve run exit code {proc.returncode}):\n{tail}")

@@ -302,11 +302,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def merge_mappings(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``extra`` on top; nested mappings are merged key by key."""
     merged = dict(base)
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(merged.get(k), dict):
-            merged[k] = _merge(merged[k], v)
+            merged[k] = merge_mappings(merged[k], v)
         else:
             merged[k] = v
     return merged
@@ -332,7 +333,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     """Build ``cls`` from an optional YAML preset plus ``key=value`` overrides (overrides win)."""
     data: dict[str, Any] = read_yaml(path) if path else {}
     if overrides:
-        data = _merge(data, parse_overrides(overrides))
+        data = merge_mappings(data, parse_overrides(overrides))
     try:
         return cls.from_dict(data)
     except ConfigError as exc:

@@ -19,7 +19,8 @@ RAY_SERVE_ENV: dict[str, str] = {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}
 RayJob pods, the images, :class:`~sqltune.k8s.localray.LocalRay`, the serving benchmark and tests).
 Ray Serve then carries the HTTP proxy -> ingress and ingress -> model replica calls over gRPC instead of
 Ray actor calls: on the 2-core CPU benchmark (docs/benchmarks.md) each request spent about a quarter less
-time outside the model replica; on the 16-core H200 machine the two were within run-to-run spread. Ray reads it when its processes start, so it cannot be an ``args`` field."""
+time outside the model replica; on the 16-core H200 machine the two were within run-to-run spread. Ray
+reads it when its processes start, so it cannot be an ``args`` field."""
 
 
 @dataclass

@@ -80,7 +80,7 @@ def transport_warning(environ: Mapping[str, str]) -> str | None:
 class RayModelBackend:
     """The ingress's :class:`~sqltune.serving.backend.Backend` over the SQLModel deployment handle."""
 
-    def __init__(self, handle: DeploymentHandle, transport: str = "actor"):
+    def __init__(self, handle: DeploymentHandle, transport: str):
         self.handle = handle
         self.transport = transport
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqltune.config import _merge, read_yaml
+from sqltune.config import merge_mappings, read_yaml
 from sqltune.errors import ConfigError, SqltuneError
 from sqltune.tune.config import StageSettings, TuneConfig, domain_values, parse_domain
 
@@ -53,7 +53,7 @@ def _dotted(values: dict[str, Any]) -> dict[str, Any]:
             value = _dotted(value)
         for part in reversed(key.split(".")):
             value = {part: value}
-        out = _merge(out, value)
+        out = merge_mappings(out, value)
     return out
 
 
@@ -62,7 +62,7 @@ def trial_dict(cfg: TuneConfig, params: dict[str, Any], stage: StageSettings, ru
     from sqltune.storage import join
 
     data = read_yaml(cfg.base_config)
-    data = _merge(data, _dotted(cfg.overrides))
+    data = merge_mappings(data, _dotted(cfg.overrides))
     budget: dict[str, Any] = {
         "data.max_train_examples": stage.max_train_examples,
         "eval.interval": stage.eval_interval,
@@ -76,8 +76,8 @@ def trial_dict(cfg: TuneConfig, params: dict[str, Any], stage: StageSettings, ru
         budget["train.max_steps"] = stage.max_steps
     if cfg.metric == "eval_exec_accuracy" and data.get("method", "sft") == "sft":
         budget["eval.exec_accuracy"] = True
-    data = _merge(data, _dotted(budget))
-    return _merge(data, _dotted(params))
+    data = merge_mappings(data, _dotted(budget))
+    return merge_mappings(data, _dotted(params))
 
 
 def trial_config(cfg: TuneConfig, params: dict[str, Any], stage: StageSettings, run_name: str):
@@ -206,7 +206,7 @@ def _run_stage(cfg: TuneConfig, stage_name: str, stage: StageSettings, param_spa
 
 def _TrialWithParams(config: dict[str, Any]) -> None:  # noqa: N802 - Tune shows this name per trial
     """Merge the sampled parameters into the stage's training config, then run the trial."""
-    train = _merge(config["train"], _dotted(config["params"]))
+    train = merge_mappings(config["train"], _dotted(config["params"]))
     _trial({"train": train})
 
 
