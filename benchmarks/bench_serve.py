@@ -269,6 +269,7 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
             attn=opts.attn,
             mixed_prefill=opts.mixed_prefill,
             prefix_cache=opts.prefix_cache,
+            overlap=not opts.no_overlap,
         )
         eng = Engine(model, None, cfg)
         t0 = time.perf_counter()
@@ -286,13 +287,17 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
         res["latency_s"] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "n": len(lat)}
         res["ttft_s"] = {"p50": pct(ttft, 50), "p95": pct(ttft, 95)}
 
-        # The top level again with mixed prefill flipped: the same engine and warm-up, so the two compare.
-        mixed = eng.cfg.mixed_prefill
-        runs = [(c, "") for c in levels]
+        # The top level again with mixed prefill, then overlapped admission, flipped: the same engine and
+        # warm-up, so the settings compare.
+        base = (eng.cfg.mixed_prefill, eng.cfg.overlap)
+        runs = [(c, "", base) for c in levels]
         if max(levels) > 1:
-            runs.append((max(levels), f" (mixed prefill {'off' if mixed else 'on'})"))
-        for c, tag in runs:
-            eng.cfg.mixed_prefill = mixed != bool(tag)
+            top = max(levels)
+            runs.append((top, f" (mixed prefill {'off' if base[0] else 'on'})", (not base[0], base[1])))
+            if eng.is_cuda:
+                runs.append((top, f" (overlap {'off' if base[1] else 'on'})", (base[0], not base[1])))
+        for c, tag, (mixed, overlap) in runs:
+            eng.cfg.mixed_prefill, eng.cfg.overlap = mixed, overlap
             eng.reset_stats()
             n_req = n_latency if c == 1 else c * rounds
             done_lat: list[float] = []
@@ -342,6 +347,7 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
                 f"engine c={c}{tag}: {tokens[0] / wall:,.0f} tok/s, p50 {pct(done_lat, 50):.3f}s, "
                 f"prefill {st.get('prefill_s', 0):.3f}s decode {st.get('decode_s', 0):.3f}s of {wall:.3f}s"
             )
+        eng.cfg.mixed_prefill, eng.cfg.overlap = base
         res["memory"] = peak_memory(device)
     finally:
         eng.stop()
@@ -590,6 +596,7 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
         "decode_chunk": opts.decode_chunk,
         "prefix_cache": opts.prefix_cache,
         "cuda_graphs": not opts.no_graphs,
+        "overlap": not opts.no_overlap,
         "compile": opts.compile,
         "debug": False,
         "request_timeout_s": 600,
@@ -719,6 +726,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mixed-prefill", action="store_true",
                     help="in-process engine: new requests' prefill carries a decode step of the running ones "
                          "(the top level is also run with the other setting)")
+    ap.add_argument("--no-overlap", action="store_true",
+                    help="engine and replica: admit arrivals only after a decode chunk's tokens are back "
+                         "(EngineConfig.overlap off; the in-process top level is also run with the other setting)")
     ap.add_argument("--decode-chunk", type=int, default=0, help="engine decode steps per host sync (0: auto)")
     ap.add_argument(
         "--attn",

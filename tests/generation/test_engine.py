@@ -166,6 +166,53 @@ def test_arrivals_mid_decode_prefill_in_the_decode_pass_match_generate(setup, mi
         eng.stop()
 
 
+class _Overlapping(Engine):
+    """Overlapped admission on the CPU (where the device is synchronous, so it is off by default): the
+    scheduler's path is the one CUDA takes, only without the overlap in time."""
+
+    overlap = True
+
+
+@pytest.mark.parametrize("prefix_cache", [0, 2])
+def test_arrivals_queued_behind_a_running_chunk_match_generate(setup, prefix_cache):
+    """Requests that arrive while a chunk runs are prefilled behind it into the slots after the running
+    ones and join the next chunk; with others finishing meanwhile (compaction) tokens are generate()'s."""
+    cfg = EngineConfig(max_slots=6, seq_len=96, decode_chunk=3, prefix_cache=prefix_cache)
+    eng = _Overlapping(_model(setup["dir"]), setup["tok"], cfg).start()
+    try:
+        first = [GenRequest(p, 16 - 5 * i) for i, p in enumerate(setup["prompts"][:2])]
+        later = [GenRequest(p, 12) for p in setup["prompts"][2:6]]
+        started = threading.Event()
+        launch = eng.runner.launch_decode
+
+        def launch_then_arrive(*args, **kw):
+            # The arrivals come while the chunk runs: after its launch, before its tokens are back.
+            out = launch(*args, **kw)
+            if len(first[0].tokens) >= 3 and not started.is_set():
+                started.set()
+                for r in later:
+                    eng.submit(r)
+            return out
+
+        eng.runner.launch_decode = launch_then_arrive
+        eng.reset_stats()
+        for r in first:
+            eng.submit(r)
+        deadline = time.time() + 60
+        while not all(r.finished for r in first + later) and time.time() < deadline:
+            time.sleep(0.01)
+        assert [r.tokens for r in first] == [ref[: 16 - 5 * i] for i, ref in enumerate(setup["ref"][:2])]
+        assert [r.tokens for r in later] == [ref[:12] for ref in setup["ref"][2:6]]
+        stats = eng.stats()
+        assert stats["errors"] == 0 and stats["active"] == 0
+        assert stats["overlapped_prefills"] >= 1
+        assert stats["generated_tokens"] == 16 + 11 + 4 * 12
+        # Afterwards the engine serves as before (slots and buffers consistent).
+        assert [r.tokens for r in eng.generate(setup["prompts"], 16, timeout=60)] == setup["ref"]
+    finally:
+        eng.stop()
+
+
 def test_admission_waits_for_company_while_others_decode(setup):
     """With ``admit_wait_s``, requests arriving while another decodes are held until they fill the free
     slots, then prefilled as one group; tokens are those of generate()."""

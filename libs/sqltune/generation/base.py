@@ -56,6 +56,7 @@ class BaseEngine:
             "generated_tokens": 0,
             "decode_steps": 0,
             "mixed_steps": 0,
+            "overlapped_prefills": 0,
             "prefill_tokens": 0,
             "prefix_hit_tokens": 0,
             "errors": 0,
@@ -170,6 +171,8 @@ class BaseEngine:
             "decode_steps": s["decode_steps"],
             # Decode steps that ran inside a prefill pass (new requests admitted without pausing decode).
             "mixed_steps": s["mixed_steps"],
+            # Prefill groups queued behind a running decode chunk (EngineConfig.overlap).
+            "overlapped_prefills": s["overlapped_prefills"],
             # Prompt tokens prefilled, and prompt tokens whose K/V came from the prefix cache instead.
             "prefill_tokens": s["prefill_tokens"],
             "prefix_hit_tokens": s["prefix_hit_tokens"],
@@ -188,7 +191,8 @@ class BaseEngine:
             self.stats_counts["decode_batch_sizes"].clear()
             self.stats_counts["prefill_batch_sizes"].clear()
             self.stats_counts.update(
-                requests=0, generated_tokens=0, decode_steps=0, mixed_steps=0, prefill_s=0.0, decode_s=0.0,
+                requests=0, generated_tokens=0, decode_steps=0, mixed_steps=0, overlapped_prefills=0, prefill_s=0.0,
+                decode_s=0.0,
                 prefill_tokens=0, prefix_hit_tokens=0,
             )
 

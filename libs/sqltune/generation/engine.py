@@ -46,6 +46,16 @@ log = logging.getLogger(__name__)
 SUPPORTED_TYPES = ("qwen2", "qwen3", "llama", "mistral")
 
 
+class _Pending:
+    """A prefill group queued on the device: its requests, first tokens (host list, or launched work to wait
+    for), cached prefix length and prefilled tokens."""
+
+    __slots__ = ("group", "first", "past", "tokens")
+
+    def __init__(self, group: list[GenRequest], first: Any, past: int, tokens: int):
+        self.group, self.first, self.past, self.tokens = group, first, past, tokens
+
+
 class Engine(BaseEngine):
     """Continuous-batching greedy engine over a static slot KV cache (see the module doc)."""
 
@@ -62,10 +72,18 @@ class Engine(BaseEngine):
         self.max_prefill_tokens = cfg.max_prefill_tokens or (16384 if is_cuda else 4096)
         self.runner = ModelRunner(model, cfg, device, self.chunk)
         self.prefixes = PrefixStore(cfg.prefix_cache) if cfg.prefix_cache > 0 else None
+        self._step_s = 0.0  # device seconds per decode step (moving average)
+        self._launch_s = 0.01  # host seconds to launch a prefill (moving average)
 
     @property
     def mode(self) -> str:
         return self.runner.mode
+
+    @property
+    def overlap(self) -> bool:
+        """Whether arrivals are admitted while a chunk runs (needs an asynchronous device; mixed prefill is
+        the alternative to it)."""
+        return bool(self.cfg.overlap and self.is_cuda and not self.cfg.mixed_prefill)
 
     def _extra_stats(self) -> dict[str, Any]:
         decode_graphs, prefill_graphs = self.runner.graph_counts
@@ -102,8 +120,9 @@ class Engine(BaseEngine):
                         self.stats_counts["prefill_s"] += time.perf_counter() - t0
                     if self._active:
                         t0 = time.perf_counter()
-                        self._decode_chunk()
-                        self.stats_counts["decode_s"] += time.perf_counter() - t0
+                        admitting = self._decode_chunk()
+                        self.stats_counts["decode_s"] += time.perf_counter() - t0 - admitting
+                        self.stats_counts["prefill_s"] += admitting
                 except Exception as exc:  # noqa: BLE001 - never let one failure kill the replica
                     log.exception("engine step failed")
                     self.stats_counts["errors"] += 1
@@ -112,6 +131,14 @@ class Engine(BaseEngine):
         self._drain("the engine stopped")
 
     def _prefill(self, reqs: list[GenRequest]) -> None:
+        """Prefill ``reqs`` into the slots after the running sequences and wait for their first tokens."""
+        for pending in self._launch_prefill(reqs, len(self._active)):
+            self._complete_group(pending)
+        self._compact()
+
+    def _launch_prefill(self, reqs: list[GenRequest], slot0: int) -> list[_Pending]:
+        """Queue the prefill of ``reqs`` into slots ``slot0..`` (grouped, see :meth:`_groups`) without waiting
+        for the device; :meth:`_complete_group` then takes each group's first tokens."""
         self._mixed_done = False  # at most one mixed pass per admission round
         store = self.prefixes
         hits: dict[int, tuple[int, int]] = {}  # id(request) -> (prefix row, cached positions)
@@ -121,13 +148,17 @@ class Engine(BaseEngine):
                 if row is not None:
                     hits[id(r)] = (row, held)
                     store.pin(row)  # read in this round: no insert below may overwrite it
+        out: list[_Pending] = []
         try:
             for past, g in self._groups(reqs, {k: v[1] for k, v in hits.items()}):
-                self._prefill_group(g, past, hits)
+                pending = self._launch_group(g, past, hits, slot0)
+                if pending is not None:
+                    out.append(pending)
+                    slot0 += len(g)
         finally:
             if store is not None:
                 store.unpin_all()
-        self._compact()
+        return out
 
     def _groups(self, reqs: list[GenRequest], past: dict[int, int]) -> list[tuple[int, list[GenRequest]]]:
         """Prefill groups: the same cached prefix length, at most ``max_prefill_tokens`` padded tokens."""
@@ -145,8 +176,11 @@ class Engine(BaseEngine):
             groups.append((p, [r]))
         return groups
 
-    def _prefill_group(self, g: list[GenRequest], past: int, hits: dict[int, tuple[int, int]]) -> None:
-        slot0 = len(self._active)
+    def _launch_group(
+        self, g: list[GenRequest], past: int, hits: dict[int, tuple[int, int]], slot0: int
+    ) -> _Pending | None:
+        """Queue one group's prefill into slots ``slot0..``; None when it failed (its requests are finished
+        with the error, the other requests keep going)."""
         n = len(g)
         if past and n == 1 and self.runner.prefill_is_graphed(1, len(g[0].prompt_ids)):
             past = 0  # one prompt: its captured full-length graph is cheaper than an eager pass over the rest
@@ -164,6 +198,7 @@ class Engine(BaseEngine):
             and not self._mixed_done
             and not past
             and slot0 > 0
+            and slot0 == len(self._active)
             and not self.runner.prefill_is_graphed(n, T)
         )
         try:
@@ -172,10 +207,10 @@ class Engine(BaseEngine):
                 self.runner.copy_rows([(slot0 + i, rows + hits[id(r)][0]) for i, r in enumerate(g)], past)
             if mixed:
                 self._mixed_done = True
-                first_host = self._mixed_step(ids, lengths)
+                first: Any = self._mixed_step(ids, lengths)
             else:
-                first, len_d = self.runner.prefill(ids, lengths, slot0, past)
-                first_host = self.runner.load_slots(slot0, first, len_d)
+                first_d, len_d = self.runner.prefill(ids, lengths, slot0, past)
+                first = self.runner.load_slots(slot0, first_d, len_d)
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail these, keep serving others
             log.exception("prefill of %d requests failed", n)
             self.stats_counts["errors"] += 1
@@ -183,14 +218,21 @@ class Engine(BaseEngine):
                 self._finish(r, "error", error=f"prefill failed: {type(exc).__name__}: {exc}")
             if mixed:
                 raise  # the running sequences' step failed with it: the loop fails them
-            return
+            return None
+        self._remember(g, slot0, past)  # queued after the prefill on the device: copies what it wrote
+        return _Pending(g, first, past, int(lengths.sum()))
+
+    def _complete_group(self, pending: _Pending) -> None:
+        """Wait for a launched group's first tokens; its requests join the running batch (in slot order)."""
+        g = pending.group
+        first = pending.first if isinstance(pending.first, list) else self.runner.first_tokens(pending.first)
+        n = len(g)
         self.stats_counts["requests"] += n
-        self.stats_counts["prefix_hit_tokens"] += past * n
-        self.stats_counts["prefill_tokens"] += int(lengths.sum())
+        self.stats_counts["prefix_hit_tokens"] += pending.past * n
+        self.stats_counts["prefill_tokens"] += pending.tokens
         self._record("prefill", n)
-        self._remember(g, slot0, past)
         t = time.perf_counter()
-        for r, tok in zip(g, first_host):
+        for r, tok in zip(g, first):
             r.first_token_at = t
             seq = Seq(r, len(r.prompt_ids))
             self._active.append(seq)
@@ -243,19 +285,58 @@ class Engine(BaseEngine):
         del act[n_new:]
         self.runner.clear_from(n_new)
 
-    def _decode_chunk(self) -> None:
-        n = len(self._active)
-        steps = min(self.chunk, max(s.remaining for s in self._active))
+    def _decode_chunk(self) -> float:
+        """One chunk of decode steps (admitting arrivals meanwhile when overlapping); returns the seconds
+        spent on those arrivals' prefill (launch and wait), which the caller counts as prefill time."""
+        act = self._active
+        n = len(act)
+        steps = min(self.chunk, max(s.remaining for s in act))
         steps = max(1, steps)
-        need = max(s.cache_len for s in self._active) + steps
-        out = self.runner.decode(n, steps, need)
+        need = max(s.cache_len for s in act) + steps
+        launched = self.runner.launch_decode(n, steps, need, timed=self.overlap)
+        early, admitting = self._admit_during(launched, steps) if self.overlap else ([], 0.0)
+        out = self.runner.wait(launched)
+        if self.overlap:
+            gpu = launched.gpu_seconds()
+            if gpu is not None:
+                self._step_s = 0.8 * self._step_s + 0.2 * gpu / steps if self._step_s else gpu / steps
         self.stats_counts["decode_steps"] += steps
         self._record("decode", n, steps)
-        for seq, toks in zip(self._active, out):
+        for seq, toks in zip(act[:n], out):
             seq.cache_len += steps
             seq.req.max_batch = max(seq.req.max_batch, n)
             self._accept(seq, toks)
+        if early:
+            t0 = time.perf_counter()
+            for pending in early:
+                self._complete_group(pending)
+            admitting += time.perf_counter() - t0
+            self.stats_counts["overlapped_prefills"] += len(early)
         self._compact()
+        return admitting
+
+    def _admit_during(self, launched: Any, steps: int) -> tuple[list[_Pending], float]:
+        """While a decode chunk runs on the device: shortly before it is expected to end, queue the prefill
+        of the requests that arrived meanwhile behind it, into the slots after the running ones. Their
+        prefill then starts as soon as the chunk ends (its host-side launch overlapped the chunk) and they
+        join the next chunk. Requests arriving later are admitted after the chunk, as usual. Returns the
+        launched groups and the seconds their launch took."""
+        if len(self._active) >= self.cfg.max_slots:
+            return [], 0.0
+        deadline = time.perf_counter() + max(0.0, self._step_s * steps - self._launch_s - 0.002)
+        while not launched.done():
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                break
+            time.sleep(min(left, 0.001))
+        new = self._collect()
+        if not new:
+            return [], 0.0
+        t0 = time.perf_counter()
+        pending = self._launch_prefill(new, len(self._active))
+        took = time.perf_counter() - t0
+        self._launch_s = 0.8 * self._launch_s + 0.2 * took
+        return pending, took
 
     def _fail_all(self, message: str) -> None:
         for seq in self._active:

@@ -90,6 +90,11 @@ class EngineConfig:
     for a prefill); a single prompt with a captured prefill graph is prefilled on its own instead. Off by
     default: on an H200 (Qwen2.5-3B shape, 64 closed-loop clients) it measured 7,938 tokens/s against
     8,528 without (docs/benchmarks.md)."""
+    overlap: bool = True
+    """On CUDA: while a decode chunk runs, queue the prefill of the requests that arrived meanwhile behind
+    it, shortly before the chunk ends (the prefill's launch on the host overlaps the chunk on the device),
+    so they join the next chunk without the device waiting for the host. Off (or with ``mixed_prefill``):
+    arrivals are prefilled only after the chunk's tokens are back."""
     prefix_cache: int = 0
     """Device rows that keep recent prompt prefixes (0: off). A prompt whose leading 16-token blocks one of
     them holds gets those positions copied into its slot and prefills only the rest (text-to-SQL prompts

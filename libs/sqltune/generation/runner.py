@@ -7,6 +7,10 @@
   device buffers, writes the new K/V at that position, and writes the next token back to the device
   buffers (and into an output buffer). :meth:`ModelRunner.decode` runs a chunk of steps back to back,
   then copies the new tokens to the host once.
+* **Launch, then wait.** :meth:`ModelRunner.launch_decode` and :meth:`ModelRunner.prefill` only queue
+  work on the device (inputs go through pinned memory without a host sync); :meth:`ModelRunner.wait`
+  blocks for a launched chunk's tokens and :meth:`ModelRunner.first_tokens` for a prefill's. The scheduler
+  can therefore queue a prefill behind a running decode chunk while the device is still busy with it.
 * **CUDA graphs.** The decode step is captured per batch bucket (and cache-length bucket on the SDPA
   fallback), and single-prompt prefill per prompt-length bucket (prefill of one prompt is launch-bound).
   Graphs are captured before serving only: a capture mid-flight would clobber live slots.
@@ -49,6 +53,25 @@ def ceil_bucket(value: int, buckets: list[int]) -> int:
     return buckets[-1]
 
 
+class Launched:
+    """Device work queued by the runner: its results land in (pinned) host memory when ``event`` fires."""
+
+    __slots__ = ("host", "event", "rows", "cols", "start", "end")
+
+    def __init__(self, host, event, rows: int, cols: int = 0, start=None, end=None):
+        self.host, self.event, self.rows, self.cols = host, event, rows, cols
+        self.start, self.end = start, end  # CUDA timing events around a decode chunk
+
+    def done(self) -> bool:
+        return self.event is None or bool(self.event.query())
+
+    def gpu_seconds(self) -> float | None:
+        """Device time of a launched decode chunk (after :meth:`ModelRunner.wait`)."""
+        if self.start is None:
+            return None
+        return self.start.elapsed_time(self.end) / 1e3
+
+
 class ModelRunner:
     """Slot KV cache + device buffers + compiled layers + CUDA graphs of one Llama-family model."""
 
@@ -80,6 +103,8 @@ class ModelRunner:
             self.pf_ids = torch.zeros(1, max(self.pf_buckets, default=1), dtype=torch.long, device=device)
             self.pf_len = torch.zeros(1, dtype=torch.long, device=device)
             self.pf_slot = torch.zeros(1, dtype=torch.long, device=device)
+        # Where a chunk's new tokens are copied without a host sync (pinned: the copy is asynchronous).
+        self.out_host = torch.zeros(S, max(chunk, 1), dtype=torch.long, pin_memory=self.is_cuda)
         self.batch_buckets = bucket_sizes(S, 1)
         self.use_graphs = bool(cfg.cuda_graphs and self.is_cuda and r.fast)
         want_compile = cfg.compile == "on" or (cfg.compile == "auto" and self.is_cuda)
@@ -168,47 +193,90 @@ class ModelRunner:
         ~24 ms of launches for ~5 ms of GPU work at 320 tokens). Several prompts: the eager pass."""
         n, T = ids.shape
         if past:
-            len_d = lengths.to(self.device) + past
+            len_d = self.to_device(lengths) + past
             first = self.passes.prefill(
-                ids.to(self.device), len_d - past, self.arange_s[slot0 : slot0 + n], self.k_cache, self.v_cache,
+                self.to_device(ids), len_d - past, self.arange_s[slot0 : slot0 + n], self.k_cache, self.v_cache,
                 past=past,
             )
             return first, len_d
         if self.prefill_is_graphed(n, T):
             graph, out = self._pf_graphs[ceil_bucket(T, self.pf_buckets)]
-            self.pf_ids[0, :T].copy_(ids[0])  # positions past T keep stale ids: padding, never attended
+            # Positions past T keep stale ids: padding, never attended.
+            self.pf_ids[0, :T].copy_(self.to_device(ids[0]))
             self.pf_len.fill_(T)
             self.pf_slot.fill_(slot0)
             graph.replay()
             return out, self.pf_len
-        len_d = lengths.to(self.device)
+        len_d = self.to_device(lengths)
         first = self.passes.prefill(
-            ids.to(self.device), len_d, self.arange_s[slot0 : slot0 + n], self.k_cache, self.v_cache
+            self.to_device(ids), len_d, self.arange_s[slot0 : slot0 + n], self.k_cache, self.v_cache
         )
         return first, len_d
+
+    def to_device(self, t):
+        """A host tensor on the device without waiting for the device (pinned memory, asynchronous copy):
+        a plain copy would first wait for every kernel already queued, such as a running decode chunk."""
+        if not self.is_cuda or t.device.type != "cpu":
+            return t.to(self.device)
+        return t.pin_memory().to(self.device, non_blocking=True)
 
     def prefill_is_graphed(self, n: int, T: int) -> bool:
         """Whether :meth:`prefill` of ``n`` prompts of width ``T`` replays a captured graph (else eager)."""
         return n == 1 and bool(self._pf_graphs) and T <= self.pf_buckets[-1]
 
-    def load_slots(self, slot0: int, first, len_d) -> list[int]:
-        """Make prefilled slots decodable (next token, next position); returns the first tokens (host)."""
+    def load_slots(self, slot0: int, first, len_d) -> Launched:
+        """Make prefilled slots decodable (next token, next position) and start copying their first tokens to
+        the host; :meth:`first_tokens` waits for them."""
         n = first.shape[0]
         self.tokens_buf[slot0 : slot0 + n].copy_(first)
         self.pos_buf[slot0 : slot0 + n].copy_(len_d)
-        return first.cpu().tolist()  # the one sync per prefill (.cpu() waits without the GIL)
+        if not self.is_cuda:
+            return Launched(first, None, n)
+        host = torch.empty(n, dtype=torch.long, pin_memory=True)
+        host.copy_(first, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return Launched(host, event, n)
+
+    def first_tokens(self, launched: Launched) -> list[int]:
+        """The first tokens of a prefill started by :meth:`load_slots` (waits for the device, GIL released)."""
+        if launched.event is not None:
+            launched.event.synchronize()
+        return launched.host.tolist()
 
     # -- decode ------------------------------------------------------------------------------------
 
     def decode(self, n: int, steps: int, need: int) -> list[list[int]]:
         """``steps`` decode steps for slots ``0..n-1`` whose caches need ``need`` positions; returns the
         new tokens per slot (one host sync for the whole chunk)."""
+        return self.wait(self.launch_decode(n, steps, need))
+
+    def launch_decode(self, n: int, steps: int, need: int, timed: bool = False) -> Launched:
+        """Queue ``steps`` decode steps for slots ``0..n-1`` (caches needing ``need`` positions) and the copy of
+        their new tokens to the host; :meth:`wait` returns them. ``timed``: record the chunk's device time."""
         B = ceil_bucket(n, self.batch_buckets)
         L = ceil_bucket(min(need, self.cfg.seq_len), self.len_buckets)
+        start = end = None
+        if timed and self.is_cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
         self.step_buf.zero_()
         for _ in range(steps):
             self._step(B, L)
-        return self.out_buf[:n, :steps].cpu().tolist()  # the one host sync per chunk, GIL released
+        if not self.is_cuda:
+            return Launched(self.out_buf, None, n, steps)
+        if end is not None:
+            end.record()
+        self.out_host[:n].copy_(self.out_buf[:n], non_blocking=True)  # whole rows: one contiguous copy
+        event = torch.cuda.Event()
+        event.record()
+        return Launched(self.out_host, event, n, steps, start, end)
+
+    def wait(self, launched: Launched) -> list[list[int]]:
+        """The new tokens per slot of a chunk from :meth:`launch_decode` (waits for the device, GIL released)."""
+        if launched.event is not None:
+            launched.event.synchronize()
+        return launched.host[: launched.rows, : launched.cols].tolist()
 
     def mixed(self, n: int, need: int, ids, lengths) -> tuple[list[int], list[int]]:
         """One decode step for slots ``0..n-1`` (caches needing ``need`` positions) fused with the prefill
@@ -217,11 +285,11 @@ class ModelRunner:
         m = ids.shape[0]
         L = ceil_bucket(min(need, self.cfg.seq_len), self.len_buckets)
         pos = self.pos_buf[:n]
-        len_d = lengths.to(self.device)
+        len_d = self.to_device(lengths)
         nxt = self.passes.mixed(
             self.tokens_buf[:n],
             pos,
-            ids.to(self.device),
+            self.to_device(ids),
             len_d,
             self.arange_s[n : n + m],
             self.k_cache,
@@ -375,4 +443,4 @@ class ModelRunner:
         self._pf_graphs[T] = (g, out)
 
 
-__all__ = ["ModelRunner", "bucket_sizes", "ceil_bucket", "prefill_buckets"]
+__all__ = ["Launched", "ModelRunner", "bucket_sizes", "ceil_bucket", "prefill_buckets"]

@@ -69,6 +69,11 @@ class ServeArgs(Config):
         min=0,
         max=64,
     )
+    overlap: bool = param(
+        True,
+        "GPU: queue the prefill of requests that arrive during a decode chunk behind it, before the chunk "
+        "ends, so the device does not wait for the host to admit them.",
+    )
     cuda_graphs: bool = param(True, "Capture the decode step in CUDA graphs (GPU only).")
     compile: Literal["auto", "on", "off"] = param(
         "auto", "torch.compile the per-layer math (auto: on for CUDA, off on CPU)."

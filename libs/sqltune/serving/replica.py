@@ -106,6 +106,7 @@ class ModelServer:
             batch_wait_s=a.batch_wait_timeout_s,
             admit_wait_s=a.admit_wait_s,
             prefix_cache=a.prefix_cache,
+            overlap=a.overlap,
             cuda_graphs=a.cuda_graphs,
             compile=a.compile,
         )
