@@ -243,7 +243,9 @@ def level_record(tokens: int, n_req: int, wall: float, lat: list[float], st: dic
         "prefill_s": st.get("prefill_s"),
         "decode_s": st.get("decode_s"),
         "decode_steps": st.get("decode_steps"),
+        "device_s": st.get("device_s"),
         "mixed_steps": st.get("mixed_steps"),
+        "overlapped_prefills": st.get("overlapped_prefills"),
         "prefill_batches": st.get("prefill_batch_sizes"),
         "prefill_tokens": st.get("prefill_tokens"),
         "prefix_hit_tokens": st.get("prefix_hit_tokens"),
@@ -345,7 +347,9 @@ def bench_engine(model, prompts, new_tokens, levels, n_latency, rounds, device, 
             )
             log(
                 f"engine c={c}{tag}: {tokens[0] / wall:,.0f} tok/s, p50 {pct(done_lat, 50):.3f}s, "
-                f"prefill {st.get('prefill_s', 0):.3f}s decode {st.get('decode_s', 0):.3f}s of {wall:.3f}s"
+                f"prefill {st.get('prefill_s', 0):.3f}s decode {st.get('decode_s', 0):.3f}s of {wall:.3f}s, "
+                f"device busy {st.get('device_s') or 0:.3f}s, mean decode batch "
+                f"{res['throughput'][str(c) + tag]['mean_decode_batch']:.1f}"
             )
         eng.cfg.mixed_prefill, eng.cfg.overlap = base
         res["memory"] = peak_memory(device)
@@ -529,7 +533,7 @@ def _client_process(args: tuple, ready, start, out) -> None:
 
 
 def run_clients(base: str, texts: list[str], c: int, n_req: int, new_tokens: int, procs: int,
-                parts: dict[str, list[float]]) -> tuple[list[float], int, float]:
+                parts: dict[str, list[float]], on_ready=None) -> tuple[list[float], int, float]:
     """``c`` closed-loop clients in ``procs`` processes (so the client's own CPU time does not limit what is
     measured); returns (latencies, completion tokens, wall seconds from the common start to the last answer)."""
     if procs <= 1:
@@ -547,6 +551,8 @@ def run_clients(base: str, texts: list[str], c: int, n_req: int, new_tokens: int
         p.start()
     for _ in children:
         ready.get(timeout=300)  # every process has its connection warm
+    if on_ready is not None:
+        on_ready()  # e.g. reset the server's counters: the warm-up requests are not part of the run
     t0 = time.time()
     start.set()
     lat: list[float] = []
@@ -647,7 +653,8 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
     parts: dict[str, list[float]] = {}
 
     def run_level(c: int, n_req: int):
-        return run_clients(base, texts, c, n_req, new_tokens, opts.client_procs if c > 1 else 1, parts)
+        return run_clients(base, texts, c, n_req, new_tokens, opts.client_procs if c > 1 else 1, parts,
+                           on_ready=lambda: model_handle.reset_stats.remote().result())
 
     if n_latency:
         lat, _, _ = run_level(1, n_latency)
@@ -666,7 +673,9 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
             "server_timing_mean_ms": {k: round(sum(v) / len(v), 2) for k, v in parts.items() if v},
         }
         log(f"http c={c}: {toks / wall:,.0f} tok/s, p50 {pct(lat, 50):.3f}s; engine prefill "
-            f"{st.get('prefill_s') or 0:.3f}s decode {st.get('decode_s') or 0:.3f}s of {wall:.3f}s")
+            f"{st.get('prefill_s') or 0:.3f}s decode {st.get('decode_s') or 0:.3f}s of {wall:.3f}s, device busy "
+            f"{st.get('device_s') or 0:.3f}s, mean decode batch {res['throughput'][str(c)]['mean_decode_batch']:.1f}, "
+            f"overlapped prefills {st.get('overlapped_prefills') or 0}")
     res["memory"] = other_process_gpu_memory() if cuda else {}
     return res
 

@@ -62,6 +62,7 @@ class BaseEngine:
             "errors": 0,
             "prefill_s": 0.0,
             "decode_s": 0.0,
+            "device_s": 0.0,
         }
         self.on_batch: Callable[[str, int], None] | None = None
         self.ready = False
@@ -180,6 +181,9 @@ class BaseEngine:
             # Wall time of the scheduler's prefill and decode phases (each ends in its host sync).
             "prefill_s": round(s.get("prefill_s", 0.0), 4),
             "decode_s": round(s.get("decode_s", 0.0), 4),
+            # Device time of the decode chunks and prefills (CUDA events; 0 elsewhere): against the wall time
+            # it says how long the device waited for the host.
+            "device_s": round(s.get("device_s", 0.0), 4),
             "decode_batch_sizes": {str(k): v for k, v in sorted(s["decode_batch_sizes"].items())},
             "prefill_batch_sizes": {str(k): v for k, v in sorted(s["prefill_batch_sizes"].items())},
             "max_decode_batch": max(s["decode_batch_sizes"], default=0),
@@ -192,7 +196,7 @@ class BaseEngine:
             self.stats_counts["prefill_batch_sizes"].clear()
             self.stats_counts.update(
                 requests=0, generated_tokens=0, decode_steps=0, mixed_steps=0, overlapped_prefills=0, prefill_s=0.0,
-                decode_s=0.0,
+                decode_s=0.0, device_s=0.0,
                 prefill_tokens=0, prefix_hit_tokens=0,
             )
 

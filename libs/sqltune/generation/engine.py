@@ -201,6 +201,7 @@ class Engine(BaseEngine):
             and slot0 == len(self._active)
             and not self.runner.prefill_is_graphed(n, T)
         )
+        start = None if mixed else self.runner.timer()
         try:
             if past:
                 rows = self.cfg.max_slots
@@ -210,7 +211,7 @@ class Engine(BaseEngine):
                 first: Any = self._mixed_step(ids, lengths)
             else:
                 first_d, len_d = self.runner.prefill(ids, lengths, slot0, past)
-                first = self.runner.load_slots(slot0, first_d, len_d)
+                first = self.runner.load_slots(slot0, first_d, len_d, start)
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory: fail these, keep serving others
             log.exception("prefill of %d requests failed", n)
             self.stats_counts["errors"] += 1
@@ -225,7 +226,13 @@ class Engine(BaseEngine):
     def _complete_group(self, pending: _Pending) -> None:
         """Wait for a launched group's first tokens; its requests join the running batch (in slot order)."""
         g = pending.group
-        first = pending.first if isinstance(pending.first, list) else self.runner.first_tokens(pending.first)
+        if isinstance(pending.first, list):
+            first = pending.first
+        else:
+            first = self.runner.first_tokens(pending.first)
+            gpu = pending.first.gpu_seconds()
+            if gpu is not None:
+                self.stats_counts["device_s"] += gpu
         n = len(g)
         self.stats_counts["requests"] += n
         self.stats_counts["prefix_hit_tokens"] += pending.past * n
@@ -293,13 +300,13 @@ class Engine(BaseEngine):
         steps = min(self.chunk, max(s.remaining for s in act))
         steps = max(1, steps)
         need = max(s.cache_len for s in act) + steps
-        launched = self.runner.launch_decode(n, steps, need, timed=self.overlap)
+        launched = self.runner.launch_decode(n, steps, need)
         early, admitting = self._admit_during(launched, steps) if self.overlap else ([], 0.0)
         out = self.runner.wait(launched)
-        if self.overlap:
-            gpu = launched.gpu_seconds()
-            if gpu is not None:
-                self._step_s = 0.8 * self._step_s + 0.2 * gpu / steps if self._step_s else gpu / steps
+        gpu = launched.gpu_seconds()
+        if gpu is not None:
+            self.stats_counts["device_s"] += gpu
+            self._step_s = 0.8 * self._step_s + 0.2 * gpu / steps if self._step_s else gpu / steps
         self.stats_counts["decode_steps"] += steps
         self._record("decode", n, steps)
         for seq, toks in zip(act[:n], out):

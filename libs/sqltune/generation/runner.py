@@ -66,8 +66,8 @@ class Launched:
         return self.event is None or bool(self.event.query())
 
     def gpu_seconds(self) -> float | None:
-        """Device time of a launched decode chunk (after :meth:`ModelRunner.wait`)."""
-        if self.start is None:
+        """Device time of the timed work (after waiting for it); None when it was not timed."""
+        if self.start is None or self.end is None:
             return None
         return self.start.elapsed_time(self.end) / 1e3
 
@@ -224,19 +224,31 @@ class ModelRunner:
         """Whether :meth:`prefill` of ``n`` prompts of width ``T`` replays a captured graph (else eager)."""
         return n == 1 and bool(self._pf_graphs) and T <= self.pf_buckets[-1]
 
-    def load_slots(self, slot0: int, first, len_d) -> Launched:
+    def timer(self):
+        """A CUDA timing event recorded now (None off CUDA): pass it as ``start`` to time queued work."""
+        if not self.is_cuda:
+            return None
+        start = torch.cuda.Event(enable_timing=True)
+        start.record()
+        return start
+
+    def load_slots(self, slot0: int, first, len_d, start=None) -> Launched:
         """Make prefilled slots decodable (next token, next position) and start copying their first tokens to
-        the host; :meth:`first_tokens` waits for them."""
+        the host; :meth:`first_tokens` waits for them. ``start``: a :meth:`timer` from before the prefill."""
         n = first.shape[0]
         self.tokens_buf[slot0 : slot0 + n].copy_(first)
         self.pos_buf[slot0 : slot0 + n].copy_(len_d)
         if not self.is_cuda:
             return Launched(first, None, n)
+        end = None
+        if start is not None:
+            end = torch.cuda.Event(enable_timing=True)
+            end.record()
         host = torch.empty(n, dtype=torch.long, pin_memory=True)
         host.copy_(first, non_blocking=True)
         event = torch.cuda.Event()
         event.record()
-        return Launched(host, event, n)
+        return Launched(host, event, n, 0, start, end)
 
     def first_tokens(self, launched: Launched) -> list[int]:
         """The first tokens of a prefill started by :meth:`load_slots` (waits for the device, GIL released)."""
@@ -251,15 +263,13 @@ class ModelRunner:
         new tokens per slot (one host sync for the whole chunk)."""
         return self.wait(self.launch_decode(n, steps, need))
 
-    def launch_decode(self, n: int, steps: int, need: int, timed: bool = False) -> Launched:
+    def launch_decode(self, n: int, steps: int, need: int) -> Launched:
         """Queue ``steps`` decode steps for slots ``0..n-1`` (caches needing ``need`` positions) and the copy of
-        their new tokens to the host; :meth:`wait` returns them. ``timed``: record the chunk's device time."""
+        their new tokens to the host; :meth:`wait` returns them (and the chunk's device time is timed)."""
         B = ceil_bucket(n, self.batch_buckets)
         L = ceil_bucket(min(need, self.cfg.seq_len), self.len_buckets)
-        start = end = None
-        if timed and self.is_cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
+        start = self.timer()
+        end = torch.cuda.Event(enable_timing=True) if start is not None else None
         self.step_buf.zero_()
         for _ in range(steps):
             self._step(B, L)
