@@ -243,20 +243,26 @@ class LlamaPasses:
         # Causal, aligned to the last key: prompt token t sees the prefix and its own tokens up to t. (A plain
         # boolean mask: torch.nn.attention.bias would load torch._dynamo at import, seconds of cold start.)
         mask = torch.ones(T, past + T, dtype=torch.bool, device=dev).tril(diagonal=past) if past else None
-        for i in range(self.nl):
-            x, q = self._layer_pre(i, x, delta, cos, sin, kcs[i], vcs[i], tok_slots, pos)
-            q = q.reshape(n, T, self.nh, self.hd).transpose(1, 2)
-            k = kcs[i][:, :, : past + T].index_select(0, slots)  # [n, nkv, past + T, hd]
-            v = vcs[i][:, :, : past + T].index_select(0, slots)
-            if self.group > 1:
-                k = k.repeat_interleave(self.group, dim=1)
-                v = v.repeat_interleave(self.group, dim=1)
-            with self._prefill_backends():
-                if mask is None:
-                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        # Flash attention reads grouped K/V heads itself (no repeated copy of K and V per layer); it takes no
+        # mask, so a cached prefix (masked) and the CPU repeat the heads instead.
+        gqa = self.group > 1 and mask is None and self.device.type == "cuda" and self.dtype != torch.float32
+        with self._prefill_backends():
+            for i in range(self.nl):
+                x, q = self._layer_pre(i, x, delta, cos, sin, kcs[i], vcs[i], tok_slots, pos)
+                q = q.reshape(n, T, self.nh, self.hd).transpose(1, 2)
+                k = kcs[i][:, :, : past + T].index_select(0, slots)  # [n, nkv, past + T, hd]
+                v = vcs[i][:, :, : past + T].index_select(0, slots)
+                if gqa:
+                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=True)
                 else:
-                    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
-            x, delta = self._layer_post(i, x, o.transpose(1, 2).reshape(n * T, self.nh * self.hd))
+                    if self.group > 1:
+                        k = k.repeat_interleave(self.group, dim=1)
+                        v = v.repeat_interleave(self.group, dim=1)
+                    if mask is None:
+                        o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+                    else:
+                        o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+                x, delta = self._layer_post(i, x, o.transpose(1, 2).reshape(n * T, self.nh * self.hd))
         last = torch.arange(n, device=dev) * T + lengths - 1
         return self._greedy(x[last], delta[last])
 
