@@ -229,15 +229,24 @@ def engine_steps(eng, out: dict) -> None:
     out["decode_step"] = steps
     pre = {}
     gen = torch.Generator().manual_seed(0)
-    for n, T in ((1, 320), (1, 320), (1, 321), (1, 317), (1, 333), (4, 320), (4, 320), (16, 320), (64, 320), (64, 320)):
+    shapes = [(1, 320), (1, 320), (1, 321), (1, 317), (1, 333)]
+    shapes += [(n, 320) for n in (2, 2, 4, 4, 8, 8, 16, 16, 32, 32, 64, 64)]
+    for n, T in shapes:
         ids = torch.randint(100, 150000, (n, T), generator=gen).cuda()
         lens = torch.full((n,), T, device="cuda")
         torch.cuda.synchronize()
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         t0 = time.perf_counter()
         with torch.inference_mode():
+            a.record()
             r.prefill(ids, lens, torch.arange(n, device="cuda"), eng.runner.k_cache, eng.runner.v_cache)
+            b.record()
+        t1 = time.perf_counter()
         torch.cuda.synchronize()
-        pre.setdefault(f"{n}x{T}", []).append((time.perf_counter() - t0) * 1e3)
+        # wall (with the sync), host (launching only), device (CUDA events): launch-bound when host >= device
+        pre.setdefault(f"{n}x{T}", []).append(
+            {"wall_ms": (time.perf_counter() - t0) * 1e3, "host_ms": (t1 - t0) * 1e3, "device_ms": a.elapsed_time(b)}
+        )
     for T in (320, 384):  # captured single-prompt prefill graphs (engine path for one prompt)
         if T in eng.runner._pf_graphs:
             pre[f"graph_{T}"] = ev_time(eng.runner._pf_graphs[T][0].replay, iters=10) * 1e3

@@ -174,7 +174,21 @@ class Engine(BaseEngine):
                     g.append(r)
                     continue
             groups.append((p, [r]))
-        return groups
+        return [piece for past_g in groups for piece in self._graph_pieces(*past_g)]
+
+    def _graph_pieces(self, past: int, g: list[GenRequest]) -> list[tuple[int, list[GenRequest]]]:
+        """A group that captured prefill graphs can take, split into their widths (powers of two, largest
+        first: no padding prompts); any other group as it is."""
+        widths = self.runner.pf_widths
+        T = max(len(r.prompt_ids) for r in g)
+        if past or len(g) == 1 or not self.runner.prefill_is_graphed(len(g), T):
+            return [(past, g)]
+        pieces, i = [], 0
+        for w in reversed(widths):
+            while len(g) - i >= w:
+                pieces.append((past, g[i : i + w]))
+                i += w
+        return pieces
 
     def _launch_group(
         self, g: list[GenRequest], past: int, hits: dict[int, tuple[int, int]], slot0: int

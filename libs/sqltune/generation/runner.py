@@ -46,6 +46,15 @@ def prefill_buckets(seq_len: int) -> list[int]:
     return list(range(64, min(seq_len, 1024) + 1, 64)) + list(range(1280, min(seq_len, 2048) + 1, 256))
 
 
+def prefill_widths(limit: int) -> list[int]:
+    """Prompts per captured prefill graph (powers of two up to ``limit``; a group of other sizes is split)."""
+    return [w for w in (1, 2, 4, 8, 16) if w <= limit]
+
+
+# Several prompts per prefill graph only up to this length: longer groups are compute-bound, not launch-bound.
+MULTI_PROMPT_GRAPH_TOKENS = 1024
+
+
 def ceil_bucket(value: int, buckets: list[int]) -> int:
     for b in buckets:
         if b >= value:
@@ -86,7 +95,11 @@ class ModelRunner:
         # One tensor per layer (not views of one block): the compiled layer math then sees the same
         # tensor metadata (no storage offset) for every layer, so one graph serves them all. Rows past the
         # slots hold cached prompt prefixes (EngineConfig.prefix_cache); decoding never reads them.
-        shape = (S + cfg.prefix_cache, r.nkv, L, r.hd)
+        self.pf_widths = prefill_widths(min(S, cfg.prefill_graph_prompts))
+        # One more row past the slots and prefix rows: where the padding rows of a multi-prompt prefill graph
+        # write their K/V.
+        self.scratch_row = S + cfg.prefix_cache
+        shape = (S + cfg.prefix_cache + (1 if len(self.pf_widths) > 1 else 0), r.nkv, L, r.hd)
         self.k_cache = [torch.zeros(shape, dtype=r.dtype, device=device) for _ in range(r.nl)]
         self.v_cache = [torch.zeros(shape, dtype=r.dtype, device=device) for _ in range(r.nl)]
         # Inference tensors, like the index tensors prefill creates, so the compiled layer math sees the
@@ -98,11 +111,12 @@ class ModelRunner:
             self.step_buf = torch.zeros(1, dtype=torch.long, device=device)
             self.arange_s = torch.arange(S, device=device)
             self.arange_l = torch.arange(L, device=device)
-            # Single-prompt prefill graphs (per length bucket) read their inputs from these.
+            # Prefill graphs (per prompts x length bucket) read their inputs from these.
             self.pf_buckets = prefill_buckets(L)
-            self.pf_ids = torch.zeros(1, max(self.pf_buckets, default=1), dtype=torch.long, device=device)
-            self.pf_len = torch.zeros(1, dtype=torch.long, device=device)
-            self.pf_slot = torch.zeros(1, dtype=torch.long, device=device)
+            W = max(self.pf_widths, default=1)
+            self.pf_ids = torch.zeros(W, max(self.pf_buckets, default=1), dtype=torch.long, device=device)
+            self.pf_len = torch.zeros(W, dtype=torch.long, device=device)
+            self.pf_slot = torch.zeros(W, dtype=torch.long, device=device)
         # Where a chunk's new tokens are copied without a host sync (pinned: the copy is asynchronous).
         self.out_host = torch.zeros(S, max(chunk, 1), dtype=torch.long, pin_memory=self.is_cuda)
         self.batch_buckets = bucket_sizes(S, 1)
@@ -116,7 +130,8 @@ class ModelRunner:
             except Exception as exc:  # noqa: BLE001 - compile is an optimisation, never required
                 log.warning("torch.compile unavailable (%s); running the layers eagerly", exc)
         self._graphs: dict[tuple[int, int], Any] = {}
-        self._pf_graphs: dict[int, tuple[Any, Any]] = {}  # length bucket -> (graph, next-token output)
+        # (prompts, length bucket) -> (graph, next-token output)
+        self._pf_graphs: dict[tuple[int, int], tuple[Any, Any]] = {}
         self._graph_pool = None
 
     @property
@@ -200,13 +215,20 @@ class ModelRunner:
             )
             return first, len_d
         if self.prefill_is_graphed(n, T):
-            graph, out = self._pf_graphs[ceil_bucket(T, self.pf_buckets)]
-            # Positions past T keep stale ids: padding, never attended.
-            self.pf_ids[0, :T].copy_(self.to_device(ids[0]))
-            self.pf_len.fill_(T)
-            self.pf_slot.fill_(slot0)
+            w = ceil_bucket(n, self.pf_widths)
+            graph, out = self._pf_graphs[(w, ceil_bucket(T, self.pf_buckets))]
+            # Positions past T keep stale ids: padding, never attended. Rows past n are padding prompts that
+            # write into the scratch row.
+            self.pf_ids[:n, :T].copy_(self.to_device(ids))
+            meta = torch.full((2, w), self.scratch_row, dtype=torch.long)
+            meta[0].fill_(T)
+            meta[0, :n] = lengths
+            meta[1, :n] = torch.arange(slot0, slot0 + n)
+            meta = self.to_device(meta)
+            self.pf_len[:w].copy_(meta[0])
+            self.pf_slot[:w].copy_(meta[1])
             graph.replay()
-            return out, self.pf_len
+            return out[:n], self.pf_len[:n]
         len_d = self.to_device(lengths)
         first = self.passes.prefill(
             self.to_device(ids), len_d, self.arange_s[slot0 : slot0 + n], self.k_cache, self.v_cache
@@ -222,7 +244,9 @@ class ModelRunner:
 
     def prefill_is_graphed(self, n: int, T: int) -> bool:
         """Whether :meth:`prefill` of ``n`` prompts of width ``T`` replays a captured graph (else eager)."""
-        return n == 1 and bool(self._pf_graphs) and T <= self.pf_buckets[-1]
+        if not self._pf_graphs or n > self.pf_widths[-1] or T > self.pf_buckets[-1]:
+            return False
+        return (ceil_bucket(n, self.pf_widths), ceil_bucket(T, self.pf_buckets)) in self._pf_graphs
 
     def timer(self):
         """A CUDA timing event recorded now (None off CUDA): pass it as ``start`` to time queued work."""
@@ -424,8 +448,10 @@ class ModelRunner:
             return
         t1 = time.perf_counter()
         try:
-            for T in self.pf_buckets:
-                self._capture_prefill(T)
+            for w in self.pf_widths:
+                for T in self.pf_buckets:
+                    if w == 1 or T <= MULTI_PROMPT_GRAPH_TOKENS:
+                        self._capture_prefill(w, T)
         except Exception as exc:  # noqa: BLE001 - prefill then runs eagerly (slower to first token only)
             log.warning("prefill graph capture failed (%s); prefilling eagerly", exc)
             self._pf_graphs.clear()
@@ -437,10 +463,11 @@ class ModelRunner:
             time.perf_counter() - t1,
         )
 
-    def _capture_prefill(self, T: int) -> None:
-        self.pf_len.fill_(T)
-        self.pf_slot.zero_()  # captures write scratch K/V into slot 0 (nothing is running yet)
-        args = (self.pf_ids[:, :T], self.pf_len, self.pf_slot, self.k_cache, self.v_cache)
+    def _capture_prefill(self, w: int, T: int) -> None:
+        self.pf_len[:w].fill_(T)
+        # Captures write scratch K/V into slots 0..w-1 (nothing is running yet).
+        self.pf_slot[:w].copy_(self.arange_s[:w])
+        args = (self.pf_ids[:w, :T], self.pf_len[:w], self.pf_slot[:w], self.k_cache, self.v_cache)
         s = torch.cuda.Stream(device=self.device)
         s.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(s):
@@ -450,7 +477,7 @@ class ModelRunner:
         with torch.cuda.graph(g, pool=self._graph_pool):
             out = self.passes.prefill(*args)
         torch.cuda.synchronize(self.device)
-        self._pf_graphs[T] = (g, out)
+        self._pf_graphs[(w, T)] = (g, out)
 
 
-__all__ = ["Launched", "ModelRunner", "bucket_sizes", "ceil_bucket", "prefill_buckets"]
+__all__ = ["Launched", "ModelRunner", "bucket_sizes", "ceil_bucket", "prefill_buckets", "prefill_widths"]
