@@ -370,3 +370,60 @@ def test_rejects_too_long_and_cancels(setup):
         assert eng.generate(setup["prompts"][:1], 16)[0].tokens == setup["ref"][0]
     finally:
         eng.stop()
+
+
+def test_a_failed_prefill_fails_its_requests_and_the_engine_serves_on(setup):
+    eng = _engine(setup, max_slots=6)
+    bad = setup["prompts"][3]
+    prefill = eng.runner.prefill
+
+    def flaky(ids, lengths, slot0, past=0):
+        if any(row[: len(bad)].tolist() == bad for row in ids):
+            raise RuntimeError("CUDA out of memory (simulated)")
+        return prefill(ids, lengths, slot0, past)
+
+    eng.runner.prefill = flaky
+    try:
+        res = eng.generate([setup["prompts"][3]], 16, timeout=60)
+        assert res[0].finish_reason == "error" and "prefill failed: RuntimeError" in res[0].error
+        res = eng.generate(setup["prompts"][:3], 16, timeout=60)
+        assert [r.tokens for r in res] == setup["ref"][:3]
+        assert eng.stats()["errors"] == 1
+    finally:
+        eng.stop()
+
+
+def test_a_device_failure_with_prefills_in_flight_fails_them_too(setup):
+    """Requests whose prefill was queued behind a chunk that then fails are finished with the error (a
+    client never waits forever), and the engine serves on."""
+    cfg = EngineConfig(max_slots=6, seq_len=96, decode_chunk=3)
+    eng = _Overlapping(_model(setup["dir"]), setup["tok"], cfg).start()
+    later = [GenRequest(p, 8) for p in setup["prompts"][2:4]]
+    wait, launch = eng.runner.wait, eng.runner.launch_decode
+    arrived = threading.Event()
+
+    def launch_then_arrive(*args, **kw):
+        out = launch(*args, **kw)
+        if not arrived.is_set():
+            arrived.set()
+            for r in later:
+                eng.submit(r)
+        return out
+
+    def broken_wait(launched):
+        if arrived.is_set() and eng._in_flight:
+            raise RuntimeError("device lost (simulated)")
+        return wait(launched)
+
+    eng.runner.launch_decode = launch_then_arrive
+    eng.runner.wait = broken_wait
+    try:
+        first = eng.generate(setup["prompts"][:2], 16, timeout=60)
+        deadline = time.time() + 30
+        while not all(r.finished for r in later) and time.time() < deadline:
+            time.sleep(0.01)
+        assert all(r.finish_reason == "error" and "device lost" in r.error for r in first + later)
+        eng.runner.wait = wait
+        assert [r.tokens for r in eng.generate(setup["prompts"][:2], 16, timeout=60)] == setup["ref"][:2]
+    finally:
+        eng.stop()

@@ -72,6 +72,7 @@ class Engine(BaseEngine):
         self.max_prefill_tokens = cfg.max_prefill_tokens or (16384 if is_cuda else 4096)
         self.runner = ModelRunner(model, cfg, device, self.chunk)
         self.prefixes = PrefixStore(cfg.prefix_cache) if cfg.prefix_cache > 0 else None
+        self._in_flight: list[_Pending] = []  # prefills launched, first tokens not yet taken
         self._step_s = 0.0  # device seconds per decode step (moving average)
         self._launch_s = 0.01  # host seconds to launch a prefill (moving average)
 
@@ -154,7 +155,14 @@ class Engine(BaseEngine):
                 pending = self._launch_group(g, past, hits, slot0)
                 if pending is not None:
                     out.append(pending)
+                    self._in_flight.append(pending)
                     slot0 += len(g)
+        except Exception as exc:
+            # The loop fails what is running and in flight; the rest of this round must not be forgotten.
+            for r in reqs:
+                if not any(r is x for p in self._in_flight for x in p.group):
+                    self._finish(r, "error", error=f"prefill failed: {type(exc).__name__}: {exc}")
+            raise
         finally:
             if store is not None:
                 store.unpin_all()
@@ -243,10 +251,11 @@ class Engine(BaseEngine):
         if isinstance(pending.first, list):
             first = pending.first
         else:
-            first = self.runner.first_tokens(pending.first)
+            first = self.runner.first_tokens(pending.first)  # raises: still in flight, the loop fails it
             gpu = pending.first.gpu_seconds()
             if gpu is not None:
                 self.stats_counts["device_s"] += gpu
+        self._in_flight.remove(pending)
         n = len(g)
         self.stats_counts["requests"] += n
         self.stats_counts["prefix_hit_tokens"] += pending.past * n
@@ -360,6 +369,10 @@ class Engine(BaseEngine):
         return pending, took
 
     def _fail_all(self, message: str) -> None:
+        for pending in self._in_flight:
+            for r in pending.group:
+                self._finish(r, "error", error=message)
+        self._in_flight.clear()
         for seq in self._active:
             self._finish(seq.req, "error", error=message)
         self._active.clear()
