@@ -74,7 +74,14 @@ class ServeArgs(Config):
         "GPU: queue the prefill of requests that arrive during a decode chunk behind it, before the chunk "
         "ends, so the device does not wait for the host to admit them.",
     )
-    cuda_graphs: bool = param(True, "Capture the decode step in CUDA graphs (GPU only).")
+    cuda_graphs: bool = param(True, "Capture the decode step and prefill in CUDA graphs (GPU only).")
+    prefill_graph_prompts: int = param(
+        8,
+        "GPU: most prompts per captured prefill graph (1: single prompts only; 0: no prefill graphs); "
+        "more graphs cost warm-up time, fewer cost host time per prefill.",
+        min=0,
+        max=16,
+    )
     compile: Literal["auto", "on", "off"] = param(
         "auto", "torch.compile the per-layer math (auto: on for CUDA, off on CPU)."
     )

@@ -108,6 +108,7 @@ class ModelServer:
             prefix_cache=a.prefix_cache,
             overlap=a.overlap,
             cuda_graphs=a.cuda_graphs,
+            prefill_graph_prompts=a.prefill_graph_prompts,
             compile=a.compile,
         )
         self.engine = build_engine(loaded.model, self.tokenizer, cfg)
