@@ -722,7 +722,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=None, help="generated tokens (default 64; tiny 16)")
     ap.add_argument("--levels", default=None, help="concurrency levels (default 1,16,64; tiny 1,4,8)")
     ap.add_argument("--latency-requests", type=int, default=None, help="sequential requests for p50/p95")
-    ap.add_argument("--rounds", type=int, default=4, help="requests per client at each concurrency level")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="requests per client at each concurrency level (default 16; tiny 4): enough that the "
+                         "ramp-up and the drain at the end weigh little against the steady state")
     ap.add_argument(
         "--only",
         default="generate,engine,http,cold",
@@ -745,11 +747,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=["auto", "triton", "sdpa", "math"],
         help="engine decode attention (auto: Triton split-K on CUDA, else SDPA)",
     )
-    ap.add_argument("--http-ingress-replicas", default="2,6",
+    ap.add_argument("--http-ingress-replicas", default="2",
                     help="comma list: the HTTP section runs once per ingress replica count (the first is the "
                          "headline, with the single-request latency)")
-    ap.add_argument("--client-procs", type=int, default=1,
-                    help="HTTP clients run in this many processes (the concurrent clients split between them)")
+    ap.add_argument("--client-procs", type=int, default=None,
+                    help="HTTP clients run in this many processes (the concurrent clients split between them, so "
+                         "the client's own CPU does not limit what is measured; default 4, tiny 1)")
     ap.add_argument("--shared-prefix", type=int, default=0,
                     help="prompt tokens every request shares (a system prompt and schema); the rest differs")
     ap.add_argument("--prefix-cache", type=int, default=0,
@@ -777,6 +780,10 @@ def main(argv: list[str] | None = None) -> int:
     prompt_len = opts.prompt_len or (48 if tiny else 320)
     new_tokens = opts.new_tokens or (16 if tiny else 64)
     levels = [int(x) for x in (opts.levels or ("1,4,8" if tiny else "1,16,64")).split(",")]
+    if opts.rounds is None:
+        opts.rounds = 4 if tiny else 16
+    if opts.client_procs is None:
+        opts.client_procs = 1 if tiny else 4
     n_latency = opts.latency_requests or (5 if tiny else 20)
     sections = [s.strip() for s in opts.only.split(",") if s.strip()]
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
