@@ -101,7 +101,7 @@ class EngineConfig:
     share the system prompt and the schema). Each row costs one slot's cache."""
     cuda_graphs: bool = True
     prefill_graph_prompts: int = 8
-    """Most prompts per captured prefill graph (per length bucket up to 1,024 tokens; one prompt up to 2,048):
+    """Most prompts per captured prefill graph (per length bucket up to 512 tokens; one prompt up to 2,048):
     groups of up to this many prompts are prefilled by replaying graphs (split into powers of two) instead
     of launching every kernel from Python, which costs more host time than the device's work for a few
     prompts. 1: single prompts only; 0: no prefill graphs. More graphs cost warm-up time."""

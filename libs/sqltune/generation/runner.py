@@ -51,8 +51,9 @@ def prefill_widths(limit: int) -> list[int]:
     return [w for w in (1, 2, 4, 8, 16) if w <= limit]
 
 
-# Several prompts per prefill graph only up to this length: longer groups are compute-bound, not launch-bound.
-MULTI_PROMPT_GRAPH_TOKENS = 1024
+# Several prompts per prefill graph only up to this length: longer groups are compute-bound, not launch-bound,
+# and every graph costs warm-up time.
+MULTI_PROMPT_GRAPH_TOKENS = 512
 
 
 def ceil_bucket(value: int, buckets: list[int]) -> int:
