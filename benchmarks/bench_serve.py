@@ -607,7 +607,7 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
         "compile": opts.compile,
         "debug": False,
         "request_timeout_s": 600,
-        "batch_wait_timeout_s": 0.002,
+        "batch_wait_timeout_s": 0.0,
         "model_deployment": {
             "max_ongoing_requests": 2 * top,
             "max_queued_requests": 8 * top,

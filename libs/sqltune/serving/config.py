@@ -46,7 +46,11 @@ class ServeArgs(Config):
         32, "Sequences decoded together on a replica (KV-cache slots).", min=1, max=1024
     )
     batch_wait_timeout_s: float = param(
-        0.01, "When idle, how long the engine waits for more arrivals before starting a batch.", min=0, max=5
+        0.0,
+        "When idle, how long the engine waits for more arrivals before starting a batch (0: start at once; "
+        "later arrivals join the running batch at the next decode chunk anyway).",
+        min=0,
+        max=5,
     )
     admit_wait_s: float = param(
         0.0,
