@@ -223,7 +223,7 @@ class Engine(BaseEngine):
             and slot0 == len(self._active)
             and not self.runner.prefill_is_graphed(n, T)
         )
-        start = None if mixed else self.runner.timer()
+        start = self.runner.timer()
         try:
             if past:
                 rows = self.cfg.max_slots
@@ -231,6 +231,7 @@ class Engine(BaseEngine):
             if mixed:
                 self._mixed_done = True
                 first: Any = self._mixed_step(ids, lengths)
+                self.stats_counts["device_s"] += self.runner.elapsed(start)  # the fused pass has synced
             else:
                 first_d, len_d = self.runner.prefill(ids, lengths, slot0, past)
                 first = self.runner.load_slots(slot0, first_d, len_d, start)

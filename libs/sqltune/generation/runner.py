@@ -257,6 +257,15 @@ class ModelRunner:
         start.record()
         return start
 
+    def elapsed(self, start) -> float:
+        """Device seconds from a :meth:`timer` to the work queued so far (waits for it; 0 off CUDA)."""
+        if start is None:
+            return 0.0
+        end = torch.cuda.Event(enable_timing=True)
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
     def load_slots(self, slot0: int, first, len_d, start=None) -> Launched:
         """Make prefilled slots decodable (next token, next position) and start copying their first tokens to
         the host; :meth:`first_tokens` waits for them. ``start``: a :meth:`timer` from before the prefill."""
