@@ -4,6 +4,10 @@
   queued request (up to the free slots): their prompts are prefilled together (right padding, causal
   attention) straight into their slots, and they join the running batch at the next step. Requests that
   arrive while others decode therefore share batches with them; nothing waits for a batch to drain.
+* **Overlapped admission (CUDA).** With ``EngineConfig.overlap`` (on by default), the prefill of requests
+  that arrive while a chunk runs is queued behind it shortly before the chunk is expected to end, so its
+  launch on the host overlaps the chunk on the device; they join the next chunk. Groups of up to
+  ``prefill_graph_prompts`` prompts replay captured prefill graphs (:mod:`.runner`).
 * **Mixed prefill (opt-in).** With ``EngineConfig.mixed_prefill``, when requests arrive while others
   decode, the first eager prefill pass also carries one decode step of the running sequences (their tokens
   ride on the prefill's matrix products); a single prompt with a captured prefill graph is prefilled on its
