@@ -500,6 +500,8 @@ async def _clients(base: str, texts: list[str], offset: int, c: int, n_req: int,
             parts.setdefault("replica_total_ms", []).append(timing["replica"])
             parts.setdefault("ingress_hop_ms", []).append(timing["ingress"] - timing["replica"])
             parts.setdefault("outside_app_ms", []).append(secs * 1000 - timing["ingress"])
+            if "app" in timing:  # the ingress app around its handler: parsing, validation, middleware
+                parts.setdefault("ingress_framework_ms", []).append(timing["app"] - timing["ingress"])
         return secs, r.json()["usage"]["completion_tokens"]
 
     limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)

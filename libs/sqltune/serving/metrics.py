@@ -151,8 +151,8 @@ class EngineMetrics:
 
 def server_timing(timing: Timing, ingress_s: float) -> str:
     """A ``Server-Timing`` header value (W3C; browsers' network panels show it): the replica's queue, first
-    token and total time, and the ingress's own total, in milliseconds. Client latency minus ``ingress``
-    is the time spent outside the app (proxy, network)."""
+    token and total time, and the ingress handler's own total, in milliseconds. :class:`MetricsMiddleware`
+    adds ``app``, the whole app's time to the answer (the handler plus parsing, validation, middleware)."""
     return (
         f"queue;dur={timing.queue_ms}, ttft;dur={timing.ttft_ms}, replica;dur={timing.total_ms}, "
         f"ingress;dur={round(ingress_s * 1000, 2)}"
@@ -185,6 +185,11 @@ class MetricsMiddleware:
             nonlocal status, finished, disconnected
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                # The app's whole time to its answer (body parsing, validation, middleware, the handler):
+                # client latency minus this is the proxy's, the network's and the client's share.
+                app_ms = round((time.perf_counter() - start) * 1000, 2)
+                timing = (b"server-timing", b"app;dur=%.2f" % app_ms)
+                message = {**message, "headers": [*message.get("headers", []), timing]}
             try:
                 await send(message)
             except OSError:  # the client's socket is gone (uvicorn's ClientDisconnect is an OSError)
