@@ -14,6 +14,8 @@ from sqltune.generation.engine import Engine, build_engine, decode_once
 from sqltune.generation.fallback import GenerateEngine
 from sqltune.generation.passes import LlamaPasses
 
+from engine_helpers import arrive_while_a_chunk_runs, wait_finished
+
 
 def _model(path):
     from transformers import AutoModelForCausalLM
@@ -182,25 +184,11 @@ def test_arrivals_queued_behind_a_running_chunk_match_generate(setup, prefix_cac
     try:
         first = [GenRequest(p, 16 - 5 * i) for i, p in enumerate(setup["prompts"][:2])]
         later = [GenRequest(p, 12) for p in setup["prompts"][2:6]]
-        started = threading.Event()
-        launch = eng.runner.launch_decode
-
-        def launch_then_arrive(*args, **kw):
-            # The arrivals come while the chunk runs: after its launch, before its tokens are back.
-            out = launch(*args, **kw)
-            if len(first[0].tokens) >= 3 and not started.is_set():
-                started.set()
-                for r in later:
-                    eng.submit(r)
-            return out
-
-        eng.runner.launch_decode = launch_then_arrive
+        arrive_while_a_chunk_runs(eng, later, lambda: len(first[0].tokens) >= 3)
         eng.reset_stats()
         for r in first:
             eng.submit(r)
-        deadline = time.time() + 60
-        while not all(r.finished for r in first + later) and time.time() < deadline:
-            time.sleep(0.01)
+        wait_finished(first + later)
         assert [r.tokens for r in first] == [ref[: 16 - 5 * i] for i, ref in enumerate(setup["ref"][:2])]
         assert [r.tokens for r in later] == [ref[:12] for ref in setup["ref"][2:6]]
         stats = eng.stats()
@@ -399,29 +387,18 @@ def test_a_device_failure_with_prefills_in_flight_fails_them_too(setup):
     cfg = EngineConfig(max_slots=6, seq_len=96, decode_chunk=3)
     eng = _Overlapping(_model(setup["dir"]), setup["tok"], cfg).start()
     later = [GenRequest(p, 8) for p in setup["prompts"][2:4]]
-    wait, launch = eng.runner.wait, eng.runner.launch_decode
-    arrived = threading.Event()
-
-    def launch_then_arrive(*args, **kw):
-        out = launch(*args, **kw)
-        if not arrived.is_set():
-            arrived.set()
-            for r in later:
-                eng.submit(r)
-        return out
+    wait = eng.runner.wait
+    arrived = arrive_while_a_chunk_runs(eng, later, lambda: True)
 
     def broken_wait(launched):
         if arrived.is_set() and eng._in_flight:
             raise RuntimeError("device lost (simulated)")
         return wait(launched)
 
-    eng.runner.launch_decode = launch_then_arrive
     eng.runner.wait = broken_wait
     try:
         first = eng.generate(setup["prompts"][:2], 16, timeout=60)
-        deadline = time.time() + 30
-        while not all(r.finished for r in later) and time.time() < deadline:
-            time.sleep(0.01)
+        wait_finished(later, timeout=30)
         assert all(r.finish_reason == "error" and "device lost" in r.error for r in first + later)
         eng.runner.wait = wait
         assert [r.tokens for r in eng.generate(setup["prompts"][:2], 16, timeout=60)] == setup["ref"][:2]

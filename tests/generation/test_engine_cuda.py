@@ -3,14 +3,13 @@ several prompts and admission overlapped with a running decode chunk (skipped wi
 
 from __future__ import annotations
 
-import threading
-import time
-
 import pytest
 import torch
 
 from sqltune.generation import EngineConfig, GenRequest
 from sqltune.generation.engine import Engine, build_engine
+
+from engine_helpers import arrive_while_a_chunk_runs, wait_finished
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs and overlap need a GPU")
 
@@ -78,24 +77,11 @@ def test_arrivals_during_a_chunk_are_prefilled_behind_it(setup, prefill_graph_pr
         assert eng.overlap
         first = [GenRequest(p, 20) for p in setup["prompts"][:2]]
         later = [GenRequest(p, 20) for p in setup["prompts"][2:]]
-        started = threading.Event()
-        launch = eng.runner.launch_decode
-
-        def launch_then_arrive(*args, **kw):
-            out = launch(*args, **kw)
-            if first[0].tokens and not started.is_set():
-                started.set()
-                for r in later:
-                    eng.submit(r)
-            return out
-
-        eng.runner.launch_decode = launch_then_arrive
+        arrive_while_a_chunk_runs(eng, later, lambda: bool(first[0].tokens))
         eng.reset_stats()
         for r in first:
             eng.submit(r)
-        deadline = time.time() + 120
-        while not all(r.finished for r in first + later) and time.time() < deadline:
-            time.sleep(0.01)
+        wait_finished(first + later, timeout=120)
         assert [r.tokens for r in first + later] == setup["ref"]
         stats = eng.stats()
         assert stats["errors"] == 0 and stats["overlapped_prefills"] >= 1
