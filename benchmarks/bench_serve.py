@@ -47,7 +47,7 @@ import torch  # noqa: E402
 
 import cold_start  # noqa: E402  (benchmarks/cold_start.py, beside this file)
 from sqltune.config import merge_mappings  # noqa: E402
-from sqltune.serving.config import RAY_SERVE_ENV  # noqa: E402
+from sqltune.serving.config import RAY_SERVE_ENV, local_serve_env  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -413,19 +413,20 @@ def bench_http(
     return out
 
 
-def _http_on_ray(model_dir, texts, prompt_len, new_tokens, levels, n_latency, rounds, device, opts,
-                 transport: str, everything: bool, label: str) -> dict[str, dict]:
-    import ray
-    from ray import serve
+TRANSPORT_ENV = {
+    # sqltune's clusters: Ray Serve's high-throughput mode (HAProxy, handlers on the replica's loop, gRPC)
+    "haproxy": local_serve_env,
+    # the Python HTTP proxy, gRPC between the deployments
+    "grpc": lambda: {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"},
+    # Ray's defaults: the Python HTTP proxy, Ray actor calls
+    "actor": lambda: {},
+}
+"""The Ray environment of each ``--ray-transport``."""
 
-    cuda = device.startswith("cuda")
-    counts = [int(x) for x in str(opts.http_ingress_replicas).split(",") if x.strip()]
-    # Set before Ray starts, as a cluster's pods have it: Ray's processes inherit this environment.
-    for key, value in RAY_SERVE_ENV.items():
-        if transport == "grpc":
-            os.environ[key] = value
-        else:
-            os.environ.pop(key, None)
+
+def _start_ray(cuda: bool, counts: list[int]) -> None:
+    import ray
+
     ray.init(
         # logical CPUs: the model replica's 2 and one per ingress replica must fit, even on a small machine
         num_cpus=max(4, os.cpu_count() or 4, 3 + max(counts)),
@@ -436,6 +437,27 @@ def _http_on_ray(model_dir, texts, prompt_len, new_tokens, levels, n_latency, ro
         # started with only libs/ on the path cannot import ray and never start.
         runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(_worker_pythonpath())}},
     )
+
+
+def _http_on_ray(model_dir, texts, prompt_len, new_tokens, levels, n_latency, rounds, device, opts,
+                 transport: str, everything: bool, label: str) -> dict[str, dict]:
+    import ray
+    from ray import serve
+
+    cuda = device.startswith("cuda")
+    counts = [int(x) for x in str(opts.http_ingress_replicas).split(",") if x.strip()]
+    # Set before Ray starts, as a cluster's pods have it: Ray's processes inherit this environment. This
+    # process keeps its own (its handle calls need no event loop of their own then).
+    saved = dict(os.environ)
+    env = TRANSPORT_ENV[transport]()
+    for key in RAY_SERVE_ENV:
+        os.environ.pop(key, None)
+    os.environ.update(env)
+    try:
+        _start_ray(cuda, counts)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     top = max(levels)
@@ -582,6 +604,24 @@ def server_timing(header: str) -> dict[str, float]:
     return out
 
 
+def _replica_call(serve, method: str):
+    """A function calling ``method`` on the SQLModel replica. The handle lives on an event loop of its own:
+    with Ray's throughput-optimized settings a handle's router runs on the caller's loop, and this driver
+    has none."""
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, daemon=True).start()
+
+    async def make():
+        return serve.get_deployment_handle("SQLModel", app_name="bench")
+
+    handle = asyncio.run_coroutine_threadsafe(make(), loop).result()
+
+    async def call():
+        return await getattr(handle, method).remote()
+
+    return lambda: asyncio.run_coroutine_threadsafe(call(), loop).result(timeout=120)
+
+
 def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency, rounds, cuda, opts, port, top,
               n_ingress, overrides) -> dict:
     import httpx
@@ -652,19 +692,19 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
     res["replica_load_s"] = info.get("load_s")
     log(f"http app (ingress x{n_ingress}) ready in {res['startup_s']:.1f}s (replica load + warm-up "
         f"{info.get('load_s')}s)")
-    model_handle = serve.get_deployment_handle("SQLModel", app_name="bench")
+    reset_stats = _replica_call(serve, "reset_stats")
     parts: dict[str, list[float]] = {}
 
     def run_level(c: int, n_req: int):
         return run_clients(base, texts, c, n_req, new_tokens, opts.client_procs if c > 1 else 1, parts,
-                           on_ready=lambda: model_handle.reset_stats.remote().result())
+                           on_ready=reset_stats)
 
     if n_latency:
         lat, _, _ = run_level(1, n_latency)
         res["latency_s"] = {"p50": pct(lat, 50), "p95": pct(lat, 95), "n": len(lat)}
     for c in levels if n_latency else [max(levels)]:
         n_req = (n_latency or 20) if c == 1 else c * rounds
-        model_handle.reset_stats.remote().result()
+        reset_stats()
         parts.clear()
         lat, toks, wall = run_level(c, n_req)
         assert toks == n_req * new_tokens, (toks, n_req)
@@ -766,17 +806,20 @@ def main(argv: list[str] | None = None) -> int:
                          "'loop:{model_deployment: {ray_actor_options: {runtime_env: {env_vars: "
                          "{RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD: \"0\"}}}}}'); each runs the single-request "
                          "latency and the top level")
-    ap.add_argument("--ray-transport", default="grpc",
-                    help="how Ray Serve carries the proxy -> ingress -> replica calls: grpc (sqltune's clusters, "
-                         "RAY_SERVE_ENV) or actor (Ray's default: Ray actor calls); 'grpc,actor' runs the "
-                         "headline HTTP setting again on the second, on a Ray started anew")
+    ap.add_argument("--ray-transport", default="haproxy",
+                    help="how Ray Serve carries the requests: haproxy (sqltune's clusters, RAY_SERVE_ENV: Ray "
+                         "Serve's high-throughput mode, HAProxy in front of the ingress replicas, gRPC to the "
+                         "model replica), grpc (the Python HTTP proxy, gRPC between the deployments) or actor "
+                         "(Ray's defaults: the Python proxy, Ray actor calls); 'haproxy,grpc' runs the headline "
+                         "HTTP setting again on the second, on a Ray started anew")
     ap.add_argument(
         "--out", default=None, help="write the JSON here (default benchmarks/results/serve-*.json)"
     )
     opts = ap.parse_args(argv)
-    bad = [t for t in opts.ray_transport.split(",") if t.strip() not in ("grpc", "actor")]
+    bad = [t for t in opts.ray_transport.split(",") if t.strip() not in TRANSPORT_ENV]
     if bad:
-        ap.error(f"--ray-transport: {', '.join(bad)} is not grpc or actor (e.g. --ray-transport grpc,actor)")
+        ap.error(f"--ray-transport: {', '.join(bad)} is not one of {', '.join(TRANSPORT_ENV)} "
+                 "(e.g. --ray-transport haproxy,grpc)")
 
     device = opts.device or ("cuda" if torch.cuda.is_available() and not opts.tiny else "cpu")
     tiny = opts.tiny

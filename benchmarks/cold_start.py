@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "libs"))
 
 from sqltune.k8s.localray import free_ports
-from sqltune.serving.config import RAY_SERVE_ENV
+from sqltune.serving.config import local_serve_env
 
 SERVE_CLI = "from ray.serve.scripts import cli; cli()"  # the `serve` console script, also for --target installs
 
@@ -57,7 +57,7 @@ def once(model_dir: str, device: str, timeout_s: float, work: Path) -> dict:
     cfg_path = work / "serve-config.yaml"
     cfg_path.write_text(yaml.safe_dump(serve_config(model_dir, device, port)))
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS",)}
-    env.update(RAY_SERVE_ENV)
+    env.update(local_serve_env())  # as the images and manifests run Serve; HAProxy files of its own
     env.update({"TORCHINDUCTOR_CACHE_DIR": str(work / "inductor"), "TRITON_CACHE_DIR": str(work / "triton")})
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT / "libs"), str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]

@@ -4,8 +4,9 @@
     serve deploy serve/config.yaml                                   # on a Ray cluster
     (Kubernetes: the RayService embeds serve/config.yaml as serveConfigV2)
 
-Start Ray with ``RAY_SERVE_USE_GRPC_BY_DEFAULT=1`` (``sqltune.serving.config.RAY_SERVE_ENV``; the images and
-manifests set it) so Ray Serve's calls between proxy, ingress and replica go over gRPC.
+Start Ray with ``sqltune.serving.config.RAY_SERVE_ENV`` in its environment (``RAY_SERVE_ENABLE_HA_PROXY=1
+RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_USE_GRPC_BY_DEFAULT=1``; the images and manifests set it): Ray
+Serve's high-throughput mode, HAProxy in front of the ingress replicas and gRPC to the model replica.
 
 ``build_app(args)`` validates the args (``sqltune.serving.config.ServeArgs``; a bad field is named in the
 error) and returns the application: the ``APIIngress`` FastAPI deployment in front of the ``SQLModel``

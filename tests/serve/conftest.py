@@ -27,7 +27,7 @@ from serve_helpers import (
     wait_ready,
 )
 
-from sqltune.serving.config import RAY_SERVE_ENV
+from sqltune.serving.config import local_serve_env
 
 
 def _teach(model_dir: Path, schemas: list[str], steps: int = 120) -> None:
@@ -125,21 +125,29 @@ def ray_serve():
 
     started = False
     metrics_port = None
-    for k, v in RAY_SERVE_ENV.items():  # as the images and manifests run Ray Serve (before Ray starts)
-        os.environ.setdefault(k, v)
+    serve_env: dict[str, str] = {}
     if not ray.is_initialized():
+        # Ray Serve as the images and manifests run it, with this cluster's own HAProxy files and ports.
+        # Ray's processes take the environment when Ray starts; this process (a handle's caller) keeps its own.
+        saved = dict(os.environ)
+        serve_env = local_serve_env()
+        os.environ.update(serve_env)
         metrics_port = free_port()
-        ray.init(
-            num_cpus=4,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            _metrics_export_port=metrics_port,
-        )
+        try:
+            ray.init(
+                num_cpus=4,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                _metrics_export_port=metrics_port,
+            )
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
         started = True
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield {"base": f"http://127.0.0.1:{port}", "metrics_port": metrics_port}
+    yield {"base": f"http://127.0.0.1:{port}", "metrics_port": metrics_port, "serve_env": serve_env}
     serve.shutdown()
     if started:
         ray.shutdown()

@@ -489,16 +489,27 @@ def test_prometheus_metrics(server, client):
     assert not missing, missing
 
 
-def test_the_test_cluster_listens_on_loopback_only(server):
-    """The tests' Ray (ray.init, Serve's proxy included) opens no port beyond loopback."""
+def test_the_test_cluster_listens_on_loopback_only(server, ray_serve):
+    """The tests' Ray (ray.init, Serve's HAProxy included) opens no port beyond loopback but the known ones."""
     import psutil
 
     from sqltune.k8s.localray import is_loopback, listening_sockets
 
     sockets = listening_sockets(psutil.Process().children(recursive=True))
-    assert any(port == int(server["base"].rsplit(":", 1)[1]) for _, port, _ in sockets), sockets
+    http_port = int(server["base"].rsplit(":", 1)[1])
+    # Serve's HTTP port is HAProxy's (Ray Serve's high-throughput mode), on loopback.
+    assert [(a, n) for a, p, n in sockets if p == http_port] == [("127.0.0.1", "haproxy")], sockets
     assert any(name == "gcs_server" for _, _, name in sockets), sockets
-    # Ray Serve 2.60 starts each replica's inter-deployment gRPC server on "[::]:0" with no setting to
-    # change it (ray/serve/_private/replica.py); that one is known and documented (docs/reliability.md).
-    exposed = [s for s in sockets if not is_loopback(s[0]) and not s[2].startswith("ray::ServeReplica:")]
+    env = ray_serve["serve_env"]
+    haproxy_own = {int(env["RAY_SERVE_HAPROXY_STATS_PORT"]), int(env["RAY_SERVE_HAPROXY_METRICS_PORT"])}
+    # Known and documented (docs/reliability.md), with no setting to change the address in Ray Serve 2.60:
+    # each replica's inter-deployment gRPC server on "[::]:0" (ray/serve/_private/replica.py), and HAProxy's
+    # stats page and Prometheus exporter ("bind *:port" in ray/serve/_private/haproxy_templates.py).
+    exposed = [
+        s
+        for s in sockets
+        if not is_loopback(s[0])
+        and not s[2].startswith("ray::ServeReplica:")
+        and not (s[2] == "haproxy" and s[1] in haproxy_own)
+    ]
     assert not exposed, f"listening beyond loopback: {exposed}"

