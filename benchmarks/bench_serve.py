@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import socket
 import statistics
 import sys
@@ -419,7 +420,7 @@ TRANSPORT_ENV = {
     # the Python HTTP proxy, gRPC between the deployments
     "grpc": lambda: {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "1"},
     # Ray's defaults: the Python HTTP proxy, Ray actor calls
-    "actor": lambda: {},
+    "actor": dict,
 }
 """The Ray environment of each ``--ray-transport``."""
 
@@ -491,6 +492,8 @@ def _http_on_ray(model_dir, texts, prompt_len, new_tokens, levels, n_latency, ro
     finally:
         serve.shutdown()
         ray.shutdown()
+        if "RAY_SERVE_HAPROXY_SERVER_STATE_BASE" in env:
+            shutil.rmtree(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
     return out
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def once(model_dir: str, device: str, timeout_s: float, work: Path) -> dict:
                 time.sleep(0.25)
         finally:
             _stop(proc)
+            shutil.rmtree(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
     if ready is None:
         tail = log_path.read_text()[-2000:]
         raise RuntimeError(f"not ready in {timeout_s:.0f}s (serve run exit code {proc.returncode}):\n{tail}")

@@ -8,6 +8,7 @@ query and a known write). Everything else checks the API contract, not the SQL's
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -151,6 +152,7 @@ def ray_serve():
     serve.shutdown()
     if started:
         ray.shutdown()
+        shutil.rmtree(serve_env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

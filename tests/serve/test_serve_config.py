@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from sqltune.errors import ConfigError
-from sqltune.serving.config import ServeArgs
+from sqltune.serving.config import RAY_SERVE_ENV, ServeArgs, local_serve_env
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "serve" / "config.yaml"
@@ -71,3 +72,21 @@ def test_serve_run_string_args_are_parsed():
     assert args.served_name == "models-merged"
     assert ServeArgs.from_args({"model_uri": "s3://b/runs/tiny/merged"}).served_name == "tiny-merged"
     assert args.seq_len == args.max_question_tokens + args.max_schema_tokens + 256 + args.max_new_tokens_cap
+
+
+def test_each_local_cluster_gets_haproxy_files_and_ports_of_its_own():
+    first, second = local_serve_env(), local_serve_env()
+    try:
+        for env in (first, second):
+            assert {k: env[k] for k in RAY_SERVE_ENV} == RAY_SERVE_ENV
+            # HAProxy refuses unix socket paths over 97 characters; Ray puts each under a 56-character node id.
+            for key in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"):
+                base, name = env[key].rsplit("/", 1)
+                assert len(f"{base}/{'f' * 56}/{name}") <= 97, env[key]
+            assert Path(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]).is_dir()
+            assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != env["RAY_SERVE_HAPROXY_METRICS_PORT"]
+        shared = {k for k in first if k not in RAY_SERVE_ENV and first[k] == second[k]}
+        assert not shared, shared
+    finally:
+        for env in (first, second):
+            shutil.rmtree(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"], ignore_errors=True)
