@@ -527,6 +527,9 @@ async def _clients(base: str, texts: list[str], offset: int, c: int, n_req: int,
             parts.setdefault("outside_app_ms", []).append(secs * 1000 - timing["ingress"])
             if "app" in timing:  # the ingress app around its handler: parsing, validation, middleware
                 parts.setdefault("ingress_framework_ms", []).append(timing["app"] - timing["ingress"])
+            if "handler" in timing:  # the hop split: the replica's work around the engine, and the transport
+                parts.setdefault("replica_prep_ms", []).append(timing["handler"] - timing["replica"])
+                parts.setdefault("transport_ms", []).append(timing["ingress"] - timing["handler"])
         return secs, r.json()["usage"]["completion_tokens"]
 
     limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)

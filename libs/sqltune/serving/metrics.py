@@ -150,12 +150,13 @@ class EngineMetrics:
 
 
 def server_timing(timing: Timing, ingress_s: float) -> str:
-    """A ``Server-Timing`` header value (W3C; browsers' network panels show it): the replica's queue, first
-    token and total time, and the ingress handler's own total, in milliseconds. :class:`MetricsMiddleware`
+    """A ``Server-Timing`` header value (W3C; browsers' network panels show it), in milliseconds: the engine's
+    queue, first token and total time (``replica``), the replica's whole handling around it (``handler``:
+    prompt rendering, tokenization, decoding) and the ingress handler's own total. :class:`MetricsMiddleware`
     adds ``app``, the whole app's time to the answer (the handler plus parsing, validation, middleware)."""
     return (
         f"queue;dur={timing.queue_ms}, ttft;dur={timing.ttft_ms}, replica;dur={timing.total_ms}, "
-        f"ingress;dur={round(ingress_s * 1000, 2)}"
+        f"handler;dur={timing.handler_ms}, ingress;dur={round(ingress_s * 1000, 2)}"
     )
 
 

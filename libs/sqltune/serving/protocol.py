@@ -74,8 +74,13 @@ class BatchInfo:
 @dataclass(frozen=True)
 class Timing:
     queue_ms: float = 0.0
+    """Waiting in the engine for a slot."""
     ttft_ms: float = 0.0
+    """From submission to the engine to the first token."""
     total_ms: float = 0.0
+    """From submission to the engine to the last token."""
+    handler_ms: float = 0.0
+    """The replica's whole handling: rendering the prompt, tokenizing, the engine, decoding the text."""
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,9 @@ def _batch(req: GenRequest) -> BatchInfo:
     return BatchInfo(max_decode_batch=req.max_batch, prefill_batch=req.prefill_batch)
 
 
-def _timing(req: GenRequest) -> Timing:
+def _timing(req: GenRequest, handler_start: float) -> Timing:
+    """The engine's times of ``req``, and the replica's handling since ``handler_start`` (until now)."""
+
     def ms(a: float, b: float) -> float:
         return round(max(0.0, (b - a)) * 1000, 2) if a and b else 0.0
 
@@ -77,6 +79,7 @@ def _timing(req: GenRequest) -> Timing:
         queue_ms=ms(req.submitted_at, req.started_at),
         ttft_ms=ms(req.submitted_at, req.first_token_at),
         total_ms=ms(req.submitted_at, req.finished_at),
+        handler_ms=ms(handler_start, time.perf_counter()),
     )
 
 
@@ -224,11 +227,11 @@ class ModelServer:
     async def sql(self, request: SqlGeneration) -> Completion | Rejection:
         """Generate SQL for a question over a schema (the raw model text; the ingress cleans it)."""
         try:
-            return await self._sql(request)
+            return await self._sql(request, time.perf_counter())
         except Rejected as exc:
             return exc.rejection
 
-    async def _sql(self, request: SqlGeneration) -> Completion:
+    async def _sql(self, request: SqlGeneration, start: float) -> Completion:
         max_new = self.limits.new_tokens(request.max_new_tokens, "max_new_tokens")
         self.limits.sql_inputs(self.count_tokens, request.question, request.schema, request.evidence)
         try:
@@ -257,7 +260,7 @@ class ModelServer:
             completion_tokens=len(req.tokens),
             model=self.name,
             batch=_batch(req),
-            timing=_timing(req),
+            timing=_timing(req, start),
         )
 
     # -- chat --------------------------------------------------------------------------------------
@@ -291,6 +294,7 @@ class ModelServer:
 
     async def chat(self, request: ChatGeneration) -> Completion | Rejection:
         """A chat completion: the text (cut at the first stop string), the finish reason, usage."""
+        start = time.perf_counter()
         try:
             req = self._chat_request(request)
             if request.sampling.greedy:
@@ -312,7 +316,7 @@ class ModelServer:
             completion_tokens=len(req.tokens),
             model=self.name,
             batch=_batch(req),
-            timing=_timing(req),
+            timing=_timing(req, start),
         )
 
     async def chat_stream(self, request: ChatGeneration) -> AsyncIterator[StreamItem]:
