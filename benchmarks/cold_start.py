@@ -118,7 +118,7 @@ def measure(model_dir: str, device: str, repeats: int, timeout_s: float = 600) -
         with tempfile.TemporaryDirectory() as tmp:
             runs.append(once(model_dir, device, timeout_s, Path(tmp)))
         print(f"[cold start] run {i + 1}: ready {runs[-1]['ready_s']}s after `serve run` "
-              f"(HTTP proxy answering at {runs[-1]['http_first_answer_s']}s, replica load + warm-up "
+              f"(Serve's HTTP port answering at {runs[-1]['http_first_answer_s']}s, replica load + warm-up "
               f"{runs[-1]['replica_load_s']}s)", file=sys.stderr)
     return {"command": "serve run <serve/config.yaml with the model>", "runs": runs,
             "ready_s": [r["ready_s"] for r in runs]}
