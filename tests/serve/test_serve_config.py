@@ -85,7 +85,9 @@ def test_each_local_cluster_gets_haproxy_files_and_ports_of_its_own():
                 assert len(f"{base}/{'f' * 56}/{name}") <= 97, env[key]
             assert Path(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]).is_dir()
             assert env["RAY_SERVE_HAPROXY_STATS_PORT"] != env["RAY_SERVE_HAPROXY_METRICS_PORT"]
-        shared = {k for k in first if k not in RAY_SERVE_ENV and first[k] == second[k]}
+        own = [k for k in first if k.startswith("RAY_SERVE_HAPROXY_")]
+        assert len(own) == 7, own
+        shared = {k for k in own if first[k] == second[k]}
         assert not shared, shared
     finally:
         for env in (first, second):

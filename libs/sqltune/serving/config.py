@@ -43,7 +43,12 @@ def local_serve_env() -> dict[str, str]:
     Ray's defaults put every cluster's HAProxy on the same files (``/tmp/haproxy-serve``) and ports
     (8404, 9101): two clusters on one machine (tests beside a demo, two checkouts) would take each
     other's. The directory is short on purpose: HAProxy refuses unix socket paths over 97 characters,
-    and Ray adds a 56-character node id below it."""
+    and Ray adds a 56-character node id below it.
+
+    An ingress replica that stops (a new model promoted, ``serve shutdown``) stays reachable for
+    ``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`` so load balancers can drop it first; Ray's 30 s
+    are for balancers outside the cluster. Here the only one is this machine's HAProxy, which Ray
+    reconfigures within a second, so 5 s are kept (`make demo` stops its server ~25 s sooner)."""
     base = tempfile.mkdtemp(prefix="sqltune-hap-", dir="/tmp")
     return {
         **RAY_SERVE_ENV,
@@ -54,6 +59,7 @@ def local_serve_env() -> dict[str, str]:
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{base}/metrics.sock",
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
     }
 
 
