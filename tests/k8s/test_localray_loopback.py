@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sqltune.k8s.localray import LocalRay, is_loopback, listening_sockets, own_ray_processes
+from sqltune.serving.config import RAY_SERVE_ENV
 
 pytestmark = pytest.mark.ray
 
@@ -25,3 +28,14 @@ def test_local_ray_head_listens_on_loopback_only(tmp_path):
     assert "gcs_server" in names and "raylet" in names, sockets  # the head's own servers were seen
     exposed = [s for s in sockets if not is_loopback(s[0])]
     assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+def test_each_local_ray_has_haproxy_files_and_ports_of_its_own(tmp_path):
+    first, second = LocalRay(tmp_path / "a", num_cpus=1), LocalRay(tmp_path / "b", num_cpus=1)
+    own = [k for k in first.env if k.startswith("RAY_SERVE_HAPROXY_")]
+    assert own and all(first.env[k] != second.env[k] for k in own), own
+    assert all(first.env[k] == v for k, v in RAY_SERVE_ENV.items())  # Ray Serve as the images run it
+    assert Path(first.haproxy_dir).is_dir()
+    first.stop()  # never started: its HAProxy directory goes all the same
+    second.stop()
+    assert not Path(first.haproxy_dir).exists() and not Path(second.haproxy_dir).exists()

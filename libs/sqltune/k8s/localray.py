@@ -244,6 +244,7 @@ class LocalRay:
 
     def stop(self) -> None:
         if not self.started:
+            shutil.rmtree(self.haproxy_dir, ignore_errors=True)  # made with this object, used or not
             return
         if self.dashboard_port:
             self.run([bin_path("serve"), "shutdown", "-y", "-a", self.address], check=False, timeout=120)
