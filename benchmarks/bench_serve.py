@@ -448,7 +448,7 @@ def _http_on_ray(model_dir, texts, prompt_len, new_tokens, levels, n_latency, ro
     cuda = device.startswith("cuda")
     counts = [int(x) for x in str(opts.http_ingress_replicas).split(",") if x.strip()]
     # Set before Ray starts, as a cluster's pods have it: Ray's processes inherit this environment. This
-    # process keeps its own (its handle calls need no event loop of their own then).
+    # process keeps its own.
     saved = dict(os.environ)
     env = TRANSPORT_ENV[transport]()
     for key in RAY_SERVE_ENV:

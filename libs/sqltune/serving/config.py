@@ -32,8 +32,9 @@ This is Ray Serve's high-throughput mode:
   so does the router of its handle to the model replica;
 * the ingress -> model replica call goes over gRPC instead of a Ray actor call.
 
-docs/benchmarks.md gives what it changed on the serving benchmark. Ray reads it when its processes start, so it cannot be an ``args`` field. In this mode a process that calls a deployment handle
-must do so from a running event loop."""
+docs/benchmarks.md gives what it changed on the serving benchmark. Ray reads it when its processes
+start, so it cannot be an ``args`` field. In this mode a process that calls a deployment handle must do
+so from a running event loop."""
 
 
 def local_serve_env() -> dict[str, str]:
@@ -48,7 +49,7 @@ def local_serve_env() -> dict[str, str]:
     An ingress replica that stops (a new model promoted, ``serve shutdown``) stays reachable for
     ``RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S`` so load balancers can drop it first; Ray's 30 s
     are for balancers outside the cluster. Here the only one is this machine's HAProxy, which Ray
-    reconfigures within a second, so 5 s are kept (`make demo` stops its server ~25 s sooner)."""
+    reconfigures within a second, so 5 s are kept (``make demo`` stops its server ~25 s sooner)."""
     base = tempfile.mkdtemp(prefix="sqltune-hap-", dir="/tmp")
     return {
         **RAY_SERVE_ENV,
