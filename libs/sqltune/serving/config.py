@@ -6,7 +6,6 @@ both end up in :meth:`ServeArgs.from_args`, which validates every field and name
 
 from __future__ import annotations
 
-import socket
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,6 +14,7 @@ import yaml
 
 from sqltune.config import Config, param
 from sqltune.errors import ConfigError
+from sqltune.storage.embedded import free_port
 
 RAY_SERVE_ENV: dict[str, str] = {
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
@@ -58,16 +58,11 @@ def local_serve_env() -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": base,
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": f"{base}/server-state",
         "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": f"{base}/metrics.sock",
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
     }
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
