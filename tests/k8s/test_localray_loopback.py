@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,29 @@ def test_each_local_ray_has_haproxy_files_and_ports_of_its_own(tmp_path):
     first.stop()  # never started: its HAProxy directory goes all the same
     second.stop()
     assert not Path(first.haproxy_dir).exists() and not Path(second.haproxy_dir).exists()
+
+
+def test_readiness_polling_rides_through_a_cut_answer(tmp_path):
+    """A server that restarts (HAProxy reloads as Serve's replicas change) may send half a status line."""
+    answers = [b"HTTP/1.1 2", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"]
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve() -> None:
+        for answer in answers:
+            conn, _ = server.accept()
+            conn.recv(4096)
+            conn.sendall(answer)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ray = LocalRay(tmp_path / "ray", num_cpus=1)
+    try:
+        ray.wait_http_ready(f"http://127.0.0.1:{server.getsockname()[1]}/readyz", timeout=30)
+    finally:
+        ray.stop()
+        server.close()
+    thread.join(5)
+    assert not thread.is_alive()  # both answers were asked for: the cut one did not end the wait

@@ -17,6 +17,7 @@ job runs on a laptop the way it runs on a cluster: submitted to the head's dashb
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import secrets
@@ -357,7 +358,9 @@ class LocalRay:
                 with urllib.request.urlopen(url, timeout=5) as resp:
                     if resp.status == 200:
                         return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            # A server still starting may drop or cut a connection: HAProxy reloads (a new process takes
+            # the port) each time Serve's replicas change, so a poll can get half an answer.
+            except (urllib.error.URLError, http.client.HTTPException, OSError):
                 pass
             if time.monotonic() - last_status > 15:
                 last_status = time.monotonic()
