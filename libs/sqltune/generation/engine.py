@@ -211,10 +211,11 @@ class Engine(BaseEngine):
         if past and n == 1 and self.runner.prefill_is_graphed(1, len(g[0].prompt_ids)):
             past = 0  # one prompt: its captured full-length graph is cheaper than an eager pass over the rest
         T = max(len(r.prompt_ids) for r in g) - past
-        ids = torch.zeros(n, T, dtype=torch.long)
+        # One tensor from one padded list: each torch call gives up the GIL, which the replica's request
+        # loop may then hold for a whole switch interval.
+        ids = torch.tensor([r.prompt_ids[past:] + [0] * (T + past - len(r.prompt_ids)) for r in g], dtype=torch.long)
         now = time.perf_counter()
-        for i, r in enumerate(g):
-            ids[i, : len(r.prompt_ids) - past] = torch.tensor(r.prompt_ids[past:], dtype=torch.long)
+        for r in g:
             r.started_at = now
             r.prefill_batch = n
         lengths = torch.tensor([len(r.prompt_ids) - past for r in g], dtype=torch.long)

@@ -131,6 +131,14 @@ class ServeArgs(Config):
     compile: Literal["auto", "on", "off"] = param(
         "auto", "torch.compile the per-layer math (auto: on for CUDA, off on CPU)."
     )
+    gil_switch_ms: float = param(
+        0.0,
+        "Python's thread switch interval in the model replica's process (sys.setswitchinterval), in ms; 0 "
+        "keeps Python's 5 ms. The engine's scheduler thread and the replica's request loop share the GIL: "
+        "each torch call releases it, and taking it back waits up to this interval while the loop runs Python.",
+        min=0.0,
+        max=100.0,
+    )
     warmup: bool = param(True, "Run a warm-up generation (and capture graphs) before reporting ready.")
 
     # Request limits

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -90,6 +91,8 @@ class ModelServer:
         self.args = args if isinstance(args, ServeArgs) else ServeArgs.from_args(args)
         a = self.args
         t0 = time.perf_counter()
+        if a.gil_switch_ms:
+            sys.setswitchinterval(a.gil_switch_ms / 1000)
         verify_artifact(a.model_uri)
         if a.base_model_uri:
             verify_artifact(a.base_model_uri)
