@@ -132,9 +132,9 @@ class ServeArgs(Config):
         "auto", "torch.compile the per-layer math (auto: on for CUDA, off on CPU)."
     )
     gil_switch_ms: float = param(
-        0.0,
+        0.5,
         "Python's thread switch interval in the model replica's process (sys.setswitchinterval), in ms; 0 "
-        "keeps Python's 5 ms. The engine's scheduler thread and the replica's request loop share the GIL: "
+        "keeps Python's own (5 ms). The engine's scheduler thread and the replica's request loop share the GIL: "
         "each torch call releases it, and taking it back waits up to this interval while the loop runs Python.",
         min=0.0,
         max=100.0,
