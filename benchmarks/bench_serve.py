@@ -530,6 +530,9 @@ async def _clients(base: str, texts: list[str], offset: int, c: int, n_req: int,
             if "handler" in timing:  # the hop split: the replica's work around the engine, and the transport
                 parts.setdefault("replica_prep_ms", []).append(timing["handler"] - timing["replica"])
                 parts.setdefault("transport_ms", []).append(timing["ingress"] - timing["handler"])
+            if "fwd" in timing:  # the transport's two legs: ingress -> replica handling, and back
+                parts.setdefault("forward_ms", []).append(timing["fwd"])
+                parts.setdefault("return_ms", []).append(timing["ret"])
         return secs, r.json()["usage"]["completion_tokens"]
 
     limits = httpx.Limits(max_connections=c + 4, max_keepalive_connections=c + 4)

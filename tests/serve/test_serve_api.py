@@ -49,6 +49,13 @@ def server_timing(r: httpx.Response) -> dict[str, float]:
     return out
 
 
+def assert_hop_split(timing: dict[str, float]) -> None:
+    """The hop to the replica and back (one host, one clock): both legs positive, and with the replica's
+    handling they fit inside the ingress handler's time (each figure is rounded to 0.01 ms)."""
+    assert timing["fwd"] > 0 and timing["ret"] > 0, timing
+    assert timing["fwd"] + timing["handler"] + timing["ret"] <= timing["ingress"] + 0.03, timing
+
+
 # --------------------------------------------------------------------------------------------- /v1/sql
 
 
@@ -67,11 +74,12 @@ def test_sql_answers_with_the_contract(client):
     assert body["latency_ms"] > 0
     assert "rows" not in body  # no execute asked
     timing = server_timing(r)
-    assert set(timing) == {"queue", "ttft", "replica", "handler", "ingress", "app"}
+    assert set(timing) == {"queue", "ttft", "replica", "handler", "fwd", "ret", "ingress", "app"}
     # The replica's own time is inside the ingress handler's, that inside the app's; the first token comes
     # within the replica's time.
     assert 0 <= timing["queue"] <= timing["ttft"] <= timing["replica"] <= timing["handler"] <= timing["ingress"]
     assert timing["ingress"] <= timing["app"]
+    assert_hop_split(timing)
 
 
 def test_a_repeated_schema_is_prefilled_from_the_prefix_cache(client):
@@ -223,6 +231,7 @@ def test_chat_completion_reports_server_timing(client):
     assert 0 <= timing["queue"] <= timing["ttft"] <= timing["replica"] <= timing["handler"] <= timing["ingress"]
     assert timing["ingress"] <= timing["app"]
     assert timing["replica"] > 0
+    assert_hop_split(timing)
 
 
 def test_sse_stream_format(client):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from sqltune.serving.config import RAY_SERVE_ENV
-from sqltune.serving.deployments import grpc_transport, transport_warning
+from sqltune.serving.deployments import grpc_transport, hop_timing, transport_warning
+from sqltune.serving.metrics import server_timing
+from sqltune.serving.protocol import Completion, Rejection, Timing
 
 
 def test_a_ray_outside_the_high_throughput_mode_is_named_with_the_fix() -> None:
@@ -40,3 +44,26 @@ def test_only_the_missing_settings_are_named() -> None:
 )
 def test_the_ingress_knows_which_transport_ray_uses(environ: dict, grpc: bool) -> None:
     assert grpc_transport(environ) is grpc
+
+
+def _completion(timing: Timing) -> Completion:
+    return Completion("SELECT 1", "stop", 10, 3, "m", timing=timing)
+
+
+def test_the_hop_is_split_into_its_two_legs() -> None:
+    now = time.time()
+    # Called 50 ms ago; the replica handled it for 30 ms and finished 5 ms ago: 15 ms went forward.
+    done = hop_timing(_completion(Timing(handler_ms=30.0, handler_end_unix=now - 0.005)), now - 0.050)
+    assert done.timing.return_ms == pytest.approx(5.0, abs=2.0)
+    assert done.timing.forward_ms == pytest.approx(15.0, abs=2.0)
+    assert done.timing.handler_ms == 30.0 and done.text == "SELECT 1"
+    header = server_timing(done.timing, 0.060)
+    assert f"fwd;dur={done.timing.forward_ms}, ret;dur={done.timing.return_ms}" in header
+
+
+def test_answers_without_a_replica_clock_are_left_alone() -> None:
+    plain = _completion(Timing(handler_ms=30.0))
+    assert hop_timing(plain, time.time()) is plain
+    assert "fwd" not in server_timing(plain.timing, 0.060)  # an in-process backend: no hop to split
+    refused = Rejection(400, "messages", "bad")
+    assert hop_timing(refused, time.time()) is refused

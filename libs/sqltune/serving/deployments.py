@@ -9,8 +9,10 @@ section overrides the defaults set here (replicas, autoscaling, ``max_ongoing_re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -64,6 +66,20 @@ async def _answer(response: DeploymentResponse, what: str, timeout: float | None
         raise _translate(exc) from None
 
 
+def hop_timing(result: Any, sent_unix: float) -> Any:
+    """``result`` with the hop to the replica split in its timing: forward (from ``sent_unix``, when the
+    ingress called, to the replica's handling) and return (from its end until now), both from wall clocks."""
+    if not isinstance(result, Completion) or not result.timing.handler_end_unix:
+        return result
+    t = result.timing
+    now = time.time()
+    back = (now - t.handler_end_unix) * 1000
+    forward = (now - sent_unix) * 1000 - t.handler_ms - back
+    return dataclasses.replace(
+        result, timing=dataclasses.replace(t, forward_ms=round(forward, 2), return_ms=round(back, 2))
+    )
+
+
 def transport_warning(environ: Mapping[str, str]) -> str | None:
     """What to tell an operator whose Ray processes lack :data:`RAY_SERVE_ENV` (None when all is set)."""
     unset = {k: v for k, v in RAY_SERVE_ENV.items() if environ.get(k) != v}
@@ -110,13 +126,15 @@ class RayModelBackend:
         loop = asyncio.get_running_loop()
         start = loop.time()
         try:
-            return await _answer(getattr(self.handle, method).remote(request), method, timeout)
+            sent = time.time()
+            return hop_timing(await _answer(getattr(self.handle, method).remote(request), method, timeout), sent)
         except BackendFailure:
             if not self.replicas():
                 raise
             log.warning("a model replica died under a %s request; retrying it on another replica", method)
             left = None if timeout is None else max(0.001, timeout - (loop.time() - start))
-            return await _answer(getattr(self.handle, method).remote(request), method, left)
+            sent = time.time()
+            return hop_timing(await _answer(getattr(self.handle, method).remote(request), method, left), sent)
 
     async def sql(self, request: SqlGeneration, *, timeout: float | None = None) -> Completion | Rejection:
         return await self._once_more("sql", request, timeout)

@@ -153,10 +153,13 @@ def server_timing(timing: Timing, ingress_s: float) -> str:
     """A ``Server-Timing`` header value (W3C; browsers' network panels show it), in milliseconds: the engine's
     queue, first token and total time (``replica``), the replica's whole handling around it (``handler``:
     prompt rendering, tokenization, decoding) and the ingress handler's own total. :class:`MetricsMiddleware`
-    adds ``app``, the whole app's time to the answer (the handler plus parsing, validation, middleware)."""
+    adds ``app``, the whole app's time to the answer (the handler plus parsing, validation, middleware).
+    Through Ray Serve, ``fwd`` and ``ret`` split the hop between the ingress and the replica: from the call to
+    the replica's handling, and from its end back to the ingress."""
+    hop = f", fwd;dur={timing.forward_ms}, ret;dur={timing.return_ms}" if timing.forward_ms or timing.return_ms else ""
     return (
         f"queue;dur={timing.queue_ms}, ttft;dur={timing.ttft_ms}, replica;dur={timing.total_ms}, "
-        f"handler;dur={timing.handler_ms}, ingress;dur={round(ingress_s * 1000, 2)}"
+        f"handler;dur={timing.handler_ms}{hop}, ingress;dur={round(ingress_s * 1000, 2)}"
     )
 
 

@@ -81,6 +81,14 @@ class Timing:
     """From submission to the engine to the last token."""
     handler_ms: float = 0.0
     """The replica's whole handling: rendering the prompt, tokenizing, the engine, decoding the text."""
+    handler_end_unix: float = 0.0
+    """The replica's wall clock (``time.time()``) when its handling ended; 0 when not measured."""
+    forward_ms: float = 0.0
+    """From the ingress's call to the start of the replica's handling (the transport and the replica's own
+    request machinery); set by the ingress's Ray backend, 0 elsewhere. Across nodes it includes the
+    difference between their clocks."""
+    return_ms: float = 0.0
+    """From the end of the replica's handling until the ingress has the answer; as :attr:`forward_ms`."""
 
 
 @dataclass(frozen=True)

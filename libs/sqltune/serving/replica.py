@@ -81,6 +81,7 @@ def _timing(req: GenRequest, handler_start: float) -> Timing:
         ttft_ms=ms(req.submitted_at, req.first_token_at),
         total_ms=ms(req.submitted_at, req.finished_at),
         handler_ms=ms(handler_start, time.perf_counter()),
+        handler_end_unix=time.time(),
     )
 
 
