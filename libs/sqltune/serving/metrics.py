@@ -14,7 +14,8 @@ Exported series (Prometheus adds the ``ray_`` prefix):
 * ``sqltune_sql_generated_total{valid, read_only}`` - generated SQL; valid-SQL rate =
   ``sum(rate(...{valid="true"}[5m])) / sum(rate(...[5m]))``.
 * ``sqltune_sql_executed_total{outcome}`` - executions (ok, error, refused).
-* ``sqltune_batch_size{phase}`` - engine batch sizes (prefill, decode), histogram.
+* ``sqltune_batch_size{phase}`` - sequences per engine pass (a prefill group; a decode chunk of up to
+  ``decode_chunk`` steps counts once), histogram.
 * ``sqltune_generated_tokens_total`` / ``sqltune_prompt_tokens_total``.
 """
 
@@ -131,7 +132,12 @@ class IngressMetrics:
 class EngineMetrics:
     def __init__(self) -> None:
         self.batch = _make(
-            "Histogram", "sqltune_batch_size", "Sequences per engine step.", ("phase",), BATCH_BUCKETS
+            "Histogram",
+            "sqltune_batch_size",
+            "Sequences per engine pass: a prefill group, or a decode chunk (up to decode_chunk steps, one "
+            "observation for the chunk).",
+            ("phase",),
+            BATCH_BUCKETS,
         )
         self.generated = _make("Counter", "sqltune_generated_tokens_total", "Tokens generated.", ())
         self.prompt = _make("Counter", "sqltune_prompt_tokens_total", "Prompt tokens processed.", ())
