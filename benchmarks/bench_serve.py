@@ -699,8 +699,9 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
     }
     info = httpx.get(f"{base}/readyz", timeout=10).json()
     res["replica_load_s"] = info.get("load_s")
+    res["replica_startup"] = info.get("startup")
     log(f"http app (ingress x{n_ingress}) ready in {res['startup_s']:.1f}s (replica load + warm-up "
-        f"{info.get('load_s')}s)")
+        f"{info.get('load_s')}s: {info.get('startup')})")
     reset_stats = _replica_call(serve, "reset_stats")
     parts: dict[str, list[float]] = {}
 

@@ -94,6 +94,7 @@ def once(model_dir: str, device: str, timeout_s: float, work: Path) -> dict:
         "http_first_answer_s": round(first_answer, 2),
         "ready_s": round(ready, 2),
         "replica_load_s": info.get("load_s"),
+        "replica_startup": info.get("startup"),
     }
 
 
@@ -112,6 +113,13 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _parts(startup: dict | None) -> str:
+    """``weights 2.1s, engine 20.3s (compile 9.0s, capture 10.2s)`` from a replica's startup seconds."""
+    s = startup or {}
+    inner = ", ".join(f"{k[:-2]} {s[k]}s" for k in ("compile_s", "capture_s") if k in s)
+    return f"weights {s.get('weights_s')}s, engine {s.get('engine_s')}s" + (f" ({inner})" if inner else "")
+
+
 def measure(model_dir: str, device: str, repeats: int, timeout_s: float = 600) -> dict:
     runs = []
     for i in range(repeats):
@@ -119,7 +127,7 @@ def measure(model_dir: str, device: str, repeats: int, timeout_s: float = 600) -
             runs.append(once(model_dir, device, timeout_s, Path(tmp)))
         print(f"[cold start] run {i + 1}: ready {runs[-1]['ready_s']}s after `serve run` "
               f"(Serve's HTTP port answering at {runs[-1]['http_first_answer_s']}s, replica load + warm-up "
-              f"{runs[-1]['replica_load_s']}s)", file=sys.stderr)
+              f"{runs[-1]['replica_load_s']}s: {_parts(runs[-1]['replica_startup'])})", file=sys.stderr)
     return {"command": "serve run <serve/config.yaml with the model>", "runs": runs,
             "ready_s": [r["ready_s"] for r in runs]}
 

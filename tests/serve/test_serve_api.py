@@ -524,3 +524,12 @@ def test_the_test_cluster_listens_on_loopback_only(server, ray_serve):
         and not (s[2] == "haproxy" and s[1] in haproxy_own)
     ]
     assert not exposed, f"listening beyond loopback: {exposed}"
+
+
+def test_readyz_reports_the_replicas_start_by_part(server):
+    """The replica's typed info crosses to the ingress with its start split into parts."""
+    ready = httpx.get(f"{server['base']}/readyz", timeout=30).json()
+    assert ready["status"] == "ready"
+    parts = ready["startup"]
+    assert {"weights_s", "engine_s"} <= set(parts), parts
+    assert parts["weights_s"] + parts["engine_s"] <= ready["load_s"] + 0.02

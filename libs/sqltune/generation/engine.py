@@ -94,6 +94,11 @@ class Engine(BaseEngine):
         decode_graphs, prefill_graphs = self.runner.graph_counts
         return {"cuda_graphs": decode_graphs, "prefill_graphs": prefill_graphs}
 
+    @property
+    def startup(self) -> dict[str, float]:
+        """Seconds of the warm-up's parts (compile, graph capture); empty before :meth:`warmup`."""
+        return dict(getattr(self.runner, "startup", {}))
+
     def warmup(self, capture: bool = True) -> None:
         """Compile (or fall back to eager), capture the CUDA graphs of every bucket, then run a few
         generations through the scheduler. Call before :meth:`start` (or while the engine is idle)."""

@@ -160,7 +160,10 @@ class ModelRunner:
     def prepare(self, capture: bool = True) -> None:
         """Compile (or fall back to eager), then capture the CUDA graphs of every bucket.
 
-        Falls back step by step when a trial fails: eager layers, then SDPA, then math attention."""
+        Falls back step by step when a trial fails: eager layers, then SDPA, then math attention.
+        :attr:`startup` then holds the seconds of each part (``compile_s``: the trial steps, compiling
+        where compiled; ``capture_s``: the CUDA graphs)."""
+        t0 = time.perf_counter()
         with torch.inference_mode():
             try:
                 self._trial()
@@ -195,8 +198,10 @@ class ModelRunner:
                         err = exc3
                 if err is not None:
                     raise err
+            t1 = time.perf_counter()
             if self.use_graphs and capture:
                 self._capture_all()
+        self.startup = {"compile_s": round(t1 - t0, 2), "capture_s": round(time.perf_counter() - t1, 2)}
 
     # -- prefill -----------------------------------------------------------------------------------
 

@@ -139,6 +139,9 @@ class ReplicaInfo:
     artifact: dict[str, Any]
     template: str
     load_s: float
+    startup: dict[str, float] = field(default_factory=dict)
+    """Seconds of the start's parts: ``weights_s`` (verifying and loading the artifact), ``engine_s`` (building and
+    warming the engine up), and on the slot engine ``compile_s`` and ``capture_s`` within it."""
 
 
 StreamItem = StreamDelta | StreamEnd | Rejection

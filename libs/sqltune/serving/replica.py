@@ -100,6 +100,7 @@ class ModelServer:
         loaded = load_for_inference(
             a.model_uri, base_uri=a.base_model_uri, precision=a.precision, device=a.device, name=a.served_name
         )
+        t_weights = time.perf_counter()
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.template = loaded.template
@@ -126,6 +127,11 @@ class ModelServer:
             self.engine.start()
             self.engine.ready = True
         self.load_s = time.perf_counter() - t0
+        self.startup = {
+            "weights_s": round(t_weights - t0, 2),
+            "engine_s": round(time.perf_counter() - t_weights, 2),
+            **getattr(self.engine, "startup", {}),
+        }
         log.info("model %s ready in %.1fs (engine %s)", self.name, self.load_s, self.engine.mode)
 
     # -- info ------------------------------------------------------------------------------------
@@ -139,6 +145,7 @@ class ModelServer:
             artifact={k: self.loaded.info.get(k) for k in ("kind", "base_model", "precision", "run_name")},
             template=getattr(self.template, "name", ""),
             load_s=round(self.load_s, 2),
+            startup=dict(self.startup),
         )
 
     def stats(self) -> dict[str, Any]:
