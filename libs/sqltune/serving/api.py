@@ -117,11 +117,15 @@ def create_app(args: ServeArgs, backend: Backend) -> FastAPI:
         responses=error_responses(401, 500, 503, 504),
     )
     async def stats():
-        return {
+        out = {
             "engine": await state.stats(),
             "ingress": dict(state.metrics.counts),
             "transport": state.backend.transport,
         }
+        gathered = getattr(state.backend, "gathered", None)  # this ingress's coalesce_ms calls
+        if gathered is not None:
+            out["gathered"] = gathered
+        return out
 
     add_sql_routes(app, state)
     add_openai_routes(app, state)

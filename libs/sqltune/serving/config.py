@@ -154,6 +154,16 @@ class ServeArgs(Config):
     max_body_bytes: int = param(65536, "Largest request body in bytes (413 above it).", min=256)
     max_messages: int = param(64, "Most chat messages in one /v1/chat/completions request.", min=1)
     request_timeout_s: float = param(60.0, "Per-request deadline inside the ingress (504 after it).", min=0.1)
+    coalesce_ms: float = param(
+        0.0,
+        "Ingress: while its calls to the model are in flight, gather the generation requests arriving within "
+        "this many ms into one streamed call (each answer comes back as it finishes); fewer calls cost the "
+        "model replica less per request under load. 0: one call per request. A request gathered this way "
+        "is not cancelled in the replica when its client goes away, and Ray Serve's autoscaling counts the "
+        "calls, not the requests in them.",
+        min=0.0,
+        max=50.0,
+    )
 
     # Auth
     api_token_env: str = param(

@@ -66,6 +66,15 @@ async def _answer(response: DeploymentResponse, what: str, timeout: float | None
         raise _translate(exc) from None
 
 
+def _answer_of(task: asyncio.Task) -> Completion | Rejection:
+    """A gathered request's answer; a failure in its generation is its own 500, not the whole call's."""
+    exc = task.exception()
+    if exc is None:
+        return task.result()
+    log.error("a gathered request failed: %s: %s", type(exc).__name__, exc)
+    return Rejection(500, None, f"generation failed: {type(exc).__name__}", "generation_failed")
+
+
 def hop_timing(result: Any, sent_unix: float) -> Any:
     """``result`` with the hop to the replica split in its timing: forward (from ``sent_unix``, when the
     ingress called, to the replica's handling) and return (from its end until now), both from wall clocks."""
@@ -103,12 +112,87 @@ def grpc_transport(environ: Mapping[str, str]) -> bool:
     return environ.get("RAY_SERVE_THROUGHPUT_OPTIMIZED") == "1"
 
 
+class _Gatherer:
+    """Gathers generation requests into one streamed ``generate_many`` call while other calls are in flight
+    (``coalesce_ms``). A request that finds nothing in flight goes at once, alone, so a lone client waits for
+    nothing; under load, requests arriving within the window share a call, and each answer comes back as
+    soon as its generation finishes. When the streamed call fails, its unanswered requests are sent again one
+    by one (with the usual retry on another replica)."""
+
+    def __init__(self, backend: RayModelBackend, window_s: float):
+        self.backend = backend
+        self.window_s = window_s
+        self.waiting: list[tuple[Any, asyncio.Future]] = []
+        self.flush: asyncio.TimerHandle | None = None
+        self.in_flight = 0
+        self.tasks: set[asyncio.Task] = set()
+        self.counts = {"calls": 0, "requests": 0}  # gathered calls and the requests they carried
+
+    async def call(self, method: str, request: Any, timeout: float | None) -> Any:
+        if self.in_flight == 0 and not self.waiting:
+            self.in_flight += 1
+            try:
+                return await self.backend._once_more(method, request, timeout)
+            finally:
+                self.in_flight -= 1
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future = loop.create_future()
+        self.waiting.append((request, fut))
+        if self.flush is None:
+            self.flush = loop.call_later(self.window_s, self._send)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise BackendTimeout(method) from None
+
+    def _send(self) -> None:
+        items, self.waiting, self.flush = self.waiting, [], None
+        self.counts["calls"] += 1
+        self.counts["requests"] += len(items)
+        task = asyncio.ensure_future(self._run(items))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, items: list[tuple[Any, asyncio.Future]]) -> None:
+        self.in_flight += 1
+        left = set(range(len(items)))
+        try:
+            sent = time.time()
+            gen = self.backend.handle.options(stream=True).generate_many.remote([r for r, _ in items])
+            async for answered in gen:
+                for i, result in answered:
+                    left.discard(i)
+                    if not items[i][1].done():
+                        items[i][1].set_result(hop_timing(result, sent))
+        except Exception as exc:  # noqa: BLE001 - the unanswered go again one by one
+            log.warning("a gathered call of %d requests failed (%s); sending the %d unanswered one by one",
+                        len(items), _translate(exc), len(left))
+        finally:
+            self.in_flight -= 1
+        for i in sorted(left):
+            request, fut = items[i]
+            if fut.done():
+                continue
+            method = "sql" if isinstance(request, SqlGeneration) else "chat"
+            try:
+                fut.set_result(await self.backend._once_more(method, request, None))
+            except Exception as exc:  # noqa: BLE001 - the waiting request raises it
+                if not fut.done():
+                    fut.set_exception(exc)
+
+
 class RayModelBackend:
     """The ingress's :class:`~sqltune.serving.backend.Backend` over the SQLModel deployment handle."""
 
-    def __init__(self, handle: DeploymentHandle, transport: str):
+    def __init__(self, handle: DeploymentHandle, transport: str, coalesce_s: float = 0.0):
         self.handle = handle
         self.transport = transport
+        self.gatherer = _Gatherer(self, coalesce_s) if coalesce_s > 0 else None
+
+    @property
+    def gathered(self) -> dict[str, int] | None:
+        """Calls that carried several requests, and those requests (None: ``coalesce_ms`` is off)."""
+        return None if self.gatherer is None else dict(self.gatherer.counts)
 
     def replicas(self) -> int | None:
         """Running replicas the handle's router knows (None before the first call, or if this Ray
@@ -137,9 +221,13 @@ class RayModelBackend:
             return hop_timing(await _answer(getattr(self.handle, method).remote(request), method, left), sent)
 
     async def sql(self, request: SqlGeneration, *, timeout: float | None = None) -> Completion | Rejection:
+        if self.gatherer is not None:
+            return await self.gatherer.call("sql", request, timeout)
         return await self._once_more("sql", request, timeout)
 
     async def chat(self, request: ChatGeneration, *, timeout: float | None = None) -> Completion | Rejection:
+        if self.gatherer is not None:
+            return await self.gatherer.call("chat", request, timeout)
         return await self._once_more("chat", request, timeout)
 
     async def info(self, *, timeout: float | None = None) -> ReplicaInfo:
@@ -219,6 +307,25 @@ class SQLModel:
             self.metrics.tokens(result.prompt_tokens, result.completion_tokens)
         return result
 
+    async def generate_many(
+        self, requests: list[SqlGeneration | ChatGeneration]
+    ) -> AsyncIterator[list[tuple[int, Completion | Rejection]]]:
+        """Several requests at once (the ingress's ``coalesce_ms``): yields (index, answer) pairs as the
+        generations finish, those finished together in one item. If the caller goes away, what is left is
+        cancelled."""
+        tasks = {
+            asyncio.ensure_future(self.sql(r) if isinstance(r, SqlGeneration) else self.chat(r)): i
+            for i, r in enumerate(requests)
+        }
+        pending = set(tasks)
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                yield [(tasks[t], _answer_of(t)) for t in done]
+        finally:
+            for t in pending:
+                t.cancel()
+
     async def chat_stream(self, request: ChatGeneration) -> AsyncIterator[StreamItem]:
         async for item in self.server.chat_stream(request):
             if isinstance(item, StreamEnd):
@@ -264,7 +371,9 @@ class APIIngress:
         if warning:
             log.warning("%s", warning)
         grpc = grpc_transport(os.environ)
-        self.backend = RayModelBackend(model.options(_by_reference=not grpc), "grpc" if grpc else "actor")
+        self.backend = RayModelBackend(
+            model.options(_by_reference=not grpc), "grpc" if grpc else "actor", self.args.coalesce_ms / 1000
+        )
 
     def __serve_build_asgi_app__(self):
         return create_app(self.args, self.backend)
