@@ -725,6 +725,8 @@ def _http_run(serve, model_dir, texts, prompt_len, new_tokens, levels, n_latency
             **level_record(toks, n_req, wall, lat, st, "closed-loop HTTP clients"),
             "server_timing_mean_ms": {k: round(sum(v) / len(v), 2) for k, v in parts.items() if v},
         }
+        if "gathered" in stats:  # coalesce_ms: one ingress replica's gathered calls since it started
+            res["throughput"][str(c)]["gathered_one_ingress"] = stats["gathered"]
         log(f"http c={c}: {toks / wall:,.0f} tok/s, p50 {pct(lat, 50):.3f}s; engine prefill "
             f"{st.get('prefill_s') or 0:.3f}s decode {st.get('decode_s') or 0:.3f}s of {wall:.3f}s, device busy "
             f"{st.get('device_s') or 0:.3f}s, mean decode batch {res['throughput'][str(c)]['mean_decode_batch']:.1f}, "
