@@ -18,21 +18,16 @@ def switch_interval():
     sys.setswitchinterval(before)
 
 
-def test_replica_sets_the_thread_switch_interval(taught_model, switch_interval):
-    args = {"model_uri": str(taught_model), "warmup": False, "gil_switch_ms": 0.5}
-    server = ModelServer(ServeArgs.from_args(args))
-    try:
-        assert sys.getswitchinterval() == pytest.approx(0.0005)
-    finally:
-        server.shutdown()
-
-
-def test_zero_keeps_pythons_switch_interval(taught_model, switch_interval):
+@pytest.mark.parametrize(
+    ("gil_switch_ms", "expected"),
+    [(0.5, 0.0005), (0, 0.004)],  # 0 keeps the process's own interval (set to 4 ms here)
+)
+def test_replica_sets_the_thread_switch_interval(taught_model, switch_interval, gil_switch_ms, expected):
     sys.setswitchinterval(0.004)
-    args = {"model_uri": str(taught_model), "warmup": False, "gil_switch_ms": 0}
+    args = {"model_uri": str(taught_model), "warmup": False, "gil_switch_ms": gil_switch_ms}
     server = ModelServer(ServeArgs.from_args(args))
     try:
-        assert sys.getswitchinterval() == pytest.approx(0.004)
+        assert sys.getswitchinterval() == pytest.approx(expected)
     finally:
         server.shutdown()
 

@@ -122,7 +122,7 @@ class _Gatherer:
     def __init__(self, backend: RayModelBackend, window_s: float):
         self.backend = backend
         self.window_s = window_s
-        self.waiting: list[tuple[Any, asyncio.Future]] = []
+        self.waiting: list[tuple[str, Any, asyncio.Future]] = []  # (method, request, its answer)
         self.flush: asyncio.TimerHandle | None = None
         self.in_flight = 0
         self.tasks: set[asyncio.Task] = set()
@@ -137,7 +137,7 @@ class _Gatherer:
                 self.in_flight -= 1
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
-        self.waiting.append((request, fut))
+        self.waiting.append((method, request, fut))
         if self.flush is None:
             self.flush = loop.call_later(self.window_s, self._send)
         try:
@@ -153,32 +153,36 @@ class _Gatherer:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _run(self, items: list[tuple[Any, asyncio.Future]]) -> None:
+    async def _run(self, items: list[tuple[str, Any, asyncio.Future]]) -> None:
         self.in_flight += 1
         left = set(range(len(items)))
         try:
             sent = time.time()
-            gen = self.backend.handle.options(stream=True).generate_many.remote([r for r, _ in items])
+            gen = self.backend.handle.options(stream=True).generate_many.remote([r for _, r, _ in items])
             async for answered in gen:
                 for i, result in answered:
                     left.discard(i)
-                    if not items[i][1].done():
-                        items[i][1].set_result(hop_timing(result, sent))
+                    if not items[i][2].done():
+                        items[i][2].set_result(hop_timing(result, sent))
         except Exception as exc:  # noqa: BLE001 - the unanswered go again one by one
             log.warning("a gathered call of %d requests failed (%s); sending the %d unanswered one by one",
                         len(items), _translate(exc), len(left))
         finally:
             self.in_flight -= 1
-        for i in sorted(left):
-            request, fut = items[i]
-            if fut.done():
-                continue
-            method = "sql" if isinstance(request, SqlGeneration) else "chat"
-            try:
-                fut.set_result(await self.backend._once_more(method, request, None))
-            except Exception as exc:  # noqa: BLE001 - the waiting request raises it
-                if not fut.done():
-                    fut.set_exception(exc)
+        await asyncio.gather(*(self._alone(*items[i]) for i in sorted(left)))
+
+    async def _alone(self, method: str, request: Any, fut: asyncio.Future) -> None:
+        """Send one request of a failed gathered call by itself; its waiting caller gets the outcome."""
+        if fut.done():
+            return
+        try:
+            answer = await self.backend._once_more(method, request, None)
+        except Exception as exc:  # noqa: BLE001 - the waiting request raises it
+            if not fut.done():
+                fut.set_exception(exc)
+        else:
+            if not fut.done():
+                fut.set_result(answer)
 
 
 class RayModelBackend:
@@ -191,7 +195,8 @@ class RayModelBackend:
 
     @property
     def gathered(self) -> dict[str, int] | None:
-        """Calls that carried several requests, and those requests (None: ``coalesce_ms`` is off)."""
+        """The streamed calls that carried gathered requests, and those requests (None: ``coalesce_ms`` is
+        off; a request that found nothing in flight went alone and is not counted)."""
         return None if self.gatherer is None else dict(self.gatherer.counts)
 
     def replicas(self) -> int | None:
@@ -209,16 +214,18 @@ class RayModelBackend:
         router still has one (generation has no side effects, so the retry is safe)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
-        try:
+
+        async def once(limit: float | None) -> Any:
             sent = time.time()
-            return hop_timing(await _answer(getattr(self.handle, method).remote(request), method, timeout), sent)
+            return hop_timing(await _answer(getattr(self.handle, method).remote(request), method, limit), sent)
+
+        try:
+            return await once(timeout)
         except BackendFailure:
             if not self.replicas():
                 raise
             log.warning("a model replica died under a %s request; retrying it on another replica", method)
-            left = None if timeout is None else max(0.001, timeout - (loop.time() - start))
-            sent = time.time()
-            return hop_timing(await _answer(getattr(self.handle, method).remote(request), method, left), sent)
+            return await once(None if timeout is None else max(0.001, timeout - (loop.time() - start)))
 
     async def sql(self, request: SqlGeneration, *, timeout: float | None = None) -> Completion | Rejection:
         if self.gatherer is not None:
