@@ -68,22 +68,6 @@ def test_multi_prompt_prefill_graphs_match_generate(setup):
         eng.stop()
 
 
-@pytest.mark.parametrize("split", [True, False])
-def test_a_group_wider_than_the_graphs_replays_them_piece_by_piece(setup, split):
-    """Fourteen prompts at once: with prefill_graph_split, replays of the 8-, 4- and 2-prompt graphs; without,
-    one eager pass of all fourteen. The tokens are generate()'s either way."""
-    eng = _engine(setup, prefill_graph_split=split)
-    try:
-        eng.reset_stats()
-        res = eng.generate(setup["prompts"] * 2, 20, timeout=120)
-        assert [r.tokens for r in res] == setup["ref"] * 2
-        sizes = {int(k): v for k, v in eng.stats()["prefill_batch_sizes"].items()}
-        assert sum(k * v for k, v in sizes.items()) == 14
-        assert (max(sizes) <= 8) if split else (sizes == {14: 1})
-    finally:
-        eng.stop()
-
-
 @pytest.mark.parametrize("prefill_graph_prompts", [8, 1])
 def test_arrivals_during_a_chunk_are_prefilled_behind_it(setup, prefill_graph_prompts):
     """Requests submitted while a chunk runs on the device are prefilled behind it (graphs or eager passes)

@@ -7,8 +7,7 @@
 * **Overlapped admission (CUDA).** With ``EngineConfig.overlap`` (on by default), the prefill of requests
   that arrive while a chunk runs is queued behind it shortly before the chunk is expected to end, so its
   launch on the host overlaps the chunk on the device; they join the next chunk. Groups of up to
-  ``prefill_graph_prompts`` prompts replay captured prefill graphs (:mod:`.runner`); larger groups replay
-  them piece by piece (``prefill_graph_split``).
+  ``prefill_graph_prompts`` prompts replay captured prefill graphs (:mod:`.runner`).
 * **Mixed prefill (opt-in).** With ``EngineConfig.mixed_prefill``, when requests arrive while others
   decode, the first eager prefill pass also carries one decode step of the running sequences (their tokens
   ride on the prefill's matrix products); a single prompt with a captured prefill graph is prefilled on its
@@ -196,15 +195,10 @@ class Engine(BaseEngine):
 
     def _graph_pieces(self, past: int, g: list[GenRequest]) -> list[tuple[int, list[GenRequest]]]:
         """A group that captured prefill graphs can take, split into their widths (powers of two, largest
-        first: no padding prompts); with ``prefill_graph_split``, a group wider than the widest graph too
-        (its length bucket permitting); any other group as it is."""
+        first: no padding prompts); any other group as it is."""
         widths = self.runner.pf_widths
         T = max(len(r.prompt_ids) for r in g)
-        if past or len(g) == 1 or not widths:
-            return [(past, g)]
-        # Split only into multi-prompt graphs: one prompt per pass would multiply the passes.
-        n = min(len(g), widths[-1]) if self.cfg.prefill_graph_split and widths[-1] > 1 else len(g)
-        if not self.runner.prefill_is_graphed(n, T):
+        if past or len(g) == 1 or not self.runner.prefill_is_graphed(len(g), T):
             return [(past, g)]
         pieces, i = [], 0
         for w in reversed(widths):

@@ -105,11 +105,6 @@ class EngineConfig:
     groups of up to this many prompts are prefilled by replaying graphs (split into powers of two) instead
     of launching every kernel from Python, which costs more host time than the device's work for a few
     prompts. 1: single prompts only; 0: no prefill graphs. More graphs cost warm-up time."""
-    prefill_graph_split: bool = True
-    """A prefill group of more prompts than the widest captured graph (when its length bucket has graphs)
-    is prefilled as replays of those graphs, ``prefill_graph_prompts`` prompts each, instead of one eager
-    pass. An eager pass launches every kernel from Python: in a serving replica that thread shares the GIL
-    with request handling, and the device waits between launches. Off: such groups run eagerly."""
     compile: str = "auto"  # auto | on | off
     attn: str = "auto"  # auto (triton on CUDA half precision, else sdpa) | triton | sdpa | math
 

@@ -128,11 +128,6 @@ class ServeArgs(Config):
         min=0,
         max=16,
     )
-    prefill_graph_split: bool = param(
-        True,
-        "GPU: prefill a group of more prompts than prefill_graph_prompts as replays of the captured graphs "
-        "instead of one eager pass, whose kernel launches from Python compete for the GIL with request handling.",
-    )
     compile: Literal["auto", "on", "off"] = param(
         "auto", "torch.compile the per-layer math (auto: on for CUDA, off on CPU)."
     )

@@ -117,7 +117,6 @@ class ModelServer:
             overlap=a.overlap,
             cuda_graphs=a.cuda_graphs,
             prefill_graph_prompts=a.prefill_graph_prompts,
-            prefill_graph_split=a.prefill_graph_split,
             compile=a.compile,
         )
         self.engine = build_engine(loaded.model, self.tokenizer, cfg)
