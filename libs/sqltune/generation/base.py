@@ -119,6 +119,10 @@ class BaseEngine:
         self._queue.put(req)
         return req
 
+    def cancel(self, req: GenRequest) -> None:
+        """Stop ``req`` at its next chunk end (or before it starts); it finishes with ``cancelled``."""
+        req.cancelled = True
+
     def generate(
         self,
         prompts: list[list[int]],

@@ -231,3 +231,18 @@ def load_for_inference(
     template = PromptTemplate.load(local) if (Path(local) / TEMPLATE_FILE).is_file() else PromptTemplate()
     log.info("loaded %s (%s) on %s", uri, kind, dev)
     return LoadedModel(model=model, tokenizer=tokenizer, template=template, info=info, device=dev, name=name or uri)
+
+
+def load_tokenizer_and_template(uri: str, *, base_uri: str | None = None) -> tuple[Any, PromptTemplate]:
+    """The tokenizer and prompt template :func:`load_for_inference` gives for ``uri``, without the model."""
+    local = resolve_source(uri)
+    info = read_artifact_info(local) if Path(local).is_dir() else {}
+    tok_src = local
+    is_adapter = info.get("kind") == "adapter" or (Path(local) / "adapter_config.json").is_file()
+    if is_adapter and not (Path(local) / "tokenizer_config.json").is_file():
+        base = base_uri or info.get("base_model")
+        if not base:
+            raise ModelError(f"adapter {uri!r} records no base model; pass base_uri=<base model dir or s3 uri>")
+        tok_src = resolve_source(base)
+    template = PromptTemplate.load(local) if (Path(local) / TEMPLATE_FILE).is_file() else PromptTemplate()
+    return load_tokenizer(tok_src), template

@@ -128,6 +128,12 @@ class ServeArgs(Config):
         min=0,
         max=16,
     )
+    engine_process: bool = param(
+        False,
+        "Run the engine in a process of its own beside the replica's request handling (as vLLM's engine core), "
+        "so the two stop sharing a GIL; requests and tokens cross over a local socket. Off: a thread of the "
+        "replica's process.",
+    )
     compile: Literal["auto", "on", "off"] = param(
         "auto", "torch.compile the per-layer math (auto: on for CUDA, off on CPU)."
     )

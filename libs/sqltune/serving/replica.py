@@ -13,18 +13,19 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from sqltune.errors import IntegrityError, SqltuneError
-from sqltune.generation.engine import build_engine
 from sqltune.generation.generate import stop_token_ids
-from sqltune.generation.request import EngineConfig, EngineError, GenRequest, Sampling
-from sqltune.models.loading import load_for_inference
-from sqltune.prompts import build_messages, render_prompt, statement_stop
+from sqltune.generation.request import EngineError, GenRequest, Sampling
+from sqltune.models.loading import load_tokenizer_and_template
+from sqltune.prompts import build_messages, render_prompt
 from sqltune.serving.config import ServeArgs
+from sqltune.serving.engine_process import EngineProcess, context_length, load_engine
 from sqltune.serving.lengths import LengthLimits, Rejected
+from sqltune.serving.stops import TextStop
 from sqltune.serving.protocol import (
     BatchInfo,
     ChatGeneration,
@@ -58,14 +59,6 @@ def verify_artifact(uri: str, *, require_manifest: bool = False) -> None:
         log.warning("%s has no manifest.json: serving it unverified (publish artifacts for production)", path)
 
 
-def context_length(model: Any) -> int | None:
-    """The number of positions the model accepts (None when its config does not say)."""
-    cfg = getattr(model, "config", None)
-    cfg = getattr(cfg, "text_config", None) or cfg
-    value = getattr(cfg, "max_position_embeddings", None)
-    return int(value) if isinstance(value, int) and value > 0 else None
-
-
 def _batch(req: GenRequest) -> BatchInfo:
     return BatchInfo(max_decode_batch=req.max_batch, prefill_batch=req.prefill_batch)
 
@@ -97,42 +90,26 @@ class ModelServer:
         verify_artifact(a.model_uri)
         if a.base_model_uri:
             verify_artifact(a.base_model_uri)
-        loaded = load_for_inference(
-            a.model_uri, base_uri=a.base_model_uri, precision=a.precision, device=a.device, name=a.served_name
-        )
-        t_weights = time.perf_counter()
-        self.loaded = loaded
-        self.tokenizer = loaded.tokenizer
-        self.template = loaded.template
+        self.model: Any = None  # in this process only without engine_process (sampled decoding uses it)
+        if a.engine_process:
+            engine = EngineProcess(a)
+            self.tokenizer, self.template = load_tokenizer_and_template(a.model_uri, base_uri=a.base_model_uri)
+            self.context_length, self.device, artifact = engine.context_length, engine.device, engine.info
+            self.startup = dict(engine.startup)
+        else:
+            local = load_engine(a)
+            engine, loaded = local.engine, local.loaded
+            self.model, self.tokenizer, self.template = loaded.model, loaded.tokenizer, loaded.template
+            self.context_length, self.device, artifact = local.context_length, loaded.device, loaded.info
+            self.startup = dict(local.startup)
+        self.engine = engine
+        self.artifact = {k: artifact.get(k) for k in ("kind", "base_model", "precision", "run_name")}
         self.name = a.served_name
         self.stop_ids = frozenset(stop_token_ids(self.tokenizer))
-        self.context_length = context_length(loaded.model)
-        cfg = EngineConfig(
-            max_slots=a.max_batch_size,
-            seq_len=min(a.seq_len, self.context_length) if self.context_length else a.seq_len,
-            decode_chunk=a.decode_chunk,
-            batch_wait_s=a.batch_wait_timeout_s,
-            admit_wait_s=a.admit_wait_s,
-            prefix_cache=a.prefix_cache,
-            overlap=a.overlap,
-            cuda_graphs=a.cuda_graphs,
-            prefill_graph_prompts=a.prefill_graph_prompts,
-            compile=a.compile,
-        )
-        self.engine = build_engine(loaded.model, self.tokenizer, cfg)
         self.limits = LengthLimits.from_args(a, self.engine.cfg.seq_len, self.context_length)
-        if a.warmup:
-            self.engine.warmup()  # compiles, captures CUDA graphs, then starts the scheduler
-        else:
-            self.engine.start()
-            self.engine.ready = True
         self.load_s = time.perf_counter() - t0
-        self.startup = {
-            "weights_s": round(t_weights - t0, 2),
-            "engine_s": round(time.perf_counter() - t_weights, 2),
-            **getattr(self.engine, "startup", {}),
-        }
-        log.info("model %s ready in %.1fs (engine %s)", self.name, self.load_s, self.engine.mode)
+        log.info("model %s ready in %.1fs (engine %s%s)", self.name, self.load_s, self.engine.mode,
+                 ", own process" if a.engine_process else "")
 
     # -- info ------------------------------------------------------------------------------------
 
@@ -141,8 +118,8 @@ class ModelServer:
             model=self.name,
             ready=bool(self.engine.ready),
             engine=self.engine.mode,
-            device=self.loaded.device,
-            artifact={k: self.loaded.info.get(k) for k in ("kind", "base_model", "precision", "run_name")},
+            device=self.device,
+            artifact=dict(self.artifact),
             template=getattr(self.template, "name", ""),
             load_s=round(self.load_s, 2),
             startup=dict(self.startup),
@@ -168,23 +145,10 @@ class ModelServer:
     def _decode(self, tokens: list[int]) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
 
-    def _statement_stop(self, tokens: list[int]) -> int | None:
-        """End of statement: keep tokens up to the one that completes the first top-level ``;``."""
-        return statement_stop(tokens, self._decode)
-
-    def _string_stop(self, stops: tuple[str, ...]) -> Callable[[list[int]], int | None]:
-        def check(tokens: list[int]) -> int | None:
-            text = self._decode(tokens)
-            if not any(s in text for s in stops):
-                return None
-            keep = len(tokens)
-            while keep > 1 and any(s in self._decode(tokens[: keep - 1]) for s in stops):
-                keep -= 1
-            return keep
-
-        return check
-
     def _submit(self, req: GenRequest, new_param: str) -> None:
+        if not self.engine.running:
+            raise Rejected(Rejection(503, None, "the model replica's generation engine is not running; Ray Serve "
+                                     "replaces the replica", "engine_unavailable"))
         try:
             self.engine.submit(req)
         except EngineError as exc:
@@ -204,28 +168,25 @@ class ModelServer:
         try:
             await fut
         except asyncio.CancelledError:
-            req.cancelled = True
+            self.engine.cancel(req)
             raise
         if req.error:
             raise Rejected(Rejection(500, None, req.error, "generation_failed"))
         return req
 
     async def _sample(self, req: GenRequest, sampling: Sampling) -> GenRequest:
-        """A sampled generation (:mod:`sqltune.generation.sampling`) beside the greedy engine, in a thread."""
+        """A sampled generation (:mod:`sqltune.generation.sampling`) beside the greedy engine, in a thread (in
+        the engine process with ``engine_process``)."""
         from sqltune.generation.sampling import sample_tokens
 
         req.submitted_at = req.started_at = time.perf_counter()
+        kwargs = dict(max_new_tokens=req.max_new_tokens, sampling=sampling, stop_ids=req.stop_ids,
+                      pad_token_id=self.tokenizer.pad_token_id, text_stop=req.text_stop)
         try:
-            tokens, finish = await asyncio.to_thread(
-                sample_tokens,
-                self.loaded.model,
-                req.prompt_ids,
-                max_new_tokens=req.max_new_tokens,
-                sampling=sampling,
-                stop_ids=req.stop_ids,
-                pad_token_id=self.tokenizer.pad_token_id,
-                text_stop=req.text_stop,
-            )
+            if self.model is None:
+                tokens, finish = await asyncio.to_thread(self.engine.sample, req.prompt_ids, **kwargs)
+            else:
+                tokens, finish = await asyncio.to_thread(sample_tokens, self.model, req.prompt_ids, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a failed generation is this request's 500, not the server's
             log.exception("sampled generation failed")
             raise Rejected(Rejection(500, None, f"generation failed: {type(exc).__name__}", "generation_failed"))
@@ -259,7 +220,7 @@ class ModelServer:
             raise Rejected(Rejection(400, "question", str(exc))) from None
         ids = self._encode(prompt)
         self.limits.prompt(len(ids), max_new, param="schema", code="too_long", new_param="max_new_tokens")
-        req = GenRequest(ids, max_new, self.stop_ids, self._statement_stop)
+        req = GenRequest(ids, max_new, self.stop_ids, TextStop().bind(self._decode))
         if request.sampling.greedy:
             req = await self._run(req, "max_new_tokens")
         else:
@@ -300,7 +261,7 @@ class ModelServer:
             ids,
             max_new,
             frozenset() if request.ignore_eos else self.stop_ids,
-            self._string_stop(stops) if stops else None,
+            TextStop(stops).bind(self._decode) if stops else None,
         )
 
     async def chat(self, request: ChatGeneration) -> Completion | Rejection:
@@ -382,7 +343,7 @@ class ModelServer:
                 if finished:
                     break
         except asyncio.CancelledError:
-            req.cancelled = True
+            self.engine.cancel(req)
             raise
         if req.error:
             yield Rejection(500, None, req.error, "generation_failed")
