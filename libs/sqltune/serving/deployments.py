@@ -350,7 +350,7 @@ class SQLModel:
 
     def check_health(self) -> None:
         if not self.server.engine.running:
-            raise RuntimeError("the generation engine thread is not running")
+            raise RuntimeError("the generation engine is not running")
 
     def __del__(self):
         try:
