@@ -117,7 +117,8 @@ def _parts(startup: dict | None) -> str:
     """``weights 2.1s, engine 20.3s (compile 9.0s, capture 10.2s)`` from a replica's startup seconds."""
     s = startup or {}
     inner = ", ".join(f"{k[:-2]} {s[k]}s" for k in ("compile_s", "capture_s") if k in s)
-    return f"weights {s.get('weights_s')}s, engine {s.get('engine_s')}s" + (f" ({inner})" if inner else "")
+    own = f"engine process start {s['process_s']}s, " if "process_s" in s else ""
+    return own + f"weights {s.get('weights_s')}s, engine {s.get('engine_s')}s" + (f" ({inner})" if inner else "")
 
 
 def measure(model_dir: str, device: str, repeats: int, timeout_s: float = 600) -> dict:

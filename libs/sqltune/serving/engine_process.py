@@ -99,6 +99,7 @@ class EngineProcess:
     :attr:`running` turns false (the replica's health check)."""
 
     def __init__(self, args: ServeArgs):
+        t0 = time.perf_counter()
         mine, theirs = socket.socketpair()
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
         self._proc = subprocess.Popen(
@@ -119,7 +120,10 @@ class EngineProcess:
             raise EngineError(f"the engine process did not start: {payload}")
         self.cfg: EngineConfig = payload["cfg"]
         self.mode: str = payload["mode"]
-        self.startup: dict[str, float] = payload["startup"]
+        self.startup: dict[str, float] = dict(payload["startup"])
+        # The child's own start (interpreter, imports) beside its load and warm-up.
+        own = self.startup.get("weights_s", 0.0) + self.startup.get("engine_s", 0.0)
+        self.startup["process_s"] = round(max(0.0, time.perf_counter() - t0 - own), 2)
         self.context_length: int | None = payload["context_length"]
         self.device: str = payload["device"]
         self.info: dict[str, Any] = payload["info"]
