@@ -161,7 +161,12 @@ class EngineProcess:
         self._pending[rid] = req
         self._rids[id(req)] = rid
         req.submitted_at = time.perf_counter()  # the engine's own time replaces it when the request ends
-        self._send(("submit", rid, list(req.prompt_ids), req.max_new_tokens, tuple(req.stop_ids), spec))
+        try:
+            self._send(("submit", rid, list(req.prompt_ids), req.max_new_tokens, tuple(req.stop_ids), spec))
+        except EngineError:
+            self._pending.pop(rid, None)
+            self._rids.pop(id(req), None)
+            raise
         return req
 
     def cancel(self, req: GenRequest) -> None:
