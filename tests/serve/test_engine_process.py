@@ -166,3 +166,40 @@ def test_the_ray_serve_app_answers_with_its_engine_in_a_process_of_its_own(ray_s
         assert got.json()["usage"] == want.json()["usage"]
     finally:
         serve.delete("sqltune-engine-process")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return any(line.startswith("State:") and "Z" in line.split()[1] for line in f)
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_the_engine_process_ends_when_its_replica_is_killed(taught_model, tmp_path):
+    """A replica killed outright (SIGKILL: no shutdown) leaves no engine process holding the device."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "replica.py"
+    script.write_text(
+        "import sys, time\n"
+        "from sqltune.serving.config import ServeArgs\n"
+        "from sqltune.serving.engine_process import EngineProcess\n"
+        f"e = EngineProcess(ServeArgs.from_args({{'model_uri': {str(taught_model)!r}, 'warmup': False}}))\n"
+        "print(e.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    replica = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(replica.stdout.readline())
+        assert not _gone(child)
+        replica.kill()
+        replica.wait()
+        deadline = time.monotonic() + 20
+        while not _gone(child) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _gone(child)
+    finally:
+        replica.kill()

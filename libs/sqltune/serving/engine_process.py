@@ -34,9 +34,14 @@ from sqltune.serving.stops import TextStop
 
 log = logging.getLogger(__name__)
 
-# What the engine process sends back of a finished request (besides its tokens).
-FINAL_FIELDS = ("finish_reason", "error", "max_batch", "prefill_batch", "submitted_at", "started_at",
-                "first_token_at", "finished_at")
+# What the engine process sends back of a finished request (besides its tokens). Not submitted_at: the
+# replica's own, so the queue and first-token times include the crossing (perf_counter is one clock system-wide).
+FINAL_FIELDS = ("finish_reason", "error", "max_batch", "prefill_batch", "started_at", "first_token_at",
+                "finished_at")
+
+
+class EngineUnavailable(EngineError):
+    """The engine process is gone (or going): the replica answers 503 and Ray Serve replaces it."""
 
 
 def context_length(model: Any) -> int | None:
@@ -109,8 +114,8 @@ class EngineProcess:
         )
         theirs.close()
         self._conn = Connection(mine.detach())
-        self._conn.send(args)
         try:
+            self._conn.send(args)
             kind, payload = self._conn.recv()  # blocks until the child is ready, failed, or gone
         except (EOFError, OSError):
             kind, payload = "failed", f"it exited with code {self._proc.wait()} (its log is the replica's)"
@@ -148,7 +153,7 @@ class EngineProcess:
 
     def submit(self, req: GenRequest) -> GenRequest:
         if self._dead:
-            raise EngineError(self._dead)
+            raise EngineUnavailable(self._dead)
         if not req.prompt_ids:
             raise EngineError("empty prompt")
         too_long = sequence_error(len(req.prompt_ids), req.max_new_tokens, self.cfg.seq_len)
@@ -160,7 +165,7 @@ class EngineProcess:
         rid = next(self._ids)
         self._pending[rid] = req
         self._rids[id(req)] = rid
-        req.submitted_at = time.perf_counter()  # the engine's own time replaces it when the request ends
+        req.submitted_at = time.perf_counter()
         try:
             self._send(("submit", rid, list(req.prompt_ids), req.max_new_tokens, tuple(req.stop_ids), spec))
         except EngineError:
@@ -199,8 +204,9 @@ class EngineProcess:
             except (EngineError, subprocess.TimeoutExpired):
                 self._proc.kill()
                 self._proc.wait()
-        self._conn.close()
+        # The reader takes what the child sent before it exited, then ends on its closed socket.
         self._reader.join(timeout=10)
+        self._conn.close()
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -219,7 +225,7 @@ class EngineProcess:
             with self._send_lock:
                 self._conn.send(msg)
         except (OSError, ValueError) as exc:
-            raise EngineError(self._dead or f"the engine process is gone ({exc})") from None
+            raise EngineUnavailable(self._dead or f"the engine process is gone ({exc})") from None
 
     def _call(self, name: str, *args: Any, timeout: float | None = 60.0) -> Any:
         cid = next(self._ids)
@@ -238,6 +244,7 @@ class EngineProcess:
         return slot[2]
 
     def _read(self) -> None:
+        """Until the child's socket closes; then (or if this thread fails) every open request fails."""
         try:
             while True:
                 msg = self._conn.recv()
@@ -252,11 +259,15 @@ class EngineProcess:
                         slot[0].set()
         except (EOFError, OSError):
             pass
-        try:
-            code = self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            code = None
-        self._fail(f"the engine process exited (code {code})")
+        except Exception:  # noqa: BLE001 - a broken reply must not leave requests waiting forever
+            log.exception("reading the engine process's replies failed")
+            self._proc.kill()
+        finally:
+            try:
+                code = self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                code = None
+            self._fail(f"the engine process exited (code {code})")
 
     def _event(self, event: tuple) -> None:
         if event[0] == "b":
@@ -327,6 +338,11 @@ class _EngineSide:
         }))
         while True:
             try:
+                if not self.conn.poll(1.0):
+                    if not self.engine.running:  # the scheduler thread died: end, so the replica fails over
+                        log.error("the engine's scheduler stopped; the engine process exits")
+                        break
+                    continue
                 msg = self.conn.recv()
             except (EOFError, OSError):
                 break  # the replica went away
@@ -389,7 +405,15 @@ class _EngineSide:
         return sample_tokens(self.local.loaded.model, ids, text_stop=stop, **kwargs)
 
     def _send_loop(self) -> None:
-        """One writer: whatever is queued goes out together, consecutive events in one message."""
+        """One writer: whatever is queued goes out together, consecutive events in one message. If it fails,
+        the process ends: the replica then fails every open request instead of waiting for them."""
+        try:
+            self._send_all()
+        except BaseException:  # noqa: BLE001
+            log.exception("the engine process cannot send to the replica")
+            os._exit(1)
+
+    def _send_all(self) -> None:
         done = False
         while not done:
             items = [self.out.get()]
@@ -418,12 +442,25 @@ class _EngineSide:
             self.conn.send(msg)
         except (OSError, ValueError):
             pass  # the replica is gone; the loop ends on its closed connection
+        except Exception as exc:  # noqa: BLE001 - e.g. a reply value that does not pickle
+            if msg[0] != "reply":
+                raise
+            log.exception("cannot send a reply to the replica")
+            self.conn.send(("reply", msg[1], False, f"the reply could not be sent: {type(exc).__name__}: {exc}"))
+
+
+def _exit_with(parent: int) -> None:
+    """Ends this process when the replica that started it is gone (even while the model loads)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m sqltune.serving.engine_process FD``: the engine process (started by :class:`EngineProcess`)."""
     argv = sys.argv[1:] if argv is None else argv
     setup_logging()
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="sqltune-parent-watch", daemon=True).start()
     conn = Connection(int(argv[0]))
     args: ServeArgs = conn.recv()
     if args.gil_switch_ms:
@@ -438,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["EngineProcess", "LocalEngine", "context_length", "load_engine", "main"]
+__all__ = ["EngineProcess", "EngineUnavailable", "LocalEngine", "context_length", "load_engine", "main"]
 
 if __name__ == "__main__":
     sys.exit(main())

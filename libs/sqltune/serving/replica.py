@@ -23,7 +23,7 @@ from sqltune.generation.request import EngineError, GenRequest, Sampling
 from sqltune.models.loading import load_tokenizer_and_template
 from sqltune.prompts import build_messages, render_prompt
 from sqltune.serving.config import ServeArgs
-from sqltune.serving.engine_process import EngineProcess, context_length, load_engine
+from sqltune.serving.engine_process import EngineProcess, EngineUnavailable, context_length, load_engine
 from sqltune.serving.lengths import LengthLimits, Rejected
 from sqltune.serving.stops import TextStop
 from sqltune.serving.protocol import (
@@ -151,6 +151,8 @@ class ModelServer:
                                      "replaces the replica", "engine_unavailable"))
         try:
             self.engine.submit(req)
+        except EngineUnavailable as exc:
+            raise Rejected(Rejection(503, None, str(exc), "engine_unavailable")) from None
         except EngineError as exc:
             raise Rejected(Rejection(400, new_param, str(exc), "too_long")) from None
 
