@@ -42,6 +42,14 @@ def _chat(content: str, **kw) -> ChatGeneration:
     return ChatGeneration(messages=(ChatMessageText("user", content),), **kw)
 
 
+async def _in_flight(server: ModelServer) -> None:
+    """Until the replica has handed a request to its engine process (a tiny model's 300 tokens take longer)."""
+    deadline = time.monotonic() + 30
+    while not server.engine._pending:
+        assert time.monotonic() < deadline, "the request never reached the engine process"
+        await asyncio.sleep(0.001)
+
+
 def _same(a, b) -> None:
     assert isinstance(a, Completion) and isinstance(b, Completion), (a, b)
     assert (a.text, a.finish_reason, a.prompt_tokens, a.completion_tokens) == (
@@ -92,17 +100,19 @@ def test_a_cancelled_request_stops_in_the_engine_process(servers):
     _, remote = servers
 
     async def cancel_one():
-        task = asyncio.ensure_future(remote.chat(_chat(QUESTIONS[0], max_tokens=200, ignore_eos=True)))
-        await asyncio.sleep(0.2)
+        task = asyncio.ensure_future(remote.chat(_chat(QUESTIONS[0], max_tokens=300, ignore_eos=True)))
+        await _in_flight(remote)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
 
+    remote.reset_stats()
     asyncio.run(cancel_one())
     deadline = time.monotonic() + 30
     while remote.engine._pending and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not remote.engine._pending  # the engine process finished it (cancelled) and said so
+    assert remote.stats()["generated_tokens"] < 300  # cut short there, not run to its length
     again = asyncio.run(remote.chat(_chat(QUESTIONS[1], max_tokens=4)))
     assert isinstance(again, Completion) and again.completion_tokens >= 1, again
 
@@ -112,8 +122,8 @@ def test_a_dead_engine_process_fails_requests_instead_of_hanging(taught_model):
     try:
 
         async def kill_mid_generation():
-            task = asyncio.ensure_future(server.chat(_chat(QUESTIONS[0], max_tokens=200, ignore_eos=True)))
-            await asyncio.sleep(0.2)
+            task = asyncio.ensure_future(server.chat(_chat(QUESTIONS[0], max_tokens=300, ignore_eos=True)))
+            await _in_flight(server)
             os.kill(server.engine.pid, signal.SIGKILL)
             return await asyncio.wait_for(task, 60)
 
