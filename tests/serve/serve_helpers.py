@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -60,3 +62,29 @@ def wait_ready(base: str, timeout: float = 120) -> None:
             last = repr(exc)
         time.sleep(0.5)
     raise AssertionError(f"{base} never became ready: {last}")
+
+
+@contextmanager
+def side_app(serve_base: str, taught_model: Path, name: str, **args) -> Iterator[str]:
+    """A small app beside the main one (no auth, a quarter CPU per deployment, no warm-up) at ``/<name>``,
+    with ``args`` on top; yields its URL and deletes it afterwards, so the test cluster's CPUs stay free."""
+    from ray import serve
+
+    from sqltune.serving.deployments import build_app
+
+    app_args = {
+        "model_uri": str(taught_model),
+        "warmup": False,
+        "api_token_env": UNSET_TOKEN_ENV,
+        "model_deployment": {"ray_actor_options": {"num_cpus": 0.25}},
+        "ingress_deployment": {"ray_actor_options": {"num_cpus": 0.25}},
+        **args,
+    }
+    serve.run(build_app(app_args), name=f"sqltune-{name}", route_prefix=f"/{name}")
+    base = f"{serve_base}/{name}"
+    try:
+        wait_ready(base)
+        yield base
+    finally:
+        serve.delete(f"sqltune-{name}")
+

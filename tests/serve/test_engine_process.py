@@ -11,7 +11,7 @@ import time
 
 import httpx
 import pytest
-from serve_helpers import UNSET_TOKEN_ENV, wait_ready
+from serve_helpers import side_app
 
 from sqltune.generation.request import EngineError, Sampling
 from sqltune.serving.config import ServeArgs
@@ -151,31 +151,13 @@ def test_shutdown_leaves_no_engine_process(taught_model):
 
 @pytest.mark.ray
 def test_the_ray_serve_app_answers_with_its_engine_in_a_process_of_its_own(ray_serve, taught_model, server):
-    from ray import serve
-
-    from sqltune.serving.deployments import build_app
-
-    args = {
-        "model_uri": str(taught_model),
-        "max_batch_size": 4,
-        "warmup": False,
-        "engine_process": True,
-        "api_token_env": UNSET_TOKEN_ENV,
-        "model_deployment": {"ray_actor_options": {"num_cpus": 0.25}},
-        "ingress_deployment": {"ray_actor_options": {"num_cpus": 0.25}},
-    }
-    serve.run(build_app(args), name="sqltune-engine-process", route_prefix="/engine-process")
-    base = f"{ray_serve['base']}/engine-process"
-    try:
-        wait_ready(base)
+    with side_app(ray_serve["base"], taught_model, "engine-process", max_batch_size=4, engine_process=True) as base:
         body = {"messages": [{"role": "user", "content": QUESTIONS[0]}], "max_tokens": 8}
         got = httpx.post(f"{base}/v1/chat/completions", json=body, timeout=120)
         want = httpx.post(f"{server['base']}/v1/chat/completions", json=body, headers=server["headers"], timeout=120)
         assert got.status_code == 200 and want.status_code == 200, (got.text, want.text)
         assert got.json()["choices"][0]["message"] == want.json()["choices"][0]["message"]
         assert got.json()["usage"] == want.json()["usage"]
-    finally:
-        serve.delete("sqltune-engine-process")
 
 
 def _gone(pid: int) -> bool:

@@ -7,35 +7,17 @@ import asyncio
 
 import httpx
 import pytest
-from serve_helpers import UNSET_TOKEN_ENV, wait_ready
+from serve_helpers import side_app
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
 def gather_server(ray_serve, taught_model):
-    """An app whose ingress gathers concurrent generation requests into streamed calls (coalesce_ms);
-    deleted afterwards, so the test cluster's CPUs are free for the other modules' apps."""
-    from ray import serve
-
-    from sqltune.serving.deployments import build_app
-
-    args = {
-        "model_uri": str(taught_model),
-        "max_batch_size": 8,
-        "warmup": False,
-        "coalesce_ms": 50,  # wide, so requests sent together on a busy CI machine still share a call
-        "api_token_env": UNSET_TOKEN_ENV,
-        "model_deployment": {"ray_actor_options": {"num_cpus": 0.25}},
-        "ingress_deployment": {"ray_actor_options": {"num_cpus": 0.25}},
-    }
-    serve.run(build_app(args), name="sqltune-gather", route_prefix="/gather")
-    base = f"{ray_serve['base']}/gather"
-    try:
-        wait_ready(base)
+    """An app whose ingress gathers concurrent generation requests into streamed calls (coalesce_ms)."""
+    # coalesce_ms wide, so requests sent together on a busy CI machine still share a call.
+    with side_app(ray_serve["base"], taught_model, "gather", max_batch_size=8, coalesce_ms=50) as base:
         yield base
-    finally:
-        serve.delete("sqltune-gather")
 
 QUESTIONS = [
     "How many customers are there?",

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from sqltune.generation.request import EngineConfig, EngineError, GenRequest, sequence_error
+from sqltune.generation.request import EngineConfig, EngineError, GenRequest, check_request
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +108,7 @@ class BaseEngine:
     def submit(self, req: GenRequest) -> GenRequest:
         if self._stop.is_set():
             raise EngineError("the engine is stopped")
-        if not req.prompt_ids:
-            raise EngineError("empty prompt")
-        too_long = sequence_error(len(req.prompt_ids), req.max_new_tokens, self.cfg.seq_len)
-        if too_long:
-            raise EngineError(too_long)
-        if req.max_new_tokens < 1:
-            raise EngineError("max_new_tokens must be at least 1")
+        check_request(req, self.cfg.seq_len)
         req.submitted_at = time.perf_counter()
         self._queue.put(req)
         return req

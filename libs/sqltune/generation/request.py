@@ -74,6 +74,18 @@ def sequence_error(prompt_tokens: int, max_new_tokens: int, seq_len: int) -> str
     return None
 
 
+def check_request(req: GenRequest, seq_len: int) -> None:
+    """Raise :class:`EngineError` for a request no engine of ``seq_len`` positions can run (every engine's
+    submit checks this, in its own process or before sending it to an engine process)."""
+    if not req.prompt_ids:
+        raise EngineError("empty prompt")
+    too_long = sequence_error(len(req.prompt_ids), req.max_new_tokens, seq_len)
+    if too_long:
+        raise EngineError(too_long)
+    if req.max_new_tokens < 1:
+        raise EngineError("max_new_tokens must be at least 1")
+
+
 @dataclass
 class EngineConfig:
     max_slots: int = 32
@@ -109,4 +121,4 @@ class EngineConfig:
     attn: str = "auto"  # auto (triton on CUDA half precision, else sdpa) | triton | sdpa | math
 
 
-__all__ = ["GREEDY", "EngineConfig", "EngineError", "GenRequest", "Sampling", "sequence_error"]
+__all__ = ["GREEDY", "EngineConfig", "EngineError", "GenRequest", "Sampling", "check_request", "sequence_error"]

@@ -26,7 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from sqltune.generation.engine import build_engine
-from sqltune.generation.request import EngineConfig, EngineError, GenRequest, Sampling, sequence_error
+from sqltune.generation.request import EngineConfig, EngineError, GenRequest, Sampling, check_request
 from sqltune.log import setup_logging
 from sqltune.models.loading import LoadedModel, load_for_inference
 from sqltune.serving.config import ServeArgs
@@ -154,13 +154,7 @@ class EngineProcess:
     def submit(self, req: GenRequest) -> GenRequest:
         if self._dead:
             raise EngineUnavailable(self._dead)
-        if not req.prompt_ids:
-            raise EngineError("empty prompt")
-        too_long = sequence_error(len(req.prompt_ids), req.max_new_tokens, self.cfg.seq_len)
-        if too_long:
-            raise EngineError(too_long)
-        if req.max_new_tokens < 1:
-            raise EngineError("max_new_tokens must be at least 1")
+        check_request(req, self.cfg.seq_len)
         spec = self._stop_spec(req.text_stop)
         rid = next(self._ids)
         self._pending[rid] = req
