@@ -193,6 +193,23 @@ class LoadedModel:
     name: str = ""
 
 
+def _is_adapter(local: str, info: dict[str, Any]) -> bool:
+    return info.get("kind") == "adapter" or (Path(local) / "adapter_config.json").is_file()
+
+
+def _adapter_base(uri: str, info: dict[str, Any], base_uri: str | None) -> str:
+    """The local base model of adapter ``uri``: ``base_uri``, else the base its artifact records."""
+    base = base_uri or info.get("base_model")
+    if not base:
+        raise ModelError(f"adapter {uri!r} records no base model; pass base_uri=<base model dir or s3 uri>")
+    return resolve_source(base)
+
+
+def _tokenizer_and_template(local: str, tok_src: str) -> tuple[Any, PromptTemplate]:
+    template = PromptTemplate.load(local) if (Path(local) / TEMPLATE_FILE).is_file() else PromptTemplate()
+    return load_tokenizer(tok_src), template
+
+
 def load_for_inference(
     uri: str,
     *,
@@ -209,15 +226,12 @@ def load_for_inference(
     info = read_artifact_info(local) if Path(local).is_dir() else {}
     kind = info.get("kind", "base")
     dev = best_device(device)
-    if kind == "adapter" or (Path(local) / "adapter_config.json").is_file():
+    if _is_adapter(local, info):
         try:
             from peft import PeftModel
         except ImportError as exc:
             raise missing("peft", "model") from exc
-        base = base_uri or info.get("base_model")
-        if not base:
-            raise ModelError(f"adapter {uri!r} records no base model; pass base_uri=<base model dir or s3 uri>")
-        base_local = resolve_source(base)
+        base_local = _adapter_base(uri, info, base_uri)
         model = load_causal_lm(base_local, precision=precision, device=dev)
         model = PeftModel.from_pretrained(model, local)
         tok_src = local if (Path(local) / "tokenizer_config.json").is_file() else base_local
@@ -227,8 +241,7 @@ def load_for_inference(
         model = load_causal_lm(local, precision=precision, device=dev)
         tok_src = local
     model.eval()
-    tokenizer = load_tokenizer(tok_src)
-    template = PromptTemplate.load(local) if (Path(local) / TEMPLATE_FILE).is_file() else PromptTemplate()
+    tokenizer, template = _tokenizer_and_template(local, tok_src)
     log.info("loaded %s (%s) on %s", uri, kind, dev)
     return LoadedModel(model=model, tokenizer=tokenizer, template=template, info=info, device=dev, name=name or uri)
 
@@ -238,11 +251,6 @@ def load_tokenizer_and_template(uri: str, *, base_uri: str | None = None) -> tup
     local = resolve_source(uri)
     info = read_artifact_info(local) if Path(local).is_dir() else {}
     tok_src = local
-    is_adapter = info.get("kind") == "adapter" or (Path(local) / "adapter_config.json").is_file()
-    if is_adapter and not (Path(local) / "tokenizer_config.json").is_file():
-        base = base_uri or info.get("base_model")
-        if not base:
-            raise ModelError(f"adapter {uri!r} records no base model; pass base_uri=<base model dir or s3 uri>")
-        tok_src = resolve_source(base)
-    template = PromptTemplate.load(local) if (Path(local) / TEMPLATE_FILE).is_file() else PromptTemplate()
-    return load_tokenizer(tok_src), template
+    if _is_adapter(local, info) and not (Path(local) / "tokenizer_config.json").is_file():
+        tok_src = _adapter_base(uri, info, base_uri)
+    return _tokenizer_and_template(local, tok_src)
